@@ -1,0 +1,42 @@
+# Metalize: every target sets up what it needs (idempotent; the install is skipped while
+# pyproject.toml and constraints.txt are unchanged).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.metalize-installed
+CONFIG ?= configs/demo.yaml
+
+# Offline, quiet, local state: no hub downloads, no telemetry, caches inside the checkout.
+export YOLO_OFFLINE := 1
+export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
+export PREFECT_HOME := $(CURDIR)/.cache/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL ?= WARNING
+export MPLBACKEND := Agg
+
+.PHONY: setup demo test bench serve clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/metalize run $(CONFIG)
+
+test: $(STAMP)
+	bash scripts/test-deps.sh
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+serve: $(STAMP)
+	bash scripts/serve.sh $(CONFIG)
+
+clean-venv:
+	rm -rf $(VENV)

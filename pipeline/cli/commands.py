@@ -1,0 +1,3 @@
+"""Imports every command module so their `@app.command` decorators run."""
+
+from pipeline.cli import data, detect, gan, run, synth  # noqa: F401

@@ -1,0 +1,5 @@
+"""`metalize` sub-commands for the synth stage."""
+
+from __future__ import annotations
+
+from pipeline.cli import app  # noqa: F401

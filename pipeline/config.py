@@ -1,0 +1,316 @@
+"""One typed configuration for a whole Metalize run.
+
+`load_config("configs/demo.yaml", ["gan.iterations=50"])` reads YAML with `yaml.safe_load`,
+applies `section.key=value` overrides (values parsed as YAML scalars) and validates everything
+with pydantic. Unknown keys are errors that name their dotted path and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key and the problem."""
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, values are re-validated on set."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# ----------------------------------------------------------------------------------------- runtime
+class RuntimeConfig(Section):
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    seed: int = 0
+    workers: int = Field(2, ge=0, description="worker processes/threads for I/O-bound stages")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; None = all cores")
+    output_root: Path = Field(Path("."), description="data/, models/ and reports/ live under it")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.output_root / "data"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.output_root / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.output_root / "reports"
+
+
+# -------------------------------------------------------------------------------------------- data
+class DemoDataConfig(Section):
+    """Sizes of the procedurally rendered replica (A) / metal (B) demo set."""
+
+    image_size: int = Field(128, ge=32, le=2048, description="square image side, pixels")
+    n_a: int = Field(120, ge=1, description="labelled Class A (replica) photos")
+    n_b_train: int = Field(10, ge=1, description="labelled real B for training (scarce)")
+    n_b_val: int = Field(30, ge=1)
+    n_b_test: int = Field(150, ge=1)
+    n_b_unlabelled: int = Field(200, ge=0, description="unlabelled B pool for the CycleGAN")
+    n_b_oracle: int = Field(120, ge=0, description="extra labelled B for the oracle arm")
+    parts_per_image: tuple[int, int] = (2, 5)
+    hard_fraction: float = Field(0.2, ge=0, le=1, description="share of low-contrast/over-exposed")
+    min_visibility: float = Field(0.35, ge=0, le=1, description="drop parts less visible")
+
+
+class SourceConfig(Section):
+    """One folder of photos and (optionally) their box annotations."""
+
+    images: Path
+    annotations: Path | None = Field(
+        None, description="COCO JSON file, labelme folder or YOLO labels folder; None = unlabelled"
+    )
+    format: Literal["coco", "yolo", "labelme", "none"] = "coco"
+    names: list[str] | None = Field(None, description="YOLO class names (or a classes.txt path)")
+    split: Literal["train", "val", "test", "unlabelled", "oracle"] | None = Field(
+        None, description="put every image of this source in this split (e.g. a held-out test set)"
+    )
+    split_file: Path | None = Field(
+        None, description="explicit split, e.g. BSData image_data.json (file -> train/test)"
+    )
+
+
+class SplitConfig(Section):
+    """Fractions for B labelled photos; the rest of the data is assigned deterministically."""
+
+    train: float = Field(0.2, ge=0, le=1)
+    val: float = Field(0.2, ge=0, le=1)
+    test: float = Field(0.6, ge=0, le=1)
+    use_source_split: bool = Field(False, description="honour SourceConfig.split_file")
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "SplitConfig":
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError(f"train+val+test must sum to 1, got {self.train + self.val + self.test}")
+        return self
+
+
+class DataConfig(Section):
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
+    source: Literal["demo", "folders"] = "demo"
+    demo: DemoDataConfig = DemoDataConfig()
+    a: list[SourceConfig] = Field(default_factory=list, description="Class A (replica) sources")
+    b: list[SourceConfig] = Field(default_factory=list, description="Class B (metal) sources")
+    categories: list[str] | None = Field(None, description="category names in order; None = union")
+    category_map: dict[str, str] = Field(default_factory=dict, description="source name -> name")
+    split: SplitConfig = SplitConfig()
+    max_pixels: int = Field(50_000_000, ge=1, description="larger images are quarantined (bombs)")
+    min_box_size: float = Field(1.0, gt=0, description="boxes thinner than this (px) are dropped")
+    clip_min_inside: float = Field(
+        0.5, ge=0, le=1, description="clip boxes at least this much inside, else drop"
+    )
+    strict: bool = Field(False, description="fail on the first bad input instead of quarantining")
+    shard_size: int = Field(256, ge=1, description="images per validation task")
+
+
+# --------------------------------------------------------------------------------------------- gan
+class GanConfig(Section):
+    """CycleGAN (Zhu et al. 2017) hyper-parameters; defaults follow the paper."""
+
+    load_size: int = Field(286, ge=16, description="resize the short side to this before cropping")
+    crop_size: int = Field(256, ge=16)
+    ngf: int = Field(64, ge=4)
+    ndf: int = Field(64, ge=4)
+    n_blocks: int = Field(9, ge=1)
+    n_layers_d: int = Field(3, ge=1)
+    gan_mode: Literal["lsgan", "vanilla", "wgangp", "hinge"] = "lsgan"
+    lambda_cycle: float = Field(10.0, ge=0)
+    lambda_identity: float = Field(0.5, ge=0, description="times lambda_cycle")
+    lambda_gp: float = Field(10.0, ge=0, description="gradient penalty weight (wgangp)")
+    pool_size: int = Field(50, ge=0)
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    batch_size: int = Field(1, ge=1)
+    iterations: int = Field(200_000, ge=1, description="total optimisation steps")
+    decay_from: float = Field(0.5, ge=0, le=1, description="fraction of steps at constant lr")
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    channels_last: bool = True
+    compile: bool = False
+    object_aware_crops: bool = False
+    num_workers: int = Field(2, ge=0)
+    checkpoint_every: int = Field(1000, ge=1)
+    log_every: int = Field(50, ge=1)
+    image_every: int = Field(1000, ge=1)
+    tile: int = Field(512, ge=32, description="translation tile side, pixels")
+    tile_overlap: int = Field(64, ge=0)
+    translate_batch: int = Field(8, ge=1)
+
+
+# ------------------------------------------------------------------------------------------- synth
+class GateConfig(Section):
+    """Quality-gate thresholds; see README for how the defaults were measured."""
+
+    min_box_edge_f1: float = Field(0.25, ge=0, le=1, description="per-box structure agreement")
+    box_rule: Literal["drop_box", "reject_image"] = "drop_box"
+    max_dropped_fraction: float = Field(0.5, ge=0, le=1, description="more dropped -> reject image")
+    max_saturated_fraction: float = Field(0.35, ge=0, le=1)
+    min_std: float = Field(4.0, ge=0, description="near-constant output (8-bit units)")
+    max_checkerboard: float = Field(0.25, ge=0)
+    min_realism: float | None = Field(None, description="optional critic score threshold")
+
+
+class SynthConfig(Section):
+    variants: int = Field(1, ge=1, description="translations per labelled A image")
+    checkpoints: list[str] = Field(default_factory=list, description="extra generator checkpoints")
+    balance_classes: bool = False
+    target_distribution: dict[str, float] | None = None
+    augment: bool = False
+    min_visibility: float = Field(0.3, ge=0, le=1)
+    min_area: float = Field(4.0, ge=0)
+    gate: GateConfig = GateConfig()
+    shard_size: int = Field(64, ge=1)
+    dask: bool = False
+
+
+# ------------------------------------------------------------------------------------------ detect
+Arm = Literal["real", "real+replica", "real+synthetic", "oracle"]
+
+
+class DetectConfig(Section):
+    backend: Literal["yolo"] = "yolo"
+    model: str = Field("yolo11n.yaml", description="ultralytics model YAML (trained from scratch)")
+    weights: Path | None = Field(None, description="optional local .pt weights to start from")
+    arms: list[Arm] = ["real", "real+replica", "real+synthetic", "oracle"]
+    seeds: list[int] = [0, 1, 2]
+    epochs: int = Field(100, ge=1)
+    imgsz: int = Field(640, ge=32)
+    batch: int = Field(16, ge=1)
+    images_per_epoch: int | None = Field(None, ge=1, description="equal budget; None = largest arm")
+    real_oversample: int = Field(3, ge=1, description="repeat real B in mixed arms")
+    parallel_arms: int = Field(1, ge=1, description="arms trained side by side (CPU)")
+    conf: float = Field(0.001, gt=0, lt=1)
+    bootstrap_resamples: int = Field(1000, ge=10)
+    patience: int = Field(0, ge=0, description="early stopping; 0 = off (same budget per arm)")
+    extra_args: dict[str, Any] = Field(default_factory=dict, description="passed to YOLO.train")
+
+
+# ------------------------------------------------------------------------------------------ report
+class ReportConfig(Section):
+    title: str = "Does synthetic metal help the detector?"
+    n_detection_samples: int = Field(6, ge=0)
+    n_synthetic_samples: int = Field(12, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1, description="CI level = 1 - alpha")
+
+
+# --------------------------------------------------------------------------------------------- run
+class RunConfig(Section):
+    profile: str = "custom"
+    runtime: RuntimeConfig = RuntimeConfig()
+    data: DataConfig = DataConfig()
+    gan: GanConfig = GanConfig()
+    synth: SynthConfig = SynthConfig()
+    detect: DetectConfig = DetectConfig()
+    report: ReportConfig = ReportConfig()
+
+    @field_validator("profile")
+    @classmethod
+    def _plain(cls, v: str) -> str:
+        return v.strip() or "custom"
+
+    def section_hash(self, name: str) -> str:
+        """sha256 of one section's canonical JSON: the cache key part that config contributes."""
+        return _hash_json(getattr(self, name).model_dump(mode="json"))
+
+    def hash(self) -> str:
+        return _hash_json(self.model_dump(mode="json"))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _hash_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- loading
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a profile YAML (or defaults when `path` is None) and apply `a.b=value` overrides."""
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        p = Path(path)
+        where = str(p)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: top level must be a mapping, got {type(raw).__name__}")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return validate_config(raw, where)
+
+
+def validate_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: " + "; ".join(_explain(err) for err in e.errors())) from None
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected section.key=value")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+        node = nxt
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def _explain(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    dotted = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        hint = _closest_key(err["loc"])
+        return f"unknown key '{dotted}'" + (f" (did you mean '{hint}'?)" if hint else "")
+    return f"'{dotted}': {err['msg']} (got {err.get('input')!r})"
+
+
+def _closest_key(loc: tuple[Any, ...]) -> str | None:
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        sub = _model_of(field.annotation)
+        if sub is None:
+            return None
+        model = sub
+    match = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.5)
+    if not match:
+        return None
+    prefix = [str(p) for p in loc[:-1]]
+    return ".".join(prefix + [match[0]])
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None

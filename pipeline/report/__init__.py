@@ -1,0 +1,1 @@
+"""The comparison report: plots, Markdown, self-contained HTML and metrics.json."""
