@@ -1,0 +1,88 @@
+"""The typed run config: profiles load, mistakes are named with a suggestion, overrides work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, RunConfig, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.mark.parametrize("profile", ["tiny", "demo", "full"])
+def test_profiles_load(profile: str) -> None:
+    cfg = load_config(CONFIGS / f"{profile}.yaml")
+    assert cfg.profile == profile
+    assert len(cfg.hash()) == 64
+
+
+def test_unknown_key_names_path_and_closest_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gan:\n  iteratons: 5\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert "gan.iteratons" in str(e.value)
+    assert "did you mean 'gan.iterations'" in str(e.value)
+    assert str(bad) in str(e.value)
+
+
+def test_unknown_section_suggests_section() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'detect'"):
+        load_config(None, ["detekt.epochs=3"])
+
+
+def test_wrong_type_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"'gan.iterations'.*integer"):
+        load_config(None, ["gan.iterations=many"])
+
+
+def test_negative_size_rejected() -> None:
+    with pytest.raises(ConfigError, match="data.demo.image_size"):
+        load_config(None, ["data.demo.image_size=-4"])
+
+
+def test_overrides_use_config_names_and_yaml_values() -> None:
+    cfg = load_config(CONFIGS / "tiny.yaml", ["gan.iterations=3", "detect.seeds=[1, 2]", "gan.compile=true"])
+    assert cfg.gan.iterations == 3 and cfg.detect.seeds == [1, 2] and cfg.gan.compile is True
+
+
+def test_malformed_override_and_missing_file() -> None:
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(None, ["gan.iterations"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no/such/config.yaml")
+
+
+def test_bad_yaml_and_non_mapping(tmp_path: Path) -> None:
+    p = tmp_path / "x.yaml"
+    p.write_text("gan: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    p.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+
+
+def test_hash_changes_with_values_and_round_trips_yaml(tmp_path: Path) -> None:
+    a = load_config(CONFIGS / "tiny.yaml")
+    b = load_config(CONFIGS / "tiny.yaml", ["gan.iterations=13"])
+    assert a.hash() != b.hash()
+    assert a.section_hash("data") == b.section_hash("data")
+    assert a.section_hash("gan") != b.section_hash("gan")
+    saved = tmp_path / "resolved.yaml"
+    saved.write_text(a.to_yaml())
+    assert load_config(saved).hash() == a.hash()
+
+
+def test_split_fractions_must_sum_to_one() -> None:
+    with pytest.raises(ConfigError, match="sum to 1"):
+        load_config(None, ["data.split.train=0.5"])
+
+
+def test_defaults_are_paper_cyclegan() -> None:
+    g = RunConfig().gan
+    assert (g.ngf, g.n_blocks, g.lambda_cycle, g.lambda_identity, g.pool_size, g.lr, g.beta1) == (
+        64, 9, 10.0, 0.5, 50, 2e-4, 0.5,
+    )

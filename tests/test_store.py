@@ -1,0 +1,95 @@
+"""Hashes, atomic writes, manifests with lineage, locks."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline import store
+
+
+def test_atomic_write_leaves_no_temp_and_replaces(tmp_path: Path) -> None:
+    p = tmp_path / "sub" / "x.json"
+    store.atomic_write_json(p, {"a": 1})
+    store.atomic_write_json(p, {"a": 2})
+    assert p.read_text().strip().endswith("}") and '"a": 2' in p.read_text()
+    assert [q.name for q in p.parent.iterdir()] == ["x.json"]
+
+
+def test_atomic_write_failure_keeps_old_content(tmp_path: Path) -> None:
+    p = tmp_path / "x.json"
+    store.atomic_write_json(p, {"a": 1})
+    with pytest.raises(TypeError):
+        store.atomic_write_bytes(p, "not bytes")  # type: ignore[arg-type]
+    assert '"a": 1' in p.read_text()
+    assert [q.name for q in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_atomic_dir_only_appears_when_complete(tmp_path: Path) -> None:
+    final = tmp_path / "version"
+    with pytest.raises(RuntimeError):
+        with store.atomic_dir(final) as d:
+            (d / "f").write_text("x")
+            raise RuntimeError("killed")
+    assert not final.exists() and list(tmp_path.iterdir()) == []
+    with store.atomic_dir(final) as d:
+        (d / "f").write_text("x")
+    assert (final / "f").read_text() == "x"
+
+
+def test_manifest_hashes_files_and_detects_tampering(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("hello")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "b.bin").write_bytes(b"\x00\x01")
+    parent = {"kind": "dataset", "id": "p1", "config_hash": "c", "files_hash": "f", "files": {"big": "x"}}
+    m = store.write_manifest(tmp_path, kind="model", id="m1", config={"k": 1}, parents=[parent])
+    assert set(m["files"]) == {"a.txt", "d/b.bin"}
+    assert m["files"]["a.txt"] == store.sha256_bytes(b"hello")
+    assert m["parents"][0]["id"] == "p1" and "files" not in m["parents"][0]
+    assert store.read_manifest(tmp_path)["id"] == "m1"
+    assert store.verify_manifest(tmp_path) == []
+    (tmp_path / "a.txt").write_text("changed")
+    assert store.verify_manifest(tmp_path) == ["a.txt"]
+
+
+def test_stage_key_depends_on_config_and_parents() -> None:
+    p1 = {"files_hash": "aaa"}
+    p2 = {"files_hash": "bbb"}
+    k = store.stage_key("gan", {"lr": 1}, [p1])
+    assert k == store.stage_key("gan", {"lr": 1}, [p1])
+    assert k != store.stage_key("gan", {"lr": 2}, [p1])
+    assert k != store.stage_key("gan", {"lr": 1}, [p2])
+    assert k != store.stage_key("synth", {"lr": 1}, [p1])
+
+
+def _hold_lock(path: str, ready, release) -> None:
+    with store.dir_lock(path):
+        ready.set()
+        release.wait(10)
+
+
+def test_dir_lock_excludes_other_processes(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(store.LockedError, match="locked by another run"):
+            with store.dir_lock(tmp_path, wait=False):
+                pass
+    finally:
+        release.set()
+        proc.join(30)
+    with store.dir_lock(tmp_path, wait=False):
+        pass
+
+
+def test_code_version_mentions_package_version() -> None:
+    from pipeline import __version__
+
+    assert store.code_version().startswith(__version__)
+    assert os.path.basename(store.utcnow_id())
