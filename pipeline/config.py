@@ -88,6 +88,11 @@ class SplitConfig(Section):
     val: float = Field(0.2, ge=0, le=1)
     test: float = Field(0.6, ge=0, le=1)
     use_source_split: bool = Field(False, description="honour SourceConfig.split_file")
+    val_from_source_train: bool = Field(
+        True,
+        description="with use_source_split: carve val (val/(train+val)) out of the source's train "
+        "images; the source's test images are kept exactly",
+    )
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> "SplitConfig":
@@ -112,6 +117,7 @@ class DataConfig(Section):
     )
     strict: bool = Field(False, description="fail on the first bad input instead of quarantining")
     shard_size: int = Field(256, ge=1, description="images per validation task")
+    dask: bool = Field(False, description="Prefect flow: validate shards on a local Dask cluster")
 
 
 # --------------------------------------------------------------------------------------------- gan
