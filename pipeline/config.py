@@ -155,28 +155,50 @@ class GanConfig(Section):
 
 # ------------------------------------------------------------------------------------------- synth
 class GateConfig(Section):
-    """Quality-gate thresholds; see README for how the defaults were measured."""
+    """Quality-gate thresholds (pipeline/synth/gate.py).
 
+    Defaults come from bench/gate_thresholds.py on demo-profile data (numbers in
+    bench/results/gate_thresholds.json and the synth README notes): per-box edge F1 of a trained
+    generator vs deliberately broken outputs (blurred, shifted, erased part).
+    """
+
+    box_metric: Literal["edge_f1", "gradient_ssim", "both"] = Field(
+        "edge_f1", description="per-box structure score(s) compared against the thresholds"
+    )
     min_box_edge_f1: float = Field(0.25, ge=0, le=1, description="per-box structure agreement")
+    min_box_gradient_ssim: float = Field(0.3, ge=0, le=1, description="used with box_metric gradient_ssim/both")
+    box_margin: float = Field(0.1, ge=0, le=1, description="crop grows by this share of the box side")
+    min_box_side: float = Field(8.0, ge=0, description="smaller boxes (px) are not scored")
     box_rule: Literal["drop_box", "reject_image"] = "drop_box"
     max_dropped_fraction: float = Field(0.5, ge=0, le=1, description="more dropped -> reject image")
     max_saturated_fraction: float = Field(0.35, ge=0, le=1)
     min_std: float = Field(4.0, ge=0, description="near-constant output (8-bit units)")
-    max_checkerboard: float = Field(0.25, ge=0)
+    max_checkerboard: float = Field(0.25, ge=0, le=1, description="share of HF energy on stride-2/4 bins")
     min_realism: float | None = Field(None, description="optional critic score threshold")
 
 
 class SynthConfig(Section):
-    variants: int = Field(1, ge=1, description="translations per labelled A image")
+    """Synthetic B from labelled A (pipeline/synth/): geometry, variants, balancing, augmentation."""
+
+    variants: int = Field(1, ge=1, description="translations per labelled A image and generator")
     checkpoints: list[str] = Field(default_factory=list, description="extra generator checkpoints")
+    fit: Literal["keep", "resize", "letterbox"] = Field("keep", description="bring A to image_size")
+    image_size: int | None = Field(None, ge=16, description="working side, pixels (fit resize/letterbox)")
+    tile: int | None = Field(None, ge=16, description="cut larger outputs into tiles of this side")
+    tile_overlap: int = Field(0, ge=0)
+    jitter: float = Field(0.15, ge=0, le=1, description="log-zoom range of variants after the first")
+    pad_value: int = Field(0, ge=0, le=255, description="grey level of letterbox/crop padding")
     balance_classes: bool = False
-    target_distribution: dict[str, float] | None = None
+    target_distribution: dict[str, float] | None = Field(None, description="None = uniform")
+    max_balance_factor: float = Field(2.0, ge=1, description="balancing adds at most this x images")
+    max_variants_per_image: int = Field(4, ge=1, description="cap on balancing variants per A image")
     augment: bool = False
     min_visibility: float = Field(0.3, ge=0, le=1)
     min_area: float = Field(4.0, ge=0)
     gate: GateConfig = GateConfig()
     shard_size: int = Field(64, ge=1)
     dask: bool = False
+    n_card_examples: int = Field(8, ge=0, description="A | synthetic pairs and rejects in the card")
 
 
 # ------------------------------------------------------------------------------------------ detect
