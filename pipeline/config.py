@@ -220,6 +220,10 @@ class DetectConfig(Section):
     conf: float = Field(0.001, gt=0, lt=1)
     bootstrap_resamples: int = Field(1000, ge=10)
     patience: int = Field(0, ge=0, description="early stopping; 0 = off (same budget per arm)")
+    workers: int = Field(0, ge=0, description="dataloader workers per arm (0 = in the trainer)")
+    max_det: int = Field(100, ge=1, description="detections kept per test image (COCO maxDets)")
+    nms_iou: float = Field(0.7, gt=0, lt=1, description="NMS IoU threshold at prediction")
+    amp: Literal["auto", "off"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
     extra_args: dict[str, Any] = Field(default_factory=dict, description="passed to YOLO.train")
 
 
