@@ -1,5 +1,45 @@
-"""`metalize` sub-commands for the run stage."""
+"""`metalize run` (the whole flow once) and `metalize serve` (the flow on a schedule)."""
 
 from __future__ import annotations
 
-from pipeline.cli import app  # noqa: F401
+from pathlib import Path
+
+import typer
+
+from pipeline.cli import app
+from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, load
+
+
+@app.command()
+def run(config: Path = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG) -> None:
+    """Run ingest → CycleGAN → synthesize → compare → report; prints the report path last."""
+    load(config, overrides)  # fail fast on a bad config, before Prefect starts
+    from flows.pipeline import metalize_pipeline
+
+    html = metalize_pipeline(config=str(config) if config else None, overrides=list(overrides or []))
+    console.print(f"[bold green]report:[/] {html}")
+    typer.echo(html)
+
+
+@app.command()
+def serve(
+    config: Path = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    cron: str = typer.Option(None, help='cron schedule, e.g. "0 2 * * *"'),
+    interval: float = typer.Option(None, help="seconds between runs (instead of --cron)"),
+    name: str = typer.Option(None, help="deployment name (default: metalize-<profile>)"),
+) -> None:
+    """Serve the pipeline as a scheduled deployment (needs a Prefect server: PREFECT_API_URL)."""
+    cfg = load(config, overrides)
+    if (cron is None) == (interval is None):
+        console.print("[bold red]error:[/] give exactly one of --cron or --interval")
+        raise typer.Exit(2)
+    from flows.deploy import serve_pipeline
+
+    serve_pipeline(
+        config=str(config) if config else None,
+        overrides=list(overrides or []),
+        name=name or f"metalize-{cfg.profile}",
+        cron=cron,
+        interval=interval,
+    )
