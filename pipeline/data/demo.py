@@ -1,0 +1,190 @@
+"""The embedded demo dataset: procedural photos of printed replicas (A) and metal parts (B).
+
+`render_demo(cfg.data.demo, cfg.runtime.seed, demo_dir(cfg))` writes plain COCO folders that the
+ingest stage reads like any user's data:
+
+    <out>/A/train/{images/*.png, annotations.json}          labelled replicas (n_a)
+    <out>/B/{train,val,test,oracle}/{images, annotations.json}   labelled metal
+    <out>/B/unlabelled/images/*.png                          metal pool for the CycleGAN
+    <out>/render.json                                        what made it (config, seed, key)
+
+Every scene has its own random stream keyed by (seed, domain, split, index), so changing one
+split's count leaves every other image byte-identical. Shapes and materials live in
+`demo_parts` and `demo_render`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline import store
+from pipeline.config import DemoDataConfig, RunConfig, SourceConfig
+from pipeline.data.demo_parts import CATEGORIES
+from pipeline.data.demo_render import HARD_CASES, Scene, render_scene
+
+RENDER_VERSION = 1  # bump when the renderer's output changes: it is part of the folder's key
+RENDER_FILE = "render.json"
+LABELLED_B = ("train", "val", "test", "oracle")
+
+
+class DemoDataError(RuntimeError):
+    """The output folder exists but holds something other than this render."""
+
+
+@dataclass
+class DemoSources:
+    """Where a render lives and how ingest should read it."""
+
+    root: Path
+    categories: list[str]
+    a: list[SourceConfig]
+    b: list[SourceConfig]
+
+
+# -------------------------------------------------------------------------------------------- keys
+def demo_key(cfg: DemoDataConfig, seed: int) -> str:
+    """sha256 of the demo config, the seed and the renderer version: names the render."""
+    return store.hash_json({"demo": cfg.model_dump(mode="json"), "seed": seed, "renderer": RENDER_VERSION})
+
+
+def demo_dir(cfg: RunConfig) -> Path:
+    """Default folder of a run's demo render: <output_root>/data/raw/demo-<key12>."""
+    return cfg.runtime.data_dir / "raw" / f"demo-{demo_key(cfg.data.demo, cfg.runtime.seed)[:12]}"
+
+
+def scene_rng(seed: int, domain: str, split: str, index: int) -> np.random.Generator:
+    """The independent random stream of one scene."""
+    digest = hashlib.sha256(f"metalize-demo/{seed}/{domain}/{split}/{index}".encode()).digest()
+    return np.random.default_rng(np.random.SeedSequence(int.from_bytes(digest[:16], "little")))
+
+
+def split_counts(cfg: DemoDataConfig) -> dict[tuple[str, str], int]:
+    """(domain, split) -> number of images, in writing order."""
+    return {
+        ("A", "train"): cfg.n_a,
+        ("B", "train"): cfg.n_b_train,
+        ("B", "val"): cfg.n_b_val,
+        ("B", "test"): cfg.n_b_test,
+        ("B", "oracle"): cfg.n_b_oracle,
+        ("B", "unlabelled"): cfg.n_b_unlabelled,
+    }
+
+
+def render_one(cfg: DemoDataConfig, seed: int, domain: str, split: str, index: int) -> Scene:
+    """Scene `index` of (domain, split): a share `cfg.hard_fraction` of scenes is a hard case."""
+    rng = scene_rng(seed, domain, split, index)
+    hard = HARD_CASES[int(rng.integers(len(HARD_CASES)))] if rng.random() < cfg.hard_fraction else None
+    lo, hi = cfg.parts_per_image
+    return render_scene(
+        rng, domain, cfg.image_size, parts_per_image=(lo, hi), hard=hard, min_visibility=cfg.min_visibility
+    )
+
+
+# ------------------------------------------------------------------------------------------ render
+def render_demo(cfg: DemoDataConfig, seed: int, out_dir: Path) -> DemoSources:
+    """Render every split into `out_dir` (atomically; skipped when it already holds this render).
+
+    Images are 8-bit RGB PNGs of `cfg.image_size` px; COCO boxes are xywh pixels of the visible
+    part, categories have ids 1..K in `CATEGORIES` order. Raises DemoDataError when `out_dir`
+    holds a different render or other files (it never overwrites them).
+    """
+    out_dir = Path(out_dir)
+    key = demo_key(cfg, seed)
+    if out_dir.exists():
+        if out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # an empty folder (e.g. made by a user for --out) holds nothing to keep
+        else:
+            _check_existing(out_dir, key)
+            return _sources(out_dir, cfg)
+    started = time.perf_counter()
+    counts: dict[str, dict[str, int]] = {}
+    with store.atomic_dir(out_dir) as tmp:
+        for (domain, split), n in split_counts(cfg).items():
+            counts[f"{domain}_{split}"] = _write_split(tmp / domain / split, cfg, seed, domain, split, n)
+        seconds = time.perf_counter() - started
+        n_images = sum(split_counts(cfg).values())
+        store.atomic_write_json(
+            tmp / RENDER_FILE,
+            {
+                "key": key,
+                "seed": seed,
+                "renderer": RENDER_VERSION,
+                "config": cfg.model_dump(mode="json"),
+                "categories": CATEGORIES,
+                "counts": counts,
+                "seconds": round(seconds, 3),
+                "images_per_s": round(n_images / max(seconds, 1e-9), 1),
+            },
+        )
+    return _sources(out_dir, cfg)
+
+
+def _write_split(folder: Path, cfg: DemoDataConfig, seed: int, domain: str, split: str, n: int) -> dict[str, int]:
+    """Write n images (and COCO annotations unless unlabelled); returns image/box counts."""
+    images_dir = folder / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(n):
+        scene = render_one(cfg, seed, domain, split, i)
+        name = f"{domain.lower()}-{split}-{i:05d}.png"
+        ok, png = cv2.imencode(".png", cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise DemoDataError(f"{images_dir / name}: PNG encoding failed")
+        (images_dir / name).write_bytes(png.tobytes())
+        size = cfg.image_size
+        images.append({"id": i + 1, "file_name": name, "width": size, "height": size, "hard": scene.hard})
+        for inst in scene.kept:
+            x, y, w, h = inst.bbox
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": CATEGORIES.index(inst.category) + 1,
+                    "bbox": inst.bbox,
+                    "area": w * h,
+                    "iscrowd": 0,
+                    "visibility": round(inst.visibility, 3),
+                }
+            )
+    if split != "unlabelled":
+        coco = {
+            "info": {"description": f"Metalize demo, domain {domain}, split {split}", "seed": seed},
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": k + 1, "name": c, "supercategory": "part"} for k, c in enumerate(CATEGORIES)],
+        }
+        (folder / "annotations.json").write_text(json.dumps(coco), encoding="utf-8")
+    return {"images": n, "boxes": len(annotations)}
+
+
+def _check_existing(out_dir: Path, key: str) -> None:
+    try:
+        found = json.loads((out_dir / RENDER_FILE).read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError, AttributeError):
+        found = None
+    if found is None:
+        raise DemoDataError(f"{out_dir}: exists and is not a demo render (no readable {RENDER_FILE}); "
+                            "choose another output folder")
+    if found != key:
+        raise DemoDataError(f"{out_dir}: holds a different demo render (key {found[:12]}, wanted "
+                            f"{key[:12]}); choose another output folder or remove that one")
+
+
+def _sources(root: Path, cfg: DemoDataConfig) -> DemoSources:
+    def labelled(domain: str, split: str) -> SourceConfig:
+        folder = root / domain / split
+        return SourceConfig(images=folder / "images", annotations=folder / "annotations.json",
+                            format="coco", split=split)
+
+    a = [labelled("A", "train")]
+    b = [labelled("B", s) for s in LABELLED_B if split_counts(cfg)[("B", s)] > 0]
+    if cfg.n_b_unlabelled > 0:
+        b.append(SourceConfig(images=root / "B" / "unlabelled" / "images", format="none", split="unlabelled"))
+    return DemoSources(root=root, categories=list(CATEGORIES), a=a, b=b)
