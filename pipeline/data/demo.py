@@ -188,3 +188,57 @@ def _sources(root: Path, cfg: DemoDataConfig) -> DemoSources:
     if cfg.n_b_unlabelled > 0:
         b.append(SourceConfig(images=root / "B" / "unlabelled" / "images", format="none", split="unlabelled"))
     return DemoSources(root=root, categories=list(CATEGORIES), a=a, b=b)
+
+
+# ----------------------------------------------------------------------------------------- preview
+_CLASS_BGR = [(40, 200, 40), (230, 160, 30), (30, 140, 255), (210, 60, 210), (0, 220, 220), (255, 90, 90)]
+
+
+def preview_grid(sources: DemoSources, per_row: int = 6, rows_per_domain: int = 2, tile: int = 256) -> np.ndarray:
+    """A grid of labelled A (top) and B (bottom) samples with boxes and class names drawn.
+
+    Tiles are upscaled by an integer factor (nearest neighbour, so pixels stay honest) to at
+    least `tile` px. Returns (H, W, 3) uint8 BGR, ready for cv2.imencode.
+    """
+    rows = []
+    for domain, src in (("A", sources.a), ("B", sources.b)):
+        folders = [s for s in src if s.annotations is not None]
+        picks = []
+        for s in folders:
+            coco = json.loads(Path(s.annotations).read_text(encoding="utf-8"))
+            by_image: dict[int, list[dict]] = {}
+            for a in coco["annotations"]:
+                by_image.setdefault(a["image_id"], []).append(a)
+            picks += [(Path(s.images) / im["file_name"], by_image.get(im["id"], []), f"{domain} {s.split}")
+                      for im in coco["images"]]
+        picks = picks[: per_row * rows_per_domain]
+        tiles = [_preview_tile(p, anns, label, tile) for p, anns, label in picks]
+        if not tiles:
+            continue
+        blank = np.zeros_like(tiles[0])
+        tiles += [blank] * (-len(tiles) % per_row)
+        rows += [np.hstack(tiles[i : i + per_row]) for i in range(0, len(tiles), per_row)]
+    return np.vstack(rows)
+
+
+def _preview_tile(path: Path, anns: list[dict], label: str, tile: int) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    f = max(1, int(np.ceil(tile / img.shape[0])))
+    img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
+    for a in anns:
+        x, y, w, h = (round(v * f) for v in a["bbox"])
+        colour = _CLASS_BGR[(a["category_id"] - 1) % len(_CLASS_BGR)]
+        cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), colour, 1)
+        cv2.putText(img, CATEGORIES[a["category_id"] - 1], (x + 1, max(y - 3, 9)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.33, colour, 1, cv2.LINE_AA)
+    cv2.putText(img, label, (4, img.shape[0] - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def write_preview(sources: DemoSources, path: Path | None = None) -> Path:
+    """preview_grid() as a PNG (default `<root>/preview.png`), written atomically."""
+    path = Path(path) if path is not None else sources.root / "preview.png"
+    ok, png = cv2.imencode(".png", preview_grid(sources))
+    if not ok:
+        raise DemoDataError(f"{path}: PNG encoding failed")
+    return store.atomic_write_bytes(path, png.tobytes())
