@@ -1,6 +1,7 @@
 # Metalize: every target sets up what it needs (idempotent; the install is skipped while
 # pyproject.toml and constraints.txt are unchanged).
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,8 +22,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@echo "installing Metalize and its pinned dependencies into $(VENV) (first time: a few minutes)"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $(STAMP)
 
 demo: $(STAMP)
