@@ -1,0 +1,187 @@
+"""Dataset card of an augmented version: card/README.md plus PNGs.
+
+class_balance.png   real vs synthetic boxes per class, and the planned balance before/after
+box_sizes.png       histograms of box size sqrt(w·h) in pixels, real vs synthetic
+pairs.png           A (after the image's affine map) | synthetic, transferred boxes drawn
+rejected.png        thumbnails of rejected images / dropped boxes (source | synthetic, red = failed)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.data.coco import CocoSet
+from pipeline.data.version import DatasetVersion
+from pipeline.store import atomic_write_bytes, atomic_write_text
+from pipeline.synth import geometry as geo
+
+
+def _save_fig(fig, path: Path) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def class_balance_png(path: Path, names: list[str], real: dict[str, int], synthetic: dict[str, int],
+                      balance: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    axes[0].bar(x - 0.2, [real.get(n, 0) for n in names], 0.4, label="real B")
+    axes[0].bar(x + 0.2, [synthetic.get(n, 0) for n in names], 0.4, label="synthetic B")
+    axes[0].set_title("boxes per class (written)")
+    for ax in axes:
+        ax.set_xticks(x, names, rotation=30, ha="right")
+    axes[0].legend()
+
+    def share(d: dict[str, int]) -> list[float]:
+        tot = max(1, sum(d.values()))
+        return [d.get(n, 0) / tot for n in names]
+
+    axes[1].bar(x - 0.27, share(balance["before"]), 0.27, label="before balancing")
+    axes[1].bar(x, share(balance["after"]), 0.27, label="after balancing")
+    if balance.get("target"):
+        axes[1].bar(x + 0.27, [balance["target"][n] for n in names], 0.27, label="target")
+    axes[1].set_title("planned class share, real + synthetic")
+    axes[1].legend(fontsize=8)
+    _save_fig(fig, path)
+
+
+def box_sizes_png(path: Path, real: CocoSet, synthetic: CocoSet) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def sizes(c: CocoSet) -> np.ndarray:
+        return np.array([np.sqrt(max(a.area, 0.0)) for a in c.annotations])
+
+    r, s = sizes(real), sizes(synthetic)
+    top = max([1.0, *(r.tolist() or [0]), *(s.tolist() or [0])])
+    bins = np.linspace(0, top, 25)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(r, bins=bins, alpha=0.6, density=True, label=f"real B ({len(r)})")
+    ax.hist(s, bins=bins, alpha=0.6, density=True, label=f"synthetic B ({len(s)})")
+    ax.set_xlabel("box size sqrt(w·h), pixels")
+    ax.set_ylabel("density")
+    ax.legend()
+    _save_fig(fig, path)
+
+
+def _draw(img: np.ndarray, boxes: list[list[float]], color=(0, 255, 0)) -> np.ndarray:
+    img = np.ascontiguousarray(img.copy())
+    for x, y, w, h in boxes:
+        cv2.rectangle(img, (int(x), int(y)), (int(x + w) - 1, int(y + h) - 1), color, 1)
+    return img
+
+
+def pairs_png(path: Path, dataset: DatasetVersion, root: Path, synthetic: CocoSet, n: int) -> int:
+    """Grid of up to n rows `A (mapped) | synthetic`, both with the transferred boxes."""
+    by_img = synthetic.anns_by_image()
+    a_train = {im.file_name: im for im in dataset.coco("A", "train").images}
+    rows = []
+    for im in synthetic.images[:n]:
+        src = a_train.get(im.extra.get("source_file", ""))
+        if src is None:
+            continue
+        t = geo.ImageTransform(np.array(im.extra["affine"], dtype=np.float64), (im.width, im.height))
+        a = geo.warp_image(dataset.read_rgb(src), t)
+        s = cv2.cvtColor(cv2.imread(str(root / im.file_name), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        boxes = [a_.bbox for a_ in by_img.get(im.id, [])]
+        pair = np.concatenate([_draw(a, boxes), np.full((a.shape[0], 4, 3), 255, np.uint8), _draw(s, boxes)], 1)
+        rows.append(cv2.resize(pair, (256 * pair.shape[1] // pair.shape[0], 256)) if pair.shape[0] != 256 else pair)
+    if not rows:
+        return 0
+    w = max(r.shape[1] for r in rows)
+    grid = np.concatenate([np.pad(r, ((2, 2), (0, w - r.shape[1]), (0, 0)), constant_values=255) for r in rows], 0)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    atomic_write_bytes(path, buf.tobytes())
+    return len(rows)
+
+
+def rejected_png(path: Path, root: Path, thumbnails: list[str]) -> int:
+    imgs = [cv2.imread(str(root / t), cv2.IMREAD_COLOR) for t in thumbnails]
+    imgs = [i for i in imgs if i is not None]
+    if not imgs:
+        return 0
+    h = max(i.shape[0] for i in imgs)
+    w = max(i.shape[1] for i in imgs)
+    tiles = [np.pad(i, ((0, h - i.shape[0] + 4), (0, w - i.shape[1] + 4), (0, 0)), constant_values=255) for i in imgs]
+    cols = 2
+    while len(tiles) % cols:
+        tiles.append(np.full_like(tiles[0], 255))
+    grid = np.concatenate([np.concatenate(tiles[r : r + cols], 1) for r in range(0, len(tiles), cols)], 0)
+    ok, buf = cv2.imencode(".png", grid)
+    atomic_write_bytes(path, buf.tobytes())
+    return len(imgs)
+
+
+def write_card(
+    root: Path,
+    dataset: DatasetVersion,
+    real: CocoSet,
+    synthetic: CocoSet,
+    summary: dict[str, Any],
+    rejection_examples: list[dict[str, Any]],
+    n_examples: int,
+) -> Path:
+    """Write root/card/{README.md, *.png}; returns the README path."""
+    card = root / "card"
+    card.mkdir(parents=True, exist_ok=True)
+    names = real.category_names
+    real_counts, syn_counts = real.class_counts(), synthetic.class_counts()
+    class_balance_png(card / "class_balance.png", names, real_counts, syn_counts, summary["balance"])
+    box_sizes_png(card / "box_sizes.png", real, synthetic)
+    n_pairs = pairs_png(card / "pairs.png", dataset, root, synthetic, n_examples)
+    thumbs = [r["thumbnail"] for r in rejection_examples if r.get("thumbnail")]
+    thumbs = list(dict.fromkeys(thumbs))[:n_examples]
+    n_rej = rejected_png(card / "rejected.png", root, thumbs)
+
+    lines = [
+        f"# {summary['id']}",
+        "",
+        f"Augmented dataset: the real labelled B train split plus synthetic B images translated from "
+        f"labelled A by CycleGAN generator(s) {', '.join(g['sha256'][:12] for g in summary['generators'])}, "
+        f"boxes transferred through one affine map per image and checked by the quality gate.",
+        "",
+        f"Parent dataset: `{dataset.id}`. Images: {summary['images']['real']} real + "
+        f"{summary['images']['synthetic']} synthetic; {summary['gate']['rejected_images']} synthetic images rejected, "
+        f"{summary['gate']['dropped_boxes']} boxes dropped by the gate.",
+        "",
+        "| class | real B boxes | synthetic boxes | planned before balancing | planned after |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for n in names:
+        lines.append(
+            f"| {n} | {real_counts.get(n, 0)} | {syn_counts.get(n, 0)} | "
+            f"{summary['balance']['before'].get(n, 0)} | {summary['balance']['after'].get(n, 0)} |"
+        )
+    lines += ["", "![class balance](class_balance.png)", "", "![box sizes](box_sizes.png)", ""]
+    if n_pairs:
+        lines += [f"## A | synthetic ({n_pairs} examples, boxes as transferred)", "", "![pairs](pairs.png)", ""]
+    lines += ["## Gate", "", "| check | rejections | threshold |", "|---|---:|---:|"]
+    for check, (count, thr) in sorted(summary["gate"]["by_check"].items()):
+        lines.append(f"| {check} | {count} | {thr} |")
+    if n_rej:
+        lines += ["", f"Rejected examples (source | synthetic; red = failed box), {n_rej} shown:", "",
+                  "![rejected](rejected.png)", ""]
+        for r in rejection_examples[: n_examples * 2]:
+            if r.get("thumbnail") in thumbs:
+                score = "—" if r["score"] is None else f"{r['score']:.3f}"
+                lines.append(f"- `{r['image']}` {r['check']} = {score} (threshold {r['threshold']}), {r['action']}")
+    lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()), ""]
+    return atomic_write_text(card / "README.md", "\n".join(lines))
+
