@@ -1,0 +1,227 @@
+"""Each arm's training set, under the equal-budget rule.
+
+Arms add images to the scarce labelled real B train set:
+    real            nothing (the baseline)
+    real+replica    the raw labelled A photos (control: is it just more boxes?)
+    real+synthetic  the accepted A->B translations with transferred boxes (the method)
+    oracle          extra real labelled B (demo data only)
+
+Every arm sees the same number of images per epoch N. The real-only arm repeats real B to fill N;
+the mixed arms oversample real B x`detect.real_oversample` so they do not see the real photos less
+often than the baseline and lose for that reason alone. N is `detect.images_per_epoch`, or the
+largest arm's natural size (real x oversample + extra). An epoch is a text file of image paths
+with repeats, which ultralytics reads as its train split.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import RunConfig
+from pipeline.data.coco import CocoSet
+from pipeline.data.version import DatasetVersion
+from pipeline.detect.base import TrainingSet
+from pipeline.store import atomic_write_text
+
+ARMS = ("real", "real+replica", "real+synthetic", "oracle")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A labelled image set: COCO (file_name relative to root) plus the folder it lives in."""
+
+    label: str  # e.g. "B_train", "A_train", "synthetic"
+    coco: CocoSet
+    root: Path
+
+    def __len__(self) -> int:
+        return len(self.coco.images)
+
+
+@dataclass(frozen=True)
+class ArmPlan:
+    """What one arm trains on; `unavailable` says why it cannot run on these inputs."""
+
+    name: str
+    real: ImageSet | None
+    extra: ImageSet | None
+    unavailable: str | None = None
+
+    @property
+    def mixed(self) -> bool:
+        return self.extra is not None
+
+    def natural_size(self, oversample: int) -> int:
+        """Images per epoch this arm would see without the budget: real x k + extra."""
+        if self.real is None:
+            return 0
+        return len(self.real) * (oversample if self.mixed else 1) + (len(self.extra) if self.extra else 0)
+
+    @property
+    def train_images(self) -> int:
+        """Distinct training images."""
+        return (len(self.real) if self.real else 0) + (len(self.extra) if self.extra else 0)
+
+    @property
+    def uses_augmented(self) -> bool:
+        return self.name == "real+synthetic"
+
+
+def slug(arm: str) -> str:
+    """A folder name for an arm: 'real+synthetic' -> 'real-synthetic'."""
+    return arm.replace("+", "-")
+
+
+# ------------------------------------------------------------------------------------- planning
+def plan_arms(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None) -> list[ArmPlan]:
+    """One plan per configured arm, in config order. Arms whose data is missing are kept with
+    the reason in `unavailable` so the comparison can report them instead of dropping them."""
+    if not dataset.has("B", "train"):
+        raise ValueError(f"{dataset.root}: no labelled real B train split (annotations/B_train.json)")
+    real = ImageSet("B_train", dataset.coco("B", "train"), dataset.root)
+    if not real.coco.images:
+        raise ValueError(f"{dataset.annotation_path('B', 'train')}: no images in the real B train split")
+    plans = []
+    for arm in cfg.detect.arms:
+        extra, why = None, None
+        if arm == "real+replica":
+            extra, why = _split_or_reason(dataset, "A", "train", "no labelled A photos")
+        elif arm == "oracle":
+            extra, why = _split_or_reason(dataset, "B", "oracle", "no extra labelled B (only demo data has an oracle split)")
+        elif arm == "real+synthetic":
+            if augmented is None:
+                why = "no augmented dataset given (run synthesis first)"
+            elif not augmented.has("B", "train"):
+                why = f"{augmented.root}: no annotations/B_train.json"
+            else:
+                syn = augmented.coco("B", "train").subset(lambda im: bool(im.synthetic))
+                if syn.category_names != real.coco.category_names:
+                    why = f"{augmented.root}: categories {syn.category_names} differ from {real.coco.category_names}"
+                elif not syn.images:
+                    why = f"{augmented.root}: no accepted synthetic images"
+                else:
+                    extra = ImageSet("synthetic", syn, augmented.root)
+        if why is not None:
+            plans.append(ArmPlan(arm, None, None, unavailable=why))
+        else:
+            plans.append(ArmPlan(arm, real, extra))
+    return plans
+
+
+def _split_or_reason(dataset: DatasetVersion, domain: str, split: str, missing: str) -> tuple[ImageSet | None, str | None]:
+    if not dataset.has(domain, split):
+        return None, f"{missing}: {dataset.root} has no {domain}_{split} split"
+    coco = dataset.coco(domain, split)
+    if not coco.images:
+        return None, f"{missing}: {domain}_{split} is empty"
+    return ImageSet(f"{domain}_{split}", coco, dataset.root), None
+
+
+def epoch_budget(cfg: RunConfig, plans: list[ArmPlan]) -> int:
+    """Images per epoch N shared by every arm."""
+    if cfg.detect.images_per_epoch is not None:
+        return cfg.detect.images_per_epoch
+    sizes = [p.natural_size(cfg.detect.real_oversample) for p in plans if p.unavailable is None]
+    if not sizes:
+        raise ValueError("no arm can run: " + "; ".join(f"{p.name}: {p.unavailable}" for p in plans))
+    return max(sizes)
+
+
+def epoch_list(real: list[Path], extra: list[Path], oversample: int, n: int, seed: int) -> list[Path]:
+    """N image paths for one epoch: cycles of (real x oversample + extra) — just real when there
+    is no extra — repeated whole, the last cycle a seeded sample without replacement."""
+    if not real:
+        raise ValueError("empty real training set")
+    cycle = list(real) * (oversample if extra else 1) + list(extra)
+    reps, rest = divmod(n, len(cycle))
+    rng = random.Random(seed)
+    return cycle * reps + rng.sample(cycle, rest)
+
+
+# ------------------------------------------------------------------------------------- on disk
+def build_training_set(
+    plan: ArmPlan, cfg: RunConfig, dataset: DatasetVersion, n_per_epoch: int, out_dir: Path, seed: int
+) -> TrainingSet:
+    """Write the arm's YOLO layout under out_dir (hardlinks to the dataset's images) and its
+    epoch list, val list and data.yaml. Each run gets its own layout because ultralytics writes
+    label caches beside the labels, and arms run side by side."""
+    if plan.unavailable is not None or plan.real is None:
+        raise ValueError(f"arm {plan.name} cannot run: {plan.unavailable}")
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # a half-written layout from an interrupted run
+    names = plan.real.coco.category_names
+    real = write_yolo(plan.real.coco, plan.real.root, out_dir / "train" / plan.real.label)
+    extra = write_yolo(plan.extra.coco, plan.extra.root, out_dir / "train" / plan.extra.label) if plan.extra else []
+    train = epoch_list(real, extra, cfg.detect.real_oversample, n_per_epoch, seed)
+    val = write_yolo(dataset.coco("B", "val"), dataset.root, out_dir / "val")
+    train_list = atomic_write_text(out_dir / "train.txt", "".join(f"{p}\n" for p in train))
+    val_list = atomic_write_text(out_dir / "val.txt", "".join(f"{p}\n" for p in val))
+    data_yaml = write_data_yaml(out_dir / "data.yaml", out_dir, train_list, val_list, names)
+    return TrainingSet(data_yaml=data_yaml, train_list=train_list, val_list=val_list, names=names)
+
+
+def write_eval_set(dataset: DatasetVersion, domain: str, split: str, out_dir: Path) -> Path:
+    """A YOLO layout + data.yaml whose `val` is the given split (for the backend's own val)."""
+    coco = dataset.coco(domain, split)
+    paths = write_yolo(coco, dataset.root, out_dir / split)
+    lst = atomic_write_text(out_dir / f"{split}.txt", "".join(f"{p}\n" for p in paths))
+    return write_data_yaml(out_dir / f"{split}.yaml", out_dir, lst, lst, coco.category_names)
+
+
+def write_data_yaml(path: Path, root: Path, train: Path, val: Path, names: list[str]) -> Path:
+    doc = {"path": str(root.resolve()), "train": str(train.resolve()), "val": str(val.resolve()),
+           "names": {i: n for i, n in enumerate(names)}}
+    return atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
+
+
+def write_yolo(coco: CocoSet, image_root: Path, out_dir: Path) -> list[Path]:
+    """out_dir/images/<file> (hardlink, else copy) and out_dir/labels/<stem>.txt with
+    `class cx cy w h` normalised to [0, 1]; class index = category order. Returns image paths."""
+    try:  # the ingest's writer (contract 2) once it exists
+        from pipeline.data.formats import write_yolo as _ingest_write_yolo
+    except ImportError:
+        _ingest_write_yolo = None
+    if _ingest_write_yolo is not None:
+        return _ingest_write_yolo(coco, Path(image_root), Path(out_dir))
+    return _write_yolo(coco, Path(image_root), Path(out_dir))
+
+
+def _write_yolo(coco: CocoSet, image_root: Path, out_dir: Path) -> list[Path]:
+    images_dir, labels_dir = out_dir / "images", out_dir / "labels"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    index = {c.id: i for i, c in enumerate(sorted(coco.categories, key=lambda c: c.id))}
+    by_image = coco.anns_by_image()
+    used: set[str] = set()
+    paths = []
+    for im in coco.images:
+        src = image_root / im.file_name
+        name = Path(im.file_name).name
+        if name in used:  # same base name from two folders
+            name = f"{im.id}_{name}"
+        used.add(name)
+        dst = images_dir / name
+        if not dst.exists():
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+        rows = []
+        for a in by_image.get(im.id, []):
+            x, y, w, h = a.bbox
+            x0, y0 = max(0.0, x), max(0.0, y)
+            x1, y1 = min(float(im.width), x + w), min(float(im.height), y + h)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            cx, cy = (x0 + x1) / 2 / im.width, (y0 + y1) / 2 / im.height
+            rows.append(f"{index[a.category_id]} {cx:.6f} {cy:.6f} {(x1 - x0) / im.width:.6f} {(y1 - y0) / im.height:.6f}\n")
+        atomic_write_text(labels_dir / f"{Path(name).stem}.txt", "".join(rows))
+        paths.append(dst)
+    return paths

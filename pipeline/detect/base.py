@@ -1,0 +1,70 @@
+"""The detector interface the comparison talks to, so backends can be swapped.
+
+A backend trains on a YOLO-layout training set (a `data.yaml` whose `train` is a text file of
+image paths, repeats allowed, with labels beside them under `labels/`) and predicts COCO results.
+YOLO (ultralytics, AGPL-3.0) is the default; a permissively licensed detector such as
+torchvision's Faster R-CNN can be added by subclassing `Detector` and registering it in
+`make_detector`, without touching `arms.py`, `evaluate.py` or `compare.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import RunConfig
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """One arm's training data in YOLO layout.
+
+    data_yaml: ultralytics data file (path, train, val, names).
+    train_list: text file, one absolute image path per line; one pass over it is one epoch.
+    val_list: text file of the validation images (real B val).
+    names: class names; class index i is category id i+1 in the dataset's COCO files.
+    """
+
+    data_yaml: Path
+    train_list: Path
+    val_list: Path
+    names: list[str]
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    weights: Path  # checkpoint to evaluate (best on val)
+    results_csv: Path | None  # per-epoch curves (losses, val metrics)
+    train_seconds: float
+    images_seen: int  # images per epoch x epochs actually run
+
+
+class Detector(ABC):
+    """Train on a `TrainingSet`, predict to COCO results. Implementations must stay offline."""
+
+    name: str = "detector"
+
+    @abstractmethod
+    def train(self, data: TrainingSet, out_dir: Path, *, seed: int) -> TrainOutcome:
+        """Train from scratch (or configured weights) with this seed; write everything under out_dir."""
+
+    @abstractmethod
+    def predict(self, weights: Path, images: list[tuple[int, Path]], category_ids: list[int]) -> list[dict[str, Any]]:
+        """COCO results [{image_id, category_id, bbox xywh pixels, score}] for (image_id, path) pairs;
+        class index i maps to category_ids[i]."""
+
+    def self_check(self, weights: Path, data_yaml: Path, out_dir: Path) -> dict[str, float] | None:
+        """The backend's own mAP on data_yaml's `val` split ({"map", "map50"}), as a cross-check of
+        our pycocotools numbers; None when the backend has no evaluator of its own."""
+        return None
+
+
+def make_detector(cfg: RunConfig, *, threads: int | None = None) -> Detector:
+    """The backend named by cfg.detect.backend."""
+    if cfg.detect.backend == "yolo":
+        from pipeline.detect.yolo import YoloDetector
+
+        return YoloDetector(cfg, threads=threads)
+    raise ValueError(f"detect.backend {cfg.detect.backend!r}: unknown detector backend")

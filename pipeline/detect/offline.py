@@ -1,0 +1,97 @@
+"""Keep ultralytics from touching the network: no hub weights, fonts, AMP-check model, pip installs
+or telemetry.
+
+Ultralytics decides much of this at import time (`ONLINE`, `AUTOINSTALL`, the settings file under
+`$YOLO_CONFIG_DIR`), so `ensure_offline()` must run before the first `import ultralytics` in a
+process; when ultralytics is already imported it patches the module-level flags it reads instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+# Settings that make ultralytics phone home or import optional loggers that may.
+_OFFLINE_SETTINGS = {
+    "sync": False,  # anonymous usage events and crash reports
+    "api_key": "",
+    "clearml": False,
+    "comet": False,
+    "dvc": False,
+    "mlflow": False,
+    "raytune": False,
+    "tensorboard": False,
+    "wandb": False,
+    "vscode_msg": False,
+    "openvino_msg": False,
+}
+# Plot labels need these; ultralytics downloads them from its asset server when missing.
+_FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
+
+
+def ensure_offline(config_dir: str | Path | None = None) -> Path:
+    """Make this process's ultralytics fully offline; returns its config dir (settings, fonts).
+
+    `config_dir` wins over `$YOLO_CONFIG_DIR`; with neither, a private dir under the system temp
+    dir is used so the user's own ~/.config/Ultralytics settings are never rewritten.
+    """
+    if config_dir is not None:
+        os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
+    elif not os.environ.get("YOLO_CONFIG_DIR"):
+        os.environ["YOLO_CONFIG_DIR"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / "metalize-ultralytics")
+    cdir = Path(os.environ["YOLO_CONFIG_DIR"])
+    cdir.mkdir(parents=True, exist_ok=True)
+    os.environ["YOLO_OFFLINE"] = "1"  # is_online() -> False without a DNS probe
+    os.environ["YOLO_AUTOINSTALL"] = "false"  # never `pip install` a missing requirement
+    _install_fonts(cdir)
+
+    already = "ultralytics" in sys.modules
+    import ultralytics.utils as uu  # noqa: F401  (reads the settings file, computes ONLINE)
+    from ultralytics.utils import SETTINGS
+
+    if any(SETTINGS.get(k) != v for k, v in _OFFLINE_SETTINGS.items()):
+        SETTINGS.update(_OFFLINE_SETTINGS)
+    if already:
+        _patch_imported_flags()
+    return cdir
+
+
+def _install_fonts(cdir: Path) -> None:
+    """Copy matplotlib's DejaVuSans.ttf under the names ultralytics' check_font looks for."""
+    import matplotlib
+
+    src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in _FONTS:
+        dst = cdir / name
+        if not dst.exists():
+            tmp = dst.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)  # atomic: parallel arms may race here
+
+
+def _patch_imported_flags() -> None:
+    """ultralytics was imported before us: flip the copies of ONLINE/AUTOINSTALL modules hold."""
+    for name in ("ultralytics.utils", "ultralytics.utils.checks", "ultralytics.utils.downloads",
+                 "ultralytics.utils.events", "ultralytics.hub.utils", "ultralytics.hub"):
+        mod = sys.modules.get(name)
+        if mod is None:
+            continue
+        if hasattr(mod, "ONLINE"):
+            mod.ONLINE = False
+        if hasattr(mod, "AUTOINSTALL"):
+            mod.AUTOINSTALL = False
+    events = sys.modules.get("ultralytics.utils.events")
+    if events is not None and hasattr(events, "events"):
+        events.events.enabled = False
+
+
+def amp_setting(device: str, mode: str = "auto") -> bool | str:
+    """The `amp` argument for YOLO.train: bf16 autocast on CUDA (which skips ultralytics' AMP
+    check, the step that downloads yolo26n.pt), plain fp32 on CPU where YOLO has no autocast."""
+    if mode == "off" or not device.startswith("cuda"):
+        return False
+    import torch
+
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else False

@@ -1,0 +1,128 @@
+"""Statistics over seeds and test images.
+
+`summarize` gives mean ± sample std over seeds. `bootstrap_map` re-accumulates COCO mAP for many
+resamples of the test images (with replacement) from one COCOeval pass: a resample is a vector of
+per-image multiplicities, and since COCO's accumulate() only needs detections sorted by score,
+weighting each detection and ground truth by its image's multiplicity equals evaluating the
+resampled set — without re-running the matching. `paired_bootstrap` then draws the *same*
+resamples for two arms and gives the percentile CI of the mAP difference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.detect.evaluate import PerImageEval
+
+_EPS = np.spacing(1)  # pycocotools' guard against 0/0
+_CHUNK_ELEMENTS = 4_000_000  # floats per (resamples x IoU x detections) block: bounds memory
+
+
+def summarize(values: list[float]) -> dict[str, float | int | None]:
+    """{"mean", "std" (sample, ddof 1; None below 2 values), "n"}."""
+    v = [float(x) for x in values if x is not None and not math.isnan(x)]
+    if not v:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else None, "n": len(v)}
+
+
+def resample_counts(n_images: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n_images) multiplicities of a bootstrap over images (each row sums to n)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n_images, size=(resamples, n_images))
+    counts = np.zeros((resamples, n_images), dtype=np.float64)
+    np.add.at(counts, (np.arange(resamples)[:, None], idx), 1.0)
+    return counts
+
+
+def bootstrap_map(pe: PerImageEval, counts: np.ndarray, iou: float | None = None) -> np.ndarray:
+    """COCO mAP for each row of `counts` (R, I): mean over IoU thresholds (or the one nearest
+    `iou`) and over classes with ground truth in that resample. A row of ones gives exactly
+    COCOeval's stats[0] (or stats[1] for iou=0.5). NaN where no class has ground truth."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim == 1:
+        counts = counts[None]
+    t_sel = np.arange(len(pe.iou_thrs)) if iou is None else np.array([int(np.argmin(np.abs(pe.iou_thrs - iou)))])
+    total = np.zeros(counts.shape[0])
+    n_valid = np.zeros(counts.shape[0])
+    for cls in pe.classes:
+        npig = counts @ cls["npig"]  # (R,)
+        valid = npig > 0
+        ap = _class_ap(cls, counts, npig, t_sel, pe.rec_thrs)  # (R,) mean over t_sel
+        total += np.where(valid, ap, 0.0)
+        n_valid += valid
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_valid > 0, total / n_valid, np.nan)
+
+
+def _class_ap(cls: dict[str, np.ndarray], counts: np.ndarray, npig: np.ndarray, t_sel: np.ndarray,
+              rec_thrs: np.ndarray) -> np.ndarray:
+    """AP of one class per resample, averaged over IoU thresholds t_sel: COCO accumulate() with
+    detection weights = their image's multiplicity."""
+    R = counts.shape[0]
+    tp_all, counted = cls["tp"][t_sel].astype(np.float64), cls["counted"][t_sel].astype(np.float64)
+    T, n = tp_all.shape
+    if n == 0:
+        return np.zeros(R)
+    fp_all = counted - tp_all
+    out = np.zeros(R)
+    step = max(1, _CHUNK_ELEMENTS // (T * n))
+    for r0 in range(0, R, step):
+        w = counts[r0 : r0 + step][:, cls["img"]]  # (r, n) multiplicity of each detection
+        tp = np.cumsum(w[:, None, :] * tp_all[None], axis=2)  # (r, T, n)
+        fp = np.cumsum(w[:, None, :] * fp_all[None], axis=2)
+        g = npig[r0 : r0 + step]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rc = tp / g[:, None, None]
+        pr = tp / (tp + fp + _EPS)
+        pr = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]  # precision envelope
+        for j in range(rc.shape[0]):
+            if g[j] <= 0:
+                continue
+            ap = 0.0
+            for t in range(T):
+                idx = np.searchsorted(rc[j, t], rec_thrs, side="left")
+                q = np.where(idx < n, pr[j, t, np.minimum(idx, n - 1)], 0.0)
+                ap += q.mean()
+            out[r0 + j] = ap / T
+    return out
+
+
+@dataclass
+class BootstrapCI:
+    delta: float  # point estimate on the full test set (mean over seeds)
+    ci_low: float
+    ci_high: float
+    resamples: int
+
+    @property
+    def significant(self) -> bool:
+        return self.ci_low > 0 or self.ci_high < 0
+
+
+def paired_bootstrap(
+    treatment: list[PerImageEval], baseline: list[PerImageEval], resamples: int = 1000, seed: int = 0,
+    alpha: float = 0.05, iou: float | None = None,
+) -> BootstrapCI:
+    """CI of mAP(treatment) - mAP(baseline) over test images; each list holds one evaluation per
+    training seed (averaged), all on the same test images, resampled identically."""
+    if not treatment or not baseline:
+        raise ValueError("paired bootstrap needs at least one evaluation per arm")
+    ids = treatment[0].image_ids
+    for pe in treatment + baseline:
+        if pe.image_ids != ids:
+            raise ValueError("paired bootstrap needs both arms evaluated on the same test images")
+    counts = resample_counts(len(ids), resamples, seed)
+    ones = np.ones((1, len(ids)))
+
+    def mean_map(pes: list[PerImageEval], c: np.ndarray) -> np.ndarray:
+        return np.mean([bootstrap_map(pe, c, iou) for pe in pes], axis=0)
+
+    point = float(mean_map(treatment, ones)[0] - mean_map(baseline, ones)[0])
+    deltas = mean_map(treatment, counts) - mean_map(baseline, counts)
+    deltas = deltas[~np.isnan(deltas)]
+    lo, hi = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
+    return BootstrapCI(point, float(lo), float(hi), int(deltas.size))

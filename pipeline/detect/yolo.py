@@ -1,0 +1,172 @@
+"""The ultralytics YOLO backend (AGPL-3.0): train from `yolo11n.yaml` (or local .pt weights),
+predict to COCO results, and ultralytics' own val mAP as a cross-check.
+
+Every arm gets the same call: same model, epochs, imgsz, batch, augmentation and seed; only the
+training list differs. Runs write under the arm's run directory, never ./runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import RunConfig
+from pipeline.detect.base import Detector, TrainingSet, TrainOutcome
+from pipeline.detect.offline import amp_setting, ensure_offline
+
+
+class DetectorError(RuntimeError):
+    """Training or prediction could not run (bad weights path, empty training set...)."""
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda:0' when CUDA is available, else 'cpu'; explicit values pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+class YoloDetector(Detector):
+    name = "yolo"
+
+    def __init__(self, cfg: RunConfig, *, threads: int | None = None):
+        self.cfg = cfg
+        self.d = cfg.detect
+        self.device = resolve_device(cfg.runtime.device)
+        self.threads = threads
+
+    # ------------------------------------------------------------------------------------ model
+    def _model(self, source: str | Path):
+        ensure_offline()
+        if self.threads and self.device == "cpu":
+            import torch
+
+            torch.set_num_threads(self.threads)  # arms side by side: split the cores, don't fight
+        from ultralytics import YOLO
+
+        return YOLO(str(source), task="detect")
+
+    def _start_point(self) -> tuple[str, bool]:
+        """(model source, pretrained flag): local .pt weights when configured, else the YAML."""
+        if self.d.weights is not None:
+            w = Path(self.d.weights)
+            if not w.is_file():
+                raise DetectorError(f"detect.weights {w}: file not found (only local weights; nothing is downloaded)")
+            return str(w), True
+        if not self.d.model.endswith((".yaml", ".yml")):
+            raise DetectorError(
+                f"detect.model {self.d.model!r}: expected a model YAML such as yolo11n.yaml "
+                "(set detect.weights to start from a local .pt file)"
+            )
+        return self.d.model, False
+
+    # ------------------------------------------------------------------------------------ train
+    def train(self, data: TrainingSet, out_dir: Path, *, seed: int) -> TrainOutcome:
+        source, pretrained = self._start_point()
+        model = self._model(source)
+        n_per_epoch = sum(1 for line in data.train_list.read_text().splitlines() if line.strip())
+        if n_per_epoch == 0:
+            raise DetectorError(f"{data.train_list}: empty training list")
+        args: dict[str, Any] = dict(
+            data=str(data.data_yaml),
+            epochs=self.d.epochs,
+            imgsz=self.d.imgsz,
+            batch=self.d.batch,
+            device=self.device,
+            seed=seed,
+            deterministic=True,
+            workers=self.d.workers,
+            patience=self.d.patience,
+            pretrained=pretrained,
+            amp=amp_setting(self.device, self.d.amp),
+            project=str(out_dir),
+            name="train",
+            exist_ok=True,
+            plots=False,  # results.csv is written regardless; plots cost CPU time
+            val=True,
+            cache=False,
+            verbose=False,
+        )
+        args.update(self.d.extra_args)  # same extra args for every arm
+        t0 = time.perf_counter()
+        model.train(**args)
+        seconds = time.perf_counter() - t0
+        run = Path(model.trainer.save_dir)
+        weights = run / "weights" / "best.pt"
+        if not weights.is_file():
+            weights = run / "weights" / "last.pt"
+        if not weights.is_file():
+            raise DetectorError(f"{run}: training finished without weights")
+        results_csv = run / "results.csv"
+        epochs_run = _epochs_in(results_csv) or self.d.epochs
+        return TrainOutcome(
+            weights=weights,
+            results_csv=results_csv if results_csv.is_file() else None,
+            train_seconds=seconds,
+            images_seen=n_per_epoch * epochs_run,
+        )
+
+    # ---------------------------------------------------------------------------------- predict
+    def predict(self, weights: Path, images: list[tuple[int, Path]], category_ids: list[int]) -> list[dict[str, Any]]:
+        model = self._model(weights)
+        out: list[dict[str, Any]] = []
+        step = max(1, self.d.batch)
+        for i in range(0, len(images), step):
+            chunk = images[i : i + step]
+            results = model.predict(
+                [str(p) for _, p in chunk],
+                conf=self.d.conf,
+                iou=self.d.nms_iou,
+                imgsz=self.d.imgsz,
+                max_det=self.d.max_det,
+                device=self.device,
+                verbose=False,
+                save=False,
+            )
+            for (image_id, _), r in zip(chunk, results):
+                boxes = r.boxes
+                xyxy = boxes.xyxy.cpu().numpy()
+                for (x1, y1, x2, y2), c, s in zip(xyxy, boxes.cls.cpu().numpy(), boxes.conf.cpu().numpy()):
+                    out.append(
+                        {
+                            "image_id": int(image_id),
+                            "category_id": int(category_ids[int(c)]),
+                            "bbox": [round(float(x1), 2), round(float(y1), 2),
+                                     round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
+                            "score": round(float(s), 5),
+                        }
+                    )
+        return out
+
+    def self_check(self, weights: Path, data_yaml: Path, out_dir: Path) -> dict[str, float] | None:
+        """ultralytics' own mAP on data_yaml's `val` entry (we point it at the test split)."""
+        model = self._model(weights)
+        m = model.val(
+            data=str(data_yaml),
+            split="val",
+            imgsz=self.d.imgsz,
+            batch=self.d.batch,
+            conf=self.d.conf,
+            iou=self.d.nms_iou,
+            max_det=self.d.max_det,
+            device=self.device,
+            workers=self.d.workers,
+            plots=False,
+            project=str(out_dir),
+            name="selfcheck",
+            exist_ok=True,
+            verbose=False,
+        )
+        return {"map": float(m.box.map), "map50": float(m.box.map50)}
+
+
+def _epochs_in(results_csv: Path) -> int:
+    """Number of epochs recorded in ultralytics' results.csv (0 when missing)."""
+    if not results_csv.is_file():
+        return 0
+    with open(results_csv, newline="") as f:
+        return sum(1 for _ in csv.DictReader(f))
