@@ -1,0 +1,146 @@
+"""Dataset card: card/README.md plus class balance, box-size histogram and a sample grid with boxes.
+
+Written by ingest into every dataset version; the Prefect flow publishes the README's summary
+as a Markdown artifact.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.data.coco import CocoSet
+from pipeline.store import atomic_write_bytes, atomic_write_text
+
+CELL = 192  # sample grid cell side, pixels
+_COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+            (70, 240, 240), (240, 50, 230)]
+
+
+def write_card(root: Path, name: str, summary: dict[str, Any], sets: dict[tuple[str, str], CocoSet],
+               rows: list[dict], n_samples: int = 4) -> str:
+    """Write root/card/{README.md, class_balance.png, box_sizes.png, samples.png}; returns the
+    Markdown summary (counts table + quarantine by action). Image paths in `sets` are relative
+    to `root`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    card = root / "card"
+    card.mkdir(parents=True, exist_ok=True)
+    cats = summary["categories"]
+    labelled = {f"{d}_{s}": c for (d, s), c in sorted(sets.items()) if s != "unlabelled" and c.images}
+
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    width = 0.8 / max(1, len(labelled))
+    for k, (split, coco) in enumerate(labelled.items()):
+        counts = coco.class_counts()
+        ax.bar(np.arange(len(cats)) + k * width, [counts.get(c, 0) for c in cats], width, label=split)
+    ax.set_xticks(np.arange(len(cats)) + width * (len(labelled) - 1) / 2, cats, rotation=20)
+    ax.set_ylabel("boxes")
+    ax.set_title("Class balance per split")
+    if labelled:
+        ax.legend(fontsize=8)
+    _save(fig, card / "class_balance.png")
+
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    for domain in ("A", "B"):
+        sides = [np.sqrt(a.area) for (d, _), c in sets.items() if d == domain for a in c.annotations]
+        if sides:
+            ax.hist(sides, bins=30, alpha=0.6, label=f"Class {domain} ({len(sides)} boxes)")
+    ax.set_xlabel("box size sqrt(w*h), pixels")
+    ax.set_ylabel("boxes")
+    ax.set_title("Box sizes (COCO small < 32 <= medium < 96 <= large)")
+    for edge in (32, 96):
+        ax.axvline(edge, color="grey", lw=0.8, ls="--")
+    if any(c.annotations for c in sets.values()):
+        ax.legend(fontsize=8)
+    _save(fig, card / "box_sizes.png")
+
+    _sample_grid(root, sets, cats, card / "samples.png", n_samples)
+
+    md = summary_markdown(name, summary, rows)
+    atomic_write_text(card / "README.md", md + "\n## Figures\n\n![class balance](class_balance.png)\n\n"
+                      "![box sizes](box_sizes.png)\n\n![samples](samples.png)\n")
+    return md
+
+
+def summary_markdown(name: str, summary: dict[str, Any], rows: list[dict]) -> str:
+    """Counts per split and class, and quarantined inputs by action (Markdown)."""
+    cats = summary["categories"]
+    lines = [f"# Dataset {name}", "", f"Categories (id order): {', '.join(cats) or 'none'}", "",
+             "| split | images | boxes | " + " | ".join(cats) + " |",
+             "|---|---:|---:|" + "---:|" * len(cats)]
+    for split, c in summary["counts"].items():
+        inst = summary["instances"].get(split, {})
+        lines.append(f"| {split} | {c['images']} | {c['boxes']} | " + " | ".join(str(inst.get(n, 0)) for n in cats) + " |")
+    lines += ["", f"Quarantine: {len(rows)} rows (see quarantine.jsonl)."]
+    if rows:
+        lines += ["", "| action | rows | example |", "|---|---:|---|"]
+        first: dict[str, dict] = {}
+        for r in rows:
+            first.setdefault(r["action"], r)
+        for action, n in Counter(r["action"] for r in rows).most_common():
+            ex = first[action]
+            lines.append(f"| {action} | {n} | `{ex['file']}`: {ex['reason']} |".replace("\n", " "))
+    if summary.get("normalised"):
+        lines += ["", f"{summary['normalised']} images were normalised to 8-bit RGB PNG; the rest are the original bytes."]
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _sample_grid(root: Path, sets: dict[tuple[str, str], CocoSet], cats: list[str], out: Path, n: int) -> None:
+    """Up to n images of each labelled split (A_train, B_train, ...) as one row each, boxes drawn."""
+    import cv2
+
+    rows = []
+    for (domain, split), coco in sorted(sets.items()):
+        if split == "unlabelled" or not coco.images:
+            continue
+        by_image = coco.anns_by_image()
+        cells = []
+        for im in coco.images[:n]:
+            bgr = cv2.imread(str(root / im.file_name), cv2.IMREAD_COLOR)
+            if bgr is None:
+                continue
+            s = CELL / max(im.width, im.height)
+            thumb = cv2.resize(bgr, (max(1, round(im.width * s)), max(1, round(im.height * s))),
+                               interpolation=cv2.INTER_AREA)
+            for a in by_image.get(im.id, []):
+                x, y, w, h = (v * s for v in a.bbox)
+                r, g, b = _COLOURS[(a.category_id - 1) % len(_COLOURS)]
+                cv2.rectangle(thumb, (int(x), int(y)), (int(round(x + w)), int(round(y + h))), (b, g, r), 1)
+            cell = np.full((CELL, CELL, 3), 40, np.uint8)
+            cell[: thumb.shape[0], : thumb.shape[1]] = thumb
+            cells.append(cell)
+        if not cells:
+            continue
+        cells += [np.full((CELL, CELL, 3), 40, np.uint8)] * (n - len(cells))
+        label = np.full((CELL, 90, 3), 255, np.uint8)
+        cv2.putText(label, f"{domain}_{split}", (4, CELL // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        rows.append(np.hstack([label, *cells]))
+    grid = np.vstack(rows) if rows else np.full((CELL, CELL, 3), 255, np.uint8)
+    legend = np.full((22, grid.shape[1], 3), 255, np.uint8)
+    x = 4
+    for k, name in enumerate(cats):
+        r, g, b = _COLOURS[k % len(_COLOURS)]
+        cv2.putText(legend, name, (x, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (b, g, r), 1)
+        x += 12 + 9 * len(name)
+    ok, buf = cv2.imencode(".png", np.vstack([legend, grid]))
+    if ok:
+        atomic_write_bytes(out, buf.tobytes())

@@ -1,0 +1,400 @@
+"""Readers and writers for the annotation formats users bring: COCO JSON, YOLO txt and labelme JSON.
+
+Every reader returns a `CocoSet` (boxes xywh, absolute pixels) whose `file_name`s are relative to
+the image folder *as written in the annotations* - ingest checks them (absolute, `..`, symlinks)
+before reading any file. Categories keep the source's names with ids 1..K in source order; ingest
+maps names across sources.
+
+Readers take an optional `issues` list. Given one, a problem (duplicate image id, unknown
+category id, annotation without image, malformed line...) is appended as a quarantine row
+`{file, reason, action}` and reading goes on; without one, the first problem raises
+`FormatError`. A file that cannot be parsed at all always raises `FormatError`.
+
+Writers: `write_coco` (pycocotools-loadable JSON), `write_yolo` (ultralytics layout) and
+`write_labelme` (rectangles, imageData null).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.data.coco import Annotation, Category, CocoSet, ImageRecord
+from pipeline.data.validate import IMAGE_EXTS, display_size, quarantine_row
+from pipeline.store import atomic_write_json, atomic_write_text
+
+
+class FormatError(ValueError):
+    """An annotation file cannot be read; the message names the file and the problem."""
+
+
+def _problem(issues: list[dict] | None, file: str | Path, reason: str, action: str) -> None:
+    if issues is None:
+        raise FormatError(f"{file}: {reason}")
+    issues.append(quarantine_row(file, reason, action))
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: annotation file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: not valid JSON ({e})") from None
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(v)
+    return float(v)
+
+
+# ------------------------------------------------------------------------------------------- COCO
+def read_coco(path: str | Path, issues: list[dict] | None = None) -> CocoSet:
+    """COCO detection JSON -> CocoSet. Images keep `file_name` as written; declared sizes kept."""
+    path = Path(path)
+    d = _load_json(path)
+    if not isinstance(d, dict) or not isinstance(d.get("images"), list):
+        raise FormatError(f"{path}: not a COCO file (no 'images' list)")
+    cats: list[Category] = []
+    seen_cat: set[int] = set()
+    for c in d.get("categories") or []:
+        try:
+            cid, name = int(c["id"]), str(c["name"])
+        except (KeyError, TypeError, ValueError):
+            _problem(issues, path, f"category {c!r} lacks an integer id or a name", "category ignored")
+            continue
+        if cid in seen_cat:
+            _problem(issues, path, f"duplicate category id {cid}", "later category ignored")
+            continue
+        seen_cat.add(cid)
+        cats.append(Category(cid, name))
+    # Source ids are renumbered 1..K in source order so every reader hands ingest the same form.
+    remap = {c.id: i + 1 for i, c in enumerate(cats)}
+    categories = [Category(remap[c.id], c.name) for c in cats]
+
+    images: list[ImageRecord] = []
+    by_id: dict[int, ImageRecord] = {}
+    by_name: dict[str, int] = {}
+    for im in d["images"]:
+        try:
+            iid = int(im["id"])
+            name = str(im["file_name"])
+        except (KeyError, TypeError, ValueError):
+            _problem(issues, path, f"image entry {str(im)[:80]} lacks an id or file_name", "image skipped")
+            continue
+        if iid in by_id:
+            _problem(issues, f"{path}#{name}", f"duplicate image id {iid} (also {by_id[iid].file_name!r})",
+                     "image skipped (first kept)")
+            continue
+        if name in by_name:
+            _problem(issues, f"{path}#{name}", f"duplicate file name (image ids {by_name[name]} and {iid})",
+                     "image skipped (first kept)")
+            continue
+        rec = ImageRecord(iid, name, _int_or0(im.get("width")), _int_or0(im.get("height")))
+        by_id[iid], by_name[name] = rec, iid
+        images.append(rec)
+
+    anns: list[Annotation] = []
+    for a in d.get("annotations") or []:
+        aid = a.get("id", "?") if isinstance(a, dict) else "?"
+        where = f"{path}#annotation {aid}"
+        try:
+            image_id, cat = int(a["image_id"]), int(a["category_id"])
+        except (KeyError, TypeError, ValueError):
+            _problem(issues, where, "annotation lacks image_id or category_id", "annotation dropped")
+            continue
+        if image_id not in by_id:
+            _problem(issues, where, f"points to missing image id {image_id}", "annotation dropped")
+            continue
+        if cat not in remap:
+            _problem(issues, f"{path}#{by_id[image_id].file_name}", f"unknown category id {cat}", "box dropped")
+            continue
+        bbox = a.get("bbox")
+        if not bbox and a.get("segmentation"):
+            bbox = _polygons_bbox(a["segmentation"])
+        try:
+            box = [_number(v) for v in bbox]
+            if len(box) != 4:
+                raise ValueError(bbox)
+        except (TypeError, ValueError):
+            _problem(issues, f"{path}#{by_id[image_id].file_name}", f"bbox {bbox!r} is not [x, y, w, h]", "box dropped")
+            continue
+        anns.append(Annotation(len(anns) + 1, image_id, remap[cat], box, int(a.get("iscrowd", 0) or 0)))
+    return CocoSet(images, anns, categories, {"source": str(path)})
+
+
+def _int_or0(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _polygons_bbox(seg: Any) -> list[float] | None:
+    """xywh around COCO polygon segmentation ([[x0,y0,x1,y1,...], ...]); None for RLE."""
+    if not isinstance(seg, list):
+        return None
+    xs, ys = [], []
+    for poly in seg:
+        if isinstance(poly, list):
+            xs += poly[0::2]
+            ys += poly[1::2]
+    if not xs:
+        return None
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+
+
+def write_coco(coco: CocoSet, path: str | Path) -> Path:
+    """Atomic COCO JSON (pycocotools-loadable)."""
+    return coco.save(path)
+
+
+# ------------------------------------------------------------------------------------------- YOLO
+def _list_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def read_yolo_names(names: list[str] | None, *search: Path) -> list[str]:
+    """Class names: an explicit list, a classes.txt/data.yaml path given as the only entry, or a
+    classes.txt / data.yaml found in one of `search`."""
+    if names and not (len(names) == 1 and names[0].endswith((".txt", ".yaml", ".yml"))):
+        return [str(n) for n in names]
+    candidates = [Path(names[0])] if names else []
+    for folder in search:
+        candidates += [folder / "classes.txt", folder / "data.yaml"]
+    for c in candidates:
+        if c.is_file():
+            if c.suffix == ".txt":
+                return [ln.strip() for ln in c.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            d = yaml.safe_load(c.read_text(encoding="utf-8")) or {}
+            n = d.get("names")
+            if isinstance(n, dict):
+                return [str(n[k]) for k in sorted(n, key=int)]
+            if isinstance(n, list):
+                return [str(x) for x in n]
+    where = ", ".join(str(s) for s in search)
+    raise FormatError(f"YOLO class names not found: give names: [...] or put classes.txt in {where}")
+
+
+def read_yolo(
+    images_dir: str | Path,
+    labels_dir: str | Path | None = None,
+    names: list[str] | None = None,
+    issues: list[dict] | None = None,
+) -> CocoSet:
+    """ultralytics/darknet txt labels (`cls cx cy w h`, normalised; or `cls x1 y1 x2 y2 ...` polygons).
+
+    Labels mirror the image tree: images_dir/a/b.jpg <-> labels_dir/a/b.txt (default labels_dir:
+    the sibling `labels/` of an `images/` folder). An image without a label file is a background
+    image (no boxes), as in ultralytics. Image sizes come from the headers (EXIF-rotated).
+    """
+    images_dir = Path(images_dir)
+    if labels_dir is None:
+        labels_dir = images_dir.parent / "labels" if images_dir.name == "images" else images_dir
+    labels_dir = Path(labels_dir)
+    if not images_dir.is_dir():
+        raise FormatError(f"{images_dir}: image folder not found")
+    class_names = read_yolo_names(names, labels_dir, labels_dir.parent, images_dir.parent)
+    coco = CocoSet(categories=[Category(i + 1, n) for i, n in enumerate(class_names)], info={"source": str(labels_dir)})
+    stems: set[Path] = set()
+    for idx, img in enumerate(_list_images(images_dir), start=1):
+        rel = img.relative_to(images_dir)
+        stems.add(rel.with_suffix(""))
+        size = display_size(img) or (0, 0)
+        coco.images.append(ImageRecord(idx, rel.as_posix(), size[0], size[1]))
+        txt = labels_dir / rel.with_suffix(".txt")
+        if not txt.is_file() or size == (0, 0):  # unreadable images are quarantined by validation
+            continue
+        for ln, line in enumerate(txt.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                cls = int(float(parts[0]))
+                vals = [float(v) for v in parts[1:]]
+                if len(vals) < 4 or (len(vals) > 4 and len(vals) % 2):
+                    raise ValueError
+            except ValueError:
+                _problem(issues, f"{txt}:{ln}", f"malformed label line {line.strip()!r}", "box dropped")
+                continue
+            if not 0 <= cls < len(class_names):
+                _problem(issues, f"{txt}:{ln}", f"unknown class index {cls} ({len(class_names)} names)", "box dropped")
+                continue
+            W, H = size
+            if len(vals) == 4:
+                cx, cy, w, h = vals
+                box = [(cx - w / 2) * W, (cy - h / 2) * H, w * W, h * H]
+            else:
+                xs, ys = vals[0::2], vals[1::2]
+                box = [min(xs) * W, min(ys) * H, (max(xs) - min(xs)) * W, (max(ys) - min(ys)) * H]
+            coco.annotations.append(Annotation(len(coco.annotations) + 1, idx, cls + 1, box))
+    if labels_dir.is_dir() and labels_dir != images_dir:
+        for txt in sorted(labels_dir.rglob("*.txt")):
+            rel = txt.relative_to(labels_dir).with_suffix("")
+            if rel not in stems and txt.name != "classes.txt":
+                _problem(issues, txt, "label file has no matching image", "labels ignored")
+    return coco
+
+
+def write_yolo(coco: CocoSet, image_root: str | Path, out_dir: str | Path) -> list[Path]:
+    """ultralytics layout: out_dir/images/<file> (hardlink, else copy) + out_dir/labels/<stem>.txt.
+
+    Class index = position of the category in id order; boxes as normalised `cx cy w h`.
+    Images without boxes get an empty label file (background). Returns the image paths.
+    """
+    image_root, out_dir = Path(image_root), Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+    index = {c.id: i for i, c in enumerate(sorted(coco.categories, key=lambda c: c.id))}
+    by_image = coco.anns_by_image()
+    used: set[str] = set()
+    paths = []
+    for im in coco.images:
+        name = Path(im.file_name).name
+        if name in used:  # same base name from two folders: keep both, disambiguated by id
+            name = f"{im.id}_{name}"
+        used.add(name)
+        dst = out_dir / "images" / name
+        _link_or_copy(image_root / im.file_name, dst)
+        lines = []
+        for a in by_image.get(im.id, []):
+            x, y, w, h = a.bbox
+            lines.append(
+                f"{index[a.category_id]} {(x + w / 2) / im.width:.6f} {(y + h / 2) / im.height:.6f} "
+                f"{w / im.width:.6f} {h / im.height:.6f}"
+            )
+        atomic_write_text(out_dir / "labels" / f"{Path(name).stem}.txt", "".join(s + "\n" for s in lines))
+        paths.append(dst)
+    return paths
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:  # other filesystem, or links not allowed
+        shutil.copy2(src, dst)
+
+
+# ---------------------------------------------------------------------------------------- labelme
+def read_labelme(
+    json_dir: str | Path, images_dir: str | Path | None = None, issues: list[dict] | None = None
+) -> CocoSet:
+    """labelme JSON files (one per image) -> CocoSet; polygons/rectangles/circles -> boxes.
+
+    `imagePath` is looked up relative to `images_dir` first, then relative to the JSON file (the
+    labelme convention); the chosen `file_name` is relative to `images_dir`. When neither exists
+    and the JSON embeds the image (`imageData`), the image record gets
+    `extra["image_data_from"] = <json path>` and ingest decodes the embedded bytes.
+    A box is the tightest axis-aligned box containing every vertex of the shape.
+    """
+    json_dir = Path(json_dir)
+    images_dir = Path(images_dir) if images_dir is not None else json_dir
+    if not json_dir.is_dir():
+        raise FormatError(f"{json_dir}: labelme folder not found")
+    names: dict[str, int] = {}
+    coco = CocoSet(info={"source": str(json_dir)})
+    seen: dict[str, Path] = {}
+    for jf in sorted(json_dir.rglob("*.json")):
+        try:
+            d = _load_json(jf)
+            if not isinstance(d, dict) or "shapes" not in d or "imagePath" not in d:
+                raise FormatError(f"{jf}: not a labelme file (needs 'shapes' and 'imagePath')")
+        except FormatError as e:
+            _problem(issues, jf, str(e).split(": ", 1)[-1], "image skipped")
+            continue
+        image_path = str(d.get("imagePath") or "")
+        file_name, extra = _labelme_file_name(jf, image_path, images_dir, bool(d.get("imageData")))
+        if file_name in seen:
+            _problem(issues, jf, f"duplicate file name {file_name!r} (also in {seen[file_name].name})",
+                     "image skipped (first kept)")
+            continue
+        seen[file_name] = jf
+        img_id = len(coco.images) + 1
+        extra["annotation_file"] = str(jf)
+        coco.images.append(
+            ImageRecord(img_id, file_name, _int_or0(d.get("imageWidth")), _int_or0(d.get("imageHeight")), extra=extra)
+        )
+        for k, s in enumerate(d.get("shapes") or []):
+            box = _shape_box(s)
+            label = str(s.get("label", "")) if isinstance(s, dict) else ""
+            if isinstance(box, str) or not label:
+                _problem(issues, f"{jf}#shape {k}", box if isinstance(box, str) else "shape without label", "box dropped")
+                continue
+            cid = names.setdefault(label, len(names) + 1)
+            coco.annotations.append(Annotation(len(coco.annotations) + 1, img_id, cid, box))
+    coco.categories = [Category(i, n) for n, i in names.items()]
+    return coco
+
+
+def _labelme_file_name(jf: Path, image_path: str, images_dir: Path, embedded: bool) -> tuple[str, dict]:
+    posix = image_path.replace("\\", "/")
+    if posix and not os.path.isabs(posix):
+        if (images_dir / posix).is_file():
+            return os.path.normpath(posix), {}
+        beside = os.path.normpath(jf.parent / posix)
+        rel = os.path.relpath(beside, images_dir)
+        if os.path.isfile(beside) and not rel.startswith(".."):
+            return Path(rel).as_posix(), {}
+    if embedded and posix:
+        # The JSON carries the image; name it after the JSON so it stays unique.
+        return Path(os.path.relpath(jf, jf.parent)).with_suffix(Path(posix).suffix or ".png").as_posix(), {
+            "image_data_from": str(jf)
+        }
+    return posix, {}
+
+
+def _shape_box(s: Any) -> list[float] | str:
+    """xywh around a labelme shape, or the reason it has none."""
+    if not isinstance(s, dict):
+        return "shape is not an object"
+    kind = s.get("shape_type") or "polygon"
+    try:
+        pts = [(_number(p[0]), _number(p[1])) for p in s.get("points") or []]
+    except (TypeError, ValueError, IndexError):
+        return f"{kind} has non-numeric points"
+    if any(not (math.isfinite(x) and math.isfinite(y)) for x, y in pts):
+        return f"{kind} has NaN/inf points"
+    if kind == "circle" and len(pts) >= 2:
+        (cx, cy), (px, py) = pts[0], pts[1]
+        r = math.hypot(px - cx, py - cy)
+        return [cx - r, cy - r, 2 * r, 2 * r]
+    if kind in ("polygon", "rectangle", "mask") and len(pts) >= 2:
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+    return f"{kind} shape with {len(pts)} points has no box"
+
+
+def write_labelme(coco: CocoSet, image_root: str | Path, out_dir: str | Path) -> list[Path]:
+    """One labelme JSON per image (rectangle shapes, imageData null, imagePath relative to it)."""
+    image_root, out_dir = Path(image_root), Path(out_dir)
+    names = {c.id: c.name for c in coco.categories}
+    by_image = coco.anns_by_image()
+    out = []
+    for im in coco.images:
+        jf = out_dir / Path(im.file_name).with_suffix(".json")
+        shapes = [
+            {"label": names[a.category_id], "points": [[a.bbox[0], a.bbox[1]], [a.bbox[0] + a.bbox[2], a.bbox[1] + a.bbox[3]]],
+             "group_id": None, "shape_type": "rectangle", "flags": {}}
+            for a in by_image.get(im.id, [])
+        ]
+        rel = os.path.relpath(image_root / im.file_name, jf.parent)
+        atomic_write_json(jf, {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": Path(rel).as_posix(),
+                               "imageData": None, "imageHeight": im.height, "imageWidth": im.width})
+        out.append(jf)
+    return out
+
+
+def iter_image_files(root: Path) -> Iterable[Path]:
+    """Image files under root, sorted (for unlabelled folders)."""
+    return _list_images(root)

@@ -1,0 +1,124 @@
+"""Deterministic splits from content hashes: the same photo always lands in the same split.
+
+Each image gets a number u in [0, 1) from sha256(seed, content sha256); u below `train` goes to
+train, below `train + val` to val, else test. Because u depends only on the photo's bytes and
+the seed, adding or removing other photos never moves a photo between splits (a test photo never
+becomes a training photo in a later dataset version), and byte-identical duplicates always share
+a split. Explicit splits win: a source's `split:` setting, or a split file such as BSData's
+image_data.json when `split.use_source_split` is on; if copies of one photo were given different
+explicit splits the most held-out one wins (test > val > oracle > train > unlabelled) so nothing
+leaks from test into training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import SplitConfig
+from pipeline.data.validate import quarantine_row
+
+# Most held-out first: the split a group of duplicates takes when its members disagree.
+_PRECEDENCE = ("test", "val", "oracle", "train", "unlabelled")
+_ALIASES = {"training": "train", "train": "train", "val": "val", "valid": "val", "validation": "val",
+            "dev": "val", "test": "test", "testing": "test", "holdout": "test"}
+
+
+@dataclass(frozen=True)
+class SplitItem:
+    """One image to place: its content hash, an explicit split (or None), and whether the explicit
+    split came from a split file (its `train` may then be shared with val)."""
+
+    sha256: str
+    explicit: str | None = None
+    from_split_file: bool = False
+    label: str = ""  # for quarantine messages
+
+
+def split_unit(sha256: str, seed: int, salt: str = "split") -> float:
+    """u in [0, 1) from the content hash and the seed."""
+    h = hashlib.sha256(f"{salt}:{seed}:{sha256}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def hash_split(sha256: str, seed: int, cfg: SplitConfig) -> str:
+    u = split_unit(sha256, seed)
+    if u < cfg.train:
+        return "train"
+    if u < cfg.train + cfg.val:
+        return "val"
+    return "test"
+
+
+def assign_splits(items: Sequence[SplitItem], cfg: SplitConfig, seed: int) -> tuple[list[str], list[dict]]:
+    """Split per item (same order) and quarantine rows for conflicting explicit splits."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        groups[it.sha256].append(i)
+    out = [""] * len(items)
+    rows: list[dict] = []
+    for sha, members in groups.items():
+        explicit = {items[i].explicit for i in members if items[i].explicit}
+        if explicit:
+            split = min(explicit, key=_PRECEDENCE.index)
+            if len(explicit) > 1:
+                rows.append(quarantine_row(
+                    ", ".join(items[i].label for i in members),
+                    f"identical images given different splits {sorted(explicit)}",
+                    f"all copies put in {split} (most held-out wins)",
+                ))
+            if split == "train" and cfg.val_from_source_train and all(
+                items[i].from_split_file for i in members if items[i].explicit == "train"
+            ):
+                share = cfg.val / (cfg.train + cfg.val) if cfg.train + cfg.val > 0 else 0.0
+                if split_unit(sha, seed, salt="val-from-train") < share:
+                    split = "val"
+        else:
+            split = hash_split(sha, seed, cfg)
+        for i in members:
+            out[i] = split
+    return out, rows
+
+
+def read_split_file(path: str | Path) -> dict[str, str]:
+    """{file name: split} from a split file. Accepted forms:
+    BSData's image_data.json (`{"images": [{"filename", "train_test_split"}]}`), a plain mapping
+    `{"a.jpg": "train"}`, or `{"train": [...], "test": [...]}`. Entries without a split are left out.
+    """
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read split file: {e}") from None
+    out: dict[str, str] = {}
+    if isinstance(d, dict) and isinstance(d.get("images"), list):
+        for rec in d["images"]:
+            name = rec.get("filename") or rec.get("file_name") or rec.get("file")
+            split = rec.get("train_test_split") or rec.get("split")
+            if name and split:
+                out[str(name)] = _canonical(split, path)
+    elif isinstance(d, dict) and d and all(isinstance(v, list) for v in d.values()):
+        for split, names in d.items():
+            for name in names:
+                out[str(name)] = _canonical(split, path)
+    elif isinstance(d, dict):
+        out = {str(k): _canonical(v, path) for k, v in d.items() if v}
+    else:
+        raise ValueError(f"{path}: split file must be a JSON object")
+    return out
+
+
+def _canonical(split: str, path: Path) -> str:
+    s = _ALIASES.get(str(split).strip().lower())
+    if s is None:
+        raise ValueError(f"{path}: unknown split {split!r} (use train, val or test)")
+    return s
+
+
+def lookup_split(mapping: dict[str, str], rel: str) -> str | None:
+    """The explicit split of an image by its relative path, else by its base name."""
+    return mapping.get(rel) or mapping.get(Path(rel).name)

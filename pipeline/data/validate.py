@@ -1,0 +1,258 @@
+"""Image and box validation for ingest: every problem becomes a quarantine row, never a crash.
+
+A quarantine row is `{"file": str, "reason": str, "action": str}`; `action` says what ingest did
+("image skipped", "box dropped", "box clipped", "normalised to 8-bit RGB PNG", ...).
+
+Images. `load_image` reads the bytes once, hashes them, and asks Pillow for the *declared* size
+from the header before any pixel is decoded, so a decompression bomb is refused cheaply. Then it
+decodes fully (a truncated or corrupt file fails here) and decides:
+- plain 8-bit RGB JPEG/PNG without an EXIF rotation: the original bytes are kept (fast path);
+- anything else is normalised to 8-bit RGB and re-encoded as PNG: 16-bit (scaled by 1/257),
+  grayscale, palette, CMYK, alpha (composited over white, what a viewer shows) and other formats.
+
+EXIF orientation. The rotation/flip from the EXIF Orientation tag is applied to the pixels and the
+tag is dropped (the written PNG has no EXIF), so every later reader (OpenCV applies EXIF by
+default, ultralytics too, PIL does not) sees the same pixels. Boxes are taken to be in the
+*displayed* orientation - what labelme, CVAT and COCO annotators show the annotator - so they are
+kept as they are and checked against the displayed width and height.
+
+Boxes (`check_boxes`, xywh in pixels): NaN/inf, negative or zero width/height are dropped; boxes
+partly outside the image are clipped when at least `clip_min_inside` of their area is inside,
+otherwise dropped; boxes thinner than `min_box_size` pixels after clipping are dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pipeline.store import sha256_bytes
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_KEEP_FORMATS = {"JPEG": ".jpg", "PNG": ".png"}
+_EXIF_ORIENTATION = 0x0112
+
+
+class InputProblem(Exception):
+    """One input (image, annotation, box) is bad; carries the quarantine reason and action."""
+
+    def __init__(self, reason: str, action: str = "image skipped"):
+        super().__init__(reason)
+        self.reason = reason
+        self.action = action
+
+    def row(self, file: str | Path) -> dict[str, str]:
+        return quarantine_row(file, self.reason, self.action)
+
+
+def quarantine_row(file: str | Path, reason: str, action: str) -> dict[str, str]:
+    return {"file": str(file), "reason": reason, "action": action}
+
+
+# ------------------------------------------------------------------------------------------ paths
+def safe_image_path(root: Path, name: str) -> Path:
+    """Resolve `name` (a file_name/imagePath from an annotation) inside `root`, or raise.
+
+    Refused: absolute paths, paths that leave `root` through `..`, and symlinks (of the file or
+    any folder on the way) that resolve outside `root`. Annotations are user data: a COCO file
+    must not be able to make ingest read /etc/passwd or another user's photos.
+    """
+    if not name or not str(name).strip():
+        raise InputProblem("empty file name")
+    posix = str(name).replace("\\", "/")
+    if posix.startswith("/") or PurePosixPath(posix).is_absolute() or (len(posix) > 1 and posix[1] == ":"):
+        raise InputProblem(f"absolute path {name!r} (must be relative to {root})")
+    norm = os.path.normpath(posix)
+    if norm == ".." or norm.startswith("../"):
+        raise InputProblem(f"path {name!r} escapes the image root {root}")
+    path = root / norm
+    real_root = root.resolve()
+    try:
+        real = path.resolve(strict=False)
+    except (OSError, RuntimeError) as e:  # symlink loops
+        raise InputProblem(f"path {name!r} cannot be resolved: {e}") from None
+    if not real.is_relative_to(real_root):
+        raise InputProblem(f"symlink {name!r} resolves outside the image root {root} (to {real})")
+    if not path.exists():
+        raise InputProblem(f"missing image file {name!r} under {root}")
+    if not path.is_file():
+        raise InputProblem(f"{name!r} is not a regular file")
+    return path
+
+
+# ----------------------------------------------------------------------------------------- images
+@dataclass
+class LoadedImage:
+    """A validated image ready to be written: `data` is the bytes to store, `ext` its suffix."""
+
+    width: int  # displayed width, pixels
+    height: int
+    sha256: str  # of the original bytes
+    data: bytes
+    ext: str  # ".jpg" | ".png"
+    copied: bool  # True: `data` is the original file
+    notes: list[str] = field(default_factory=list)  # why it was normalised
+
+
+def display_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) as displayed (EXIF rotation applied) from the header only; None if unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                w, h = im.size
+                if _orientation(im) in (5, 6, 7, 8):
+                    w, h = h, w
+                return int(w), int(h)
+    except Exception:  # any unreadable header: the caller treats the size as unknown
+        return None
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(_EXIF_ORIENTATION, 1)
+        return int(value) if int(value) in range(1, 9) else 1
+    except Exception:  # a broken EXIF block must not hide an otherwise good image
+        return 1
+
+
+def load_image(data: bytes, max_pixels: int) -> LoadedImage:
+    """Validate and normalise one image from its bytes; raises InputProblem when it is unusable."""
+    if len(data) == 0:
+        raise InputProblem("zero-byte file")
+    digest = sha256_bytes(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputProblem(f"decompression bomb refused before decoding: {e}") from None
+    except UnidentifiedImageError:
+        raise InputProblem("not an image (unrecognised format)") from None
+    except Exception as e:  # Pillow raises many types on garbage headers
+        raise InputProblem(f"corrupt image header: {e}") from None
+
+    with im:
+        w, h = im.size
+        if w <= 0 or h <= 0:
+            raise InputProblem(f"declared size {w}x{h} is empty")
+        if w * h > max_pixels:
+            raise InputProblem(
+                f"declared size {w}x{h} = {w * h} px exceeds data.max_pixels={max_pixels} "
+                "(possible decompression bomb; not decoded)"
+            )
+        fmt = im.format or "?"
+        orientation = _orientation(im)
+        sixteen_bit = _is_16bit(im, data)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                im.load()
+        except OSError as e:
+            kind = "truncated" if "truncated" in str(e).lower() else "corrupt"
+            raise InputProblem(f"{kind} image data: {e}") from None
+        except Exception as e:
+            raise InputProblem(f"corrupt image data: {e}") from None
+
+        notes = []
+        if fmt not in _KEEP_FORMATS:
+            notes.append(f"{fmt} format")
+        if sixteen_bit:
+            notes.append("16-bit")
+        if im.mode != "RGB" and not sixteen_bit:
+            notes.append(_mode_name(im))
+        if orientation != 1:
+            notes.append(f"EXIF orientation {orientation} applied to pixels")
+        if not notes:
+            return LoadedImage(w, h, digest, data, _KEEP_FORMATS[fmt], True)
+
+        rgb = _to_rgb8(ImageOps.exif_transpose(im) if orientation != 1 else im)
+    import cv2
+
+    ok, buf = cv2.imencode(".png", rgb[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:  # pragma: no cover - OpenCV failing to encode a valid array is not an input problem
+        raise RuntimeError("PNG encoding failed")
+    return LoadedImage(rgb.shape[1], rgb.shape[0], digest, buf.tobytes(), ".png", False, notes)
+
+
+def _mode_name(im: Image.Image) -> str:
+    names = {"L": "grayscale", "LA": "grayscale+alpha", "P": "palette", "PA": "palette+alpha",
+             "RGBA": "alpha channel", "CMYK": "CMYK", "1": "1-bit", "YCbCr": "YCbCr"}
+    extra = " with transparency" if im.mode == "P" and "transparency" in im.info else ""
+    return names.get(im.mode, f"mode {im.mode}") + extra
+
+
+def _is_16bit(im: Image.Image, data: bytes) -> bool:
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        return True
+    # Pillow reads 16-bit-per-channel RGB PNG as 8-bit "RGB"; the IHDR bit depth tells the truth.
+    return im.format == "PNG" and len(data) > 24 and data[24] == 16
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from any Pillow mode; alpha composited over white."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        scale = 257.0 if a.max(initial=0) > 255 else 1.0  # "I" may hold 8-bit values
+        g = np.clip(np.rint(a / scale), 0, 255).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2)
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    elif im.mode in ("LA", "PA"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------ boxes
+@dataclass
+class BoxCheck:
+    """Thresholds for `check_boxes`; see DataConfig for their meaning."""
+
+    clip_min_inside: float = 0.5
+    min_box_size: float = 1.0
+
+
+def check_box(bbox: list[float], width: int, height: int, rule: BoxCheck) -> tuple[list[float] | None, str | None, str | None]:
+    """One xywh pixel box against a (width, height) image -> (box or None, reason, action).
+
+    reason/action are None when the box is fine as given.
+    """
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        return None, f"box {bbox!r} is not four numbers", "box dropped"
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        return None, f"box {_fmt(bbox)} has NaN/inf", "box dropped"
+    if w <= 0 or h <= 0:
+        what = "zero-area" if w == 0 or h == 0 else "negative width/height"
+        return None, f"box {_fmt(bbox)} is {what}", "box dropped"
+    x0, y0 = max(x, 0.0), max(y, 0.0)
+    x1, y1 = min(x + w, float(width)), min(y + h, float(height))
+    inside = max(0.0, x1 - x0) * max(0.0, y1 - y0) / (w * h)
+    reason = action = None
+    if inside < 1.0:
+        where = f"{inside:.0%} inside the {width}x{height} image"
+        if inside < rule.clip_min_inside or inside == 0.0:
+            return None, f"box {_fmt(bbox)} is outside the image ({where})", "box dropped"
+        reason, action = f"box {_fmt(bbox)} partly outside the image ({where})", "box clipped"
+        x, y, w, h = x0, y0, x1 - x0, y1 - y0
+    if w < rule.min_box_size or h < rule.min_box_size:
+        return None, f"box {_fmt([x, y, w, h])} thinner than data.min_box_size={rule.min_box_size} px", "box dropped"
+    return [x, y, w, h], reason, action
+
+
+def _fmt(bbox) -> str:
+    try:
+        return "[" + ", ".join(f"{float(v):.1f}" for v in bbox) + "]"
+    except (TypeError, ValueError):
+        return repr(bbox)
