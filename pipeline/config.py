@@ -88,10 +88,10 @@ class SplitConfig(Section):
     val: float = Field(0.2, ge=0, le=1)
     test: float = Field(0.6, ge=0, le=1)
     use_source_split: bool = Field(False, description="honour SourceConfig.split_file")
-    val_from_source_train: bool = Field(
-        True,
-        description="with use_source_split: carve val (val/(train+val)) out of the source's train "
-        "images; the source's test images are kept exactly",
+    val_from_source_train: float = Field(
+        0.2, ge=0, lt=1,
+        description="with use_source_split: share of the split file's train images moved to val "
+        "(deterministic by content hash); its test images are kept exactly",
     )
 
     @model_validator(mode="after")

@@ -71,11 +71,8 @@ def assign_splits(items: Sequence[SplitItem], cfg: SplitConfig, seed: int) -> tu
                     f"identical images given different splits {sorted(explicit)}",
                     f"all copies put in {split} (most held-out wins)",
                 ))
-            if split == "train" and cfg.val_from_source_train and all(
-                items[i].from_split_file for i in members if items[i].explicit == "train"
-            ):
-                share = cfg.val / (cfg.train + cfg.val) if cfg.train + cfg.val > 0 else 0.0
-                if split_unit(sha, seed, salt="val-from-train") < share:
+            if split == "train" and all(items[i].from_split_file for i in members if items[i].explicit == "train"):
+                if split_unit(sha, seed, salt="val-from-train") < cfg.val_from_source_train:
                     split = "val"
         else:
             split = hash_split(sha, seed, cfg)
