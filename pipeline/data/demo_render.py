@@ -132,13 +132,13 @@ def plastic(sol: _Solid, colour: np.ndarray, light: np.ndarray, px: float, rng: 
     ambient = 0.62
     shade = ambient + (1 - ambient) * np.clip(sol.normal @ light, 0, 1)
     if layer_lines:
-        period = max(1.6, 1.4 * px)
+        period = max(2.0, 1.8 * px)
         angle = rng.choice([np.pi / 4, -np.pi / 4])
         raster = np.sin(2 * np.pi * (sol.u * np.cos(angle) + sol.v * np.sin(angle)) / period)
         perimeter = np.sin(2 * np.pi * sol.edge / period)
         lines = np.where(sol.edge < 2.5 * period, perimeter, raster)
-        shade = shade * (1 + 0.05 * lines)
-    side = 0.68 * (1 + (0.1 * np.sin(2 * np.pi * sol.z / max(1.2, 0.9 * px)) if layer_lines else 0))
+        shade = shade * (1 + 0.07 * lines)
+    side = 0.68 * (1 + (0.14 * np.sin(2 * np.pi * sol.z / max(1.5, 1.2 * px)) if layer_lines else 0))
     shade = np.where(sol.top >= 0.5, shade, side)
     halo = 0.05 * np.clip(sol.normal @ _half(light), 0, 1) ** 6  # a faint sheen, not a reflection
     return colour * shade[..., None] + halo[..., None]
@@ -151,19 +151,26 @@ def metal(sol: _Solid, grey: np.ndarray, light: np.ndarray, px: float, rng: np.r
     scales the light (over-exposure). Returns (h, w, 3) RGB."""
     hl, wl = local_shape
     grain = rng.normal(0, 1, (hl, wl)).astype(np.float32)
-    grain = cv2.blur(grain, (max(3, int(9 * px)) | 1, 1))  # streaks along the part's long axis
+    grain = cv2.blur(grain, (max(5, int(15 * px)) | 1, 1))  # streaks along the part's long axis
+    grain /= grain.std() + 1e-6
     h, w = sol.top.shape
     grain = cv2.warpAffine(grain, sol.warp, (w, h), flags=cv2.INTER_LINEAR)
-    grain = np.roll(grain, -sol.lift, axis=0) * 0.09
+    grain = np.roll(grain, -sol.lift, axis=0) * 0.08
+    face = sol.top >= 0.5
     d = rng.uniform(0, 2 * np.pi)
     along = sol.u * np.cos(d) + sol.v * np.sin(d)
-    span = max(float(np.ptp(along[sol.top >= 0.5])) if (sol.top >= 0.5).any() else 1.0, 1.0)
-    horizon = 1 / (1 + np.exp(-(along - rng.uniform(-0.3, 0.3) * span) / (0.08 * span)))
-    env = 0.12 + rng.uniform(0.25, 0.5) * horizon
+    span = max(float(np.ptp(along[face])) if face.any() else 1.0, 1.0)
+    # a mirror-ish face shows the room: a soft bright/dark horizon across it
+    horizon = 1 / (1 + np.exp(-(along - rng.uniform(-0.3, 0.3) * span) / (0.1 * span)))
+    env = 0.05 + rng.uniform(0.25, 0.5) * horizon
+    # brushed metal smears a highlight across the grain: a band along v at some u
+    u_span = max(float(np.ptp(sol.u[face])) if face.any() else 1.0, 1.0)
+    band = np.exp(-(((sol.u - rng.uniform(-0.35, 0.35) * u_span) / (rng.uniform(0.05, 0.12) * u_span)) ** 2))
     n_l = np.clip(sol.normal @ light, 0, 1)
     spec = rng.uniform(0.6, 1.0) * np.clip(sol.normal @ _half(light), 0, 1) ** rng.uniform(12, 30)
-    top = (grey[None, None] * (0.35 + 0.4 * n_l)[..., None] + env[..., None]) * (1 + grain[..., None])
-    top = top + spec[..., None]
+    spec = spec + rng.uniform(0.15, 0.4) * band
+    top = (grey[None, None] * (0.3 + 0.4 * n_l)[..., None] + env[..., None]) * (1 + grain[..., None])
+    top = top + spec[..., None] * (1 + 2 * grain[..., None])
     wall_tone = rng.uniform(0.5, 1.1)
     wall = grey * wall_tone * (0.7 + 0.5 * (sol.z / max(sol.lift, 1)))[..., None]
     wall = wall + (0.5 * np.exp(-((sol.z - 0.7 * sol.lift) ** 2) / 1.5))[..., None] * (rng.random() < 0.5)
@@ -334,7 +341,7 @@ def _camera(img: np.ndarray, rng: np.random.Generator, domain: str, hard: str | 
     size = img.shape[0]
     if domain == "A":  # soft, even light from a diffuser
         field = _spotlight(rng, size, 0.93, 1.04)
-        exposure = rng.uniform(1.25, 1.4) if hard == "overexposed" else rng.uniform(0.97, 1.05)
+        exposure = rng.uniform(1.1, 1.18) if hard == "overexposed" else rng.uniform(0.97, 1.05)
         noise = 0.008
     else:  # one hard lamp, a small sensor in a dim shop
         field = _spotlight(rng, size, 0.6, 1.2 if hard != "overexposed" else 1.6)
@@ -343,7 +350,7 @@ def _camera(img: np.ndarray, rng: np.random.Generator, domain: str, hard: str | 
         grey = img.mean(-1, keepdims=True)
         img = grey + 0.35 * (img - grey)  # metal and shop light wash colour out
     img = img * (field * exposure)[..., None]
-    img = cv2.GaussianBlur(img, (0, 0), max(0.45, 0.5 * px))
+    img = cv2.GaussianBlur(img, (0, 0), max(0.4, (0.35 if domain == "A" else 0.5) * px))
     luma = rng.normal(0, noise, img.shape[:2]).astype(np.float32)[..., None]
     chroma = rng.normal(0, noise * 0.3, img.shape).astype(np.float32)
     img = np.clip(img + luma + chroma, 0, 1)
