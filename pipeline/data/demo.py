@@ -126,7 +126,9 @@ def render_demo(cfg: DemoDataConfig, seed: int, out_dir: Path) -> DemoSources:
     return _sources(out_dir, cfg)
 
 
-def _write_split(folder: Path, cfg: DemoDataConfig, seed: int, domain: str, split: str, n: int) -> dict[str, int]:
+def _write_split(
+    folder: Path, cfg: DemoDataConfig, seed: int, domain: str, split: str, n: int
+) -> dict[str, int]:
     """Write n images (and COCO annotations unless unlabelled); returns image/box counts."""
     images_dir = folder / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +160,9 @@ def _write_split(folder: Path, cfg: DemoDataConfig, seed: int, domain: str, spli
             "info": {"description": f"Metalize demo, domain {domain}, split {split}", "seed": seed},
             "images": images,
             "annotations": annotations,
-            "categories": [{"id": k + 1, "name": c, "supercategory": "part"} for k, c in enumerate(CATEGORIES)],
+            "categories": [
+                {"id": k + 1, "name": c, "supercategory": "part"} for k, c in enumerate(CATEGORIES)
+            ],
         }
         (folder / "annotations.json").write_text(json.dumps(coco), encoding="utf-8")
     return {"images": n, "boxes": len(annotations)}
@@ -194,7 +198,9 @@ def _sources(root: Path, cfg: DemoDataConfig) -> DemoSources:
 _CLASS_BGR = [(40, 200, 40), (230, 160, 30), (30, 140, 255), (210, 60, 210), (0, 220, 220), (255, 90, 90)]
 
 
-def preview_grid(sources: DemoSources, per_row: int = 6, rows_per_domain: int = 2, tile: int = 256) -> np.ndarray:
+def preview_grid(
+    sources: DemoSources, per_row: int = 6, rows_per_domain: int = 2, tile: int = 256
+) -> np.ndarray:
     """A grid of labelled A (top) and B (bottom) samples with boxes and class names drawn.
 
     Tiles are upscaled by an integer factor (nearest neighbour, so pixels stay honest) to at
@@ -231,7 +237,8 @@ def _preview_tile(path: Path, anns: list[dict], label: str, tile: int) -> np.nda
         cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), colour, 1)
         cv2.putText(img, CATEGORIES[a["category_id"] - 1], (x + 1, max(y - 3, 9)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.33, colour, 1, cv2.LINE_AA)
-    cv2.putText(img, label, (4, img.shape[0] - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    white = (255, 255, 255)
+    cv2.putText(img, label, (4, img.shape[0] - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, white, 1, cv2.LINE_AA)
     return img
 
 

@@ -162,13 +162,13 @@ def metal(sol: _Solid, grey: np.ndarray, light: np.ndarray, px: float, rng: np.r
     span = max(float(np.ptp(along[face])) if face.any() else 1.0, 1.0)
     # a mirror-ish face shows the room: a soft bright/dark horizon across it
     horizon = 1 / (1 + np.exp(-(along - rng.uniform(-0.3, 0.3) * span) / (0.1 * span)))
-    env = 0.05 + rng.uniform(0.25, 0.5) * horizon
+    env = 0.05 + rng.uniform(0.15, 0.4) * horizon
     # brushed metal smears a highlight across the grain: a band along v at some u
     u_span = max(float(np.ptp(sol.u[face])) if face.any() else 1.0, 1.0)
     band = np.exp(-(((sol.u - rng.uniform(-0.35, 0.35) * u_span) / (rng.uniform(0.05, 0.12) * u_span)) ** 2))
     n_l = np.clip(sol.normal @ light, 0, 1)
     spec = rng.uniform(0.6, 1.0) * np.clip(sol.normal @ _half(light), 0, 1) ** rng.uniform(12, 30)
-    spec = spec + rng.uniform(0.15, 0.4) * band
+    spec = spec + rng.uniform(0.1, 0.3) * band
     top = (grey[None, None] * (0.3 + 0.4 * n_l)[..., None] + env[..., None]) * (1 + grain[..., None])
     top = top + spec[..., None] * (1 + 2 * grain[..., None])
     wall_tone = rng.uniform(0.5, 1.1)
@@ -244,8 +244,12 @@ def render_scene(
         light = _unit(0.45 * np.cos(az), 0.45 * np.sin(az), 0.9)
         scene_colour = FILAMENT[rng.integers(len(FILAMENT))] if rng.random() < 0.5 else None
     else:
-        grey_level = rng.uniform(0.38, 0.55)
-        bench = grey_level * rng.uniform(0.85, 1.05) if hard == "low_contrast" else rng.uniform(0.12, 0.26)
+        grey_level = rng.uniform(0.3, 0.45)
+        # reflections lift a part above its albedo: about 0.6 albedo + 0.3 matches its mean
+        if hard == "low_contrast":
+            bench = (0.6 * grey_level + 0.3) * rng.uniform(0.92, 1.1)
+        else:
+            bench = rng.uniform(0.14, 0.28)
         canvas = workbench(rng, size, px, bench)
         light = _unit(0.75 * np.cos(az), 0.75 * np.sin(az), 0.65)
     shadow_dir = -light[:2] / (np.linalg.norm(light[:2]) + 1e-6)
@@ -336,7 +340,9 @@ def _composite(canvas: np.ndarray, layer: _Layer) -> np.ndarray:
     return mask
 
 
-def _camera(img: np.ndarray, rng: np.random.Generator, domain: str, hard: str | None, px: float) -> np.ndarray:
+def _camera(
+    img: np.ndarray, rng: np.random.Generator, domain: str, hard: str | None, px: float
+) -> np.ndarray:
     """Scene light, exposure, optics blur and sensor noise -> (H, W, 3) uint8."""
     size = img.shape[0]
     if domain == "A":  # soft, even light from a diffuser

@@ -23,7 +23,9 @@ from pipeline.data.demo_parts import CATEGORIES
 from pipeline.data.demo_render import render_scene
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = DemoDataConfig(image_size=64, n_a=6, n_b_train=3, n_b_val=2, n_b_test=4, n_b_unlabelled=3, n_b_oracle=2)
+SMALL = DemoDataConfig(
+    image_size=64, n_a=6, n_b_train=3, n_b_val=2, n_b_test=4, n_b_unlabelled=3, n_b_oracle=2
+)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -79,7 +81,8 @@ def test_boxes_are_tight_around_visible_masks():
 def test_heavily_occluded_parts_are_dropped():
     kept_vis, dropped_vis = [], []
     for i in range(40):
-        scene = render_scene(scene_rng(1, "A", "train", i), "A", 64, parts_per_image=(4, 6), min_visibility=0.5)
+        rng = scene_rng(1, "A", "train", i)
+        scene = render_scene(rng, "A", 64, parts_per_image=(4, 6), min_visibility=0.5)
         for inst in scene.instances:
             (kept_vis if inst.kept else dropped_vis).append(inst.visibility)
     assert dropped_vis, "crowded scenes must hide some parts"
