@@ -1,5 +1,54 @@
-"""`metalize` sub-commands for the data stage."""
+"""`metalize ingest`: validate, hash and split the data sources into a dataset version."""
 
 from __future__ import annotations
 
-from pipeline.cli import app  # noqa: F401
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from pipeline.cli import app
+from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
+
+
+@app.command()
+def ingest(
+    config: Path = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    strict: bool = typer.Option(False, "--strict", help="fail on the first bad input instead of quarantining it"),
+    flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (per-shard tasks, artifact)"),
+) -> None:
+    """Ingest data.a / data.b (or the demo data) into <output_root>/data/datasets/<name>-<id>/.
+
+    Prints the version folder on stdout; counts and the quarantine summary go to stderr. Exit
+    status is non-zero only for fatal errors (bad config, category mismatch) or with --strict.
+    """
+    cfg = load(config, overrides)
+    from pipeline.data.formats import FormatError
+    from pipeline.data.ingest import IngestError
+
+    try:
+        if flow:
+            from flows.ingest import ingest_flow
+
+            result = ingest_flow(cfg, strict=strict or None)
+        else:
+            from pipeline.data.ingest import ingest as run_ingest
+
+            result = run_ingest(cfg, strict=strict or None, progress=True)
+    except (IngestError, FormatError, ValueError, RuntimeError) as e:
+        fail(str(e))
+        return
+    summary = result.version.manifest["summary"]
+    cats = summary["categories"]
+    table = Table(title=f"{result.version.id}" + (" (cached)" if result.cached else ""))
+    for col in ["split", "images", "boxes", *cats]:
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split, c in result.counts.items():
+        per_class = summary["instances"].get(split, {})
+        table.add_row(split, str(c["images"]), str(c["boxes"]), *(str(per_class.get(n, 0)) for n in cats))
+    console.print(table)
+    q = len(result.quarantine)
+    colour = "yellow" if q else "green"
+    console.print(f"[{colour}]quarantine: {q} rows[/] ({result.version.root / 'quarantine.jsonl'})")
+    typer.echo(str(result.version.root))
