@@ -1,0 +1,121 @@
+"""Gate rules on crafted images: a blanked part, a shifted part, NaN, constant, checkerboard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from synth_helpers import metalize
+
+from pipeline.config import GateConfig
+from pipeline.synth import gate as G
+
+
+def _scene() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    img = np.full((64, 64, 3), 230, np.uint8) + rng.integers(0, 6, (64, 64, 3), dtype=np.uint8)
+    img[8:28, 6:30] = (200, 50, 40)  # part 0
+    img[14:22, 14:22] = 230  # with a hole
+    img[36:58, 36:60] = (40, 90, 200)  # part 1
+    boxes = np.array([[6, 8, 24, 20], [36, 36, 24, 22]], float)
+    return img, boxes
+
+
+def test_faithful_translation_keeps_every_box():
+    src, boxes = _scene()
+    res = G.gate(src, metalize([src])[0], boxes, GateConfig())
+    assert res.accepted and res.keep == [True, True] and res.rejections == []
+    assert all(s["edge_f1"] > 0.6 for s in res.box_scores)
+
+
+def test_blanked_part_is_dropped_and_listed():
+    src, boxes = _scene()
+    syn = metalize([src])[0]
+    syn[36:58, 36:60] = syn[2, 2]  # part 1 vanished
+    res = G.gate(src, syn, boxes, GateConfig())
+    assert res.accepted and res.keep == [True, False]
+    (row,) = res.rejections
+    assert row["check"] == "box_edge_f1" and row["box"] == 1 and row["action"] == "drop_box"
+    assert row["score"] < row["threshold"]
+
+
+def test_shifted_part_is_flagged_and_reject_image_rule_rejects():
+    src, boxes = _scene()
+    syn = metalize([src])[0]
+    part = syn[8:28, 6:30].copy()
+    syn[8:28, 6:30] = syn[2, 2]
+    syn[8 + 9 : 28 + 9, 6 + 12 : 30 + 12] = part  # moved by (12, 9) px
+    res = G.gate(src, syn, boxes, GateConfig(box_rule="reject_image"))
+    assert not res.accepted and res.keep == [False, False]
+    assert {r["check"] for r in res.rejections} >= {"box_edge_f1", "dropped_boxes"}
+    assert all(r["action"] == "reject_image" for r in res.rejections)
+
+
+def test_too_many_dropped_boxes_rejects_the_image():
+    src, boxes = _scene()
+    syn = metalize([src])[0]
+    syn[:, :] = syn[2, 2]
+    syn[0:4, :] = 0  # keep some contrast so only the box checks fail
+    res = G.gate(src, syn, boxes, GateConfig(max_dropped_fraction=0.5))
+    assert not res.accepted
+    assert res.rejections[-1]["check"] == "dropped_boxes"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_output_is_rejected(bad):
+    src, boxes = _scene()
+    syn = metalize([src])[0].astype(np.float32)
+    syn[5, 5, 1] = bad
+    res = G.gate(src, syn, boxes, GateConfig())
+    assert not res.accepted
+    assert [r["check"] for r in res.rejections] == ["finite"]
+
+
+def test_constant_output_is_rejected():
+    src, boxes = _scene()
+    res = G.gate(src, np.full_like(src, 128), boxes, GateConfig())
+    assert not res.accepted and "near_constant" in [r["check"] for r in res.rejections]
+
+
+def test_saturated_output_is_rejected():
+    src, boxes = _scene()
+    syn = metalize([src])[0]
+    syn[:40] = 255
+    res = G.gate(src, syn, boxes, GateConfig())
+    assert "saturated" in [r["check"] for r in res.rejections]
+    assert G.saturated_fraction(syn) == pytest.approx(40 / 64, abs=0.02)
+
+
+def test_checkerboard_artifact_scores_high_and_is_rejected():
+    src, boxes = _scene()
+    syn = metalize([src])[0].astype(np.int16)
+    clean = G.checkerboard_score(syn.astype(np.uint8))
+    yy, xx = np.mgrid[:64, :64]
+    pattern = np.where((yy + xx) % 2 == 0, 25, -25)[..., None]  # stride-2 deconvolution pattern
+    bad = np.clip(syn + pattern, 0, 255).astype(np.uint8)
+    assert clean < 0.05
+    assert G.checkerboard_score(bad) > 0.5
+    res = G.gate(src, bad, boxes, GateConfig())
+    assert "checkerboard" in [r["check"] for r in res.rejections]
+
+
+def test_sensor_noise_is_not_a_checkerboard():
+    rng = np.random.default_rng(1)
+    noisy = np.clip(rng.normal(80, 12, (64, 64, 3)), 0, 255).astype(np.uint8)
+    assert G.checkerboard_score(noisy) < 0.05
+
+
+def test_optional_realism_threshold():
+    src, boxes = _scene()
+    syn = metalize([src])[0]
+    res = G.gate(src, syn, boxes, GateConfig(min_realism=0.5), realism=lambda im: 0.2)
+    assert [r["check"] for r in res.rejections] == ["realism"]
+    assert G.gate(src, syn, boxes, GateConfig(), realism=lambda im: 0.2).accepted  # None = off
+
+
+def test_gradient_ssim_metric_also_catches_a_blank():
+    src, boxes = _scene()
+    syn = metalize([src])[0]
+    syn[36:58, 36:60] = syn[2, 2]
+    res = G.gate(src, syn, boxes, GateConfig(box_metric="both"))
+    assert res.keep == [True, False]
+    assert res.box_scores[1]["gradient_ssim"] < res.box_scores[0]["gradient_ssim"]
