@@ -59,9 +59,17 @@ class DemoDataConfig(Section):
     n_b_test: int = Field(150, ge=1)
     n_b_unlabelled: int = Field(200, ge=0, description="unlabelled B pool for the CycleGAN")
     n_b_oracle: int = Field(120, ge=0, description="extra labelled B for the oracle arm")
-    parts_per_image: tuple[int, int] = (2, 5)
+    parts_per_image: tuple[int, int] = Field((2, 5), description="min, max parts drawn per photo")
+    clutter_per_image: tuple[int, int] = Field((0, 3), description="min, max non-part distractors")
     hard_fraction: float = Field(0.2, ge=0, le=1, description="share of low-contrast/over-exposed")
     min_visibility: float = Field(0.35, ge=0, le=1, description="drop parts less visible")
+
+    @field_validator("parts_per_image", "clutter_per_image")
+    @classmethod
+    def _range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 0 or v[0] > v[1]:
+            raise ValueError(f"expected 0 <= min <= max, got {list(v)}")
+        return v
 
 
 class SourceConfig(Section):

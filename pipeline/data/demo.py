@@ -81,9 +81,14 @@ def render_one(cfg: DemoDataConfig, seed: int, domain: str, split: str, index: i
     """Scene `index` of (domain, split): a share `cfg.hard_fraction` of scenes is a hard case."""
     rng = scene_rng(seed, domain, split, index)
     hard = HARD_CASES[int(rng.integers(len(HARD_CASES)))] if rng.random() < cfg.hard_fraction else None
-    lo, hi = cfg.parts_per_image
     return render_scene(
-        rng, domain, cfg.image_size, parts_per_image=(lo, hi), hard=hard, min_visibility=cfg.min_visibility
+        rng,
+        domain,
+        cfg.image_size,
+        parts_per_image=cfg.parts_per_image,
+        clutter_per_image=cfg.clutter_per_image,
+        hard=hard,
+        min_visibility=cfg.min_visibility,
     )
 
 

@@ -238,6 +238,7 @@ def render_scene(
         raise ValueError(f"domain must be 'A' or 'B', got {domain!r}")
     px = size / 128  # texture and blur scales are tuned at 128 px
     az = rng.uniform(0, 2 * np.pi)
+    bed, scene_colour, grey_level = None, None, 0.0
     if domain == "A":
         canvas = print_bed(rng, size, px)
         bed = canvas.reshape(-1, 3).mean(0)
@@ -272,9 +273,7 @@ def render_scene(
             sigma, offset, darkness = 0.8 * px, (1.0 + lift) * px, 0.5
         pad = int(np.ceil(offset + 3 * sigma)) + 2
         sol = _place(local, rng.uniform(0, 360), centre[0], centre[1], lift, pad)
-        rgb = _material(kind, sol, domain, hard, light, px, rng, local.shape,
-                        bed if domain == "A" else None, scene_colour if domain == "A" else None,
-                        grey_level if domain == "B" else 0.0)
+        rgb = _material(kind, sol, domain, hard, light, px, rng, local.shape, bed, scene_colour, grey_level)
         shift = np.float32([[1, 0, shadow_dir[0] * offset], [0, 1, shadow_dir[1] * offset]])
         h, w = sol.full.shape
         shadow = cv2.GaussianBlur(cv2.warpAffine(sol.full, shift, (w, h)), (0, 0), sigma) * darkness
