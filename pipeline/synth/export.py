@@ -107,6 +107,9 @@ def export_version(
     """Turn a staging directory holding finished shards into a complete version; returns manifest."""
     from pipeline.data.formats import write_yolo
 
+    # A killed run can leave the hidden temp file of an interrupted atomic write behind.
+    for stale in root.rglob(".*.tmp"):
+        stale.unlink()
     real = dataset.coco("B", "train") if dataset.has("B", "train") else CocoSet(categories=dataset.coco("A", "train").categories)
     real.info = {}
     a_categories = dataset.coco("A", "train").categories

@@ -1,0 +1,109 @@
+"""The augmented version: COCO loads with pycocotools, provenance, YOLO layout, card, manifest,
+cache hit on rerun; the CycleGAN itself is replaced by a deterministic image function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from synth_helpers import metalize
+
+from pipeline.config import RunConfig
+from pipeline.store import read_manifest, verify_manifest, write_manifest
+from pipeline.synth import stage
+from pipeline.synth.generate import Generator
+
+
+def _model_dir(root: Path) -> Path:
+    d = root / "models" / "cyclegan" / "fake-000000000000"
+    d.mkdir(parents=True)
+    (d / "G_AB.safetensors").write_bytes(b"weights stand-in")  # only hashed, never loaded here
+    write_manifest(d, kind="cyclegan", id=d.name, config={})
+    return d
+
+
+def _run(cfg, dataset, model_dir):
+    plan = stage.prepare(cfg, dataset, model_dir)
+    gens = [Generator(plan.generator_shas[0], metalize)]
+    return plan, stage.finalize(plan, [stage.run_plan_shard(plan, k, gens) for k in range(len(plan.shards))])
+
+
+@pytest.fixture(scope="module")
+def published(mini_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("out")
+    cfg = RunConfig()
+    cfg.runtime.output_root = root
+    cfg.synth = cfg.synth.model_copy(update={"shard_size": 5, "variants": 2, "n_card_examples": 4})
+    model = _model_dir(root)
+    plan, res = _run(cfg, mini_dataset, model)
+    return cfg, plan, res, model
+
+
+def test_coco_loads_with_pycocotools_and_carries_provenance(published, mini_dataset):
+    from pycocotools.coco import COCO
+
+    cfg, plan, res, _ = published
+    v = res.version
+    assert v.manifest["kind"] == "augmented" and not res.cached and res.accepted > 0
+    coco = COCO(str(v.annotation_path("B", "train")))
+    real = mini_dataset.coco("B", "train")
+    imgs = coco.loadImgs(coco.getImgIds())
+    syn = [im for im in imgs if im["synthetic"]]
+    assert len(imgs) - len(syn) == len(real.images) and len(syn) == res.accepted
+    a_ids = {im.id for im in mini_dataset.coco("A", "train").images}
+    for im in syn:
+        assert im["domain"] == "B" and im["split"] == "train"
+        assert im["source_image_id"] in a_ids and im["generator"] == plan.generator_shas[0]
+        assert set(im["gate"]) >= {"saturated", "std", "checkerboard"}
+        assert (v.root / im["file_name"]).is_file()
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == mini_dataset.category_names
+    assert len(coco.getAnnIds()) == sum(1 for _ in coco.anns)
+
+
+def test_yolo_layout_and_data_yaml(published):
+    _, _, res, _ = published
+    y = res.version.root / "yolo"
+    data = yaml.safe_load((y / "data.yaml").read_text())
+    assert data["train"] == "train/images" and data["val"] == "val/images" and data["nc"] == 3
+    n_imgs = len(list((y / "train" / "images").iterdir()))
+    assert n_imgs == len(list((y / "train" / "labels").glob("*.txt"))) > res.accepted
+    for lbl in (y / "train" / "labels").glob("*.txt"):
+        for line in lbl.read_text().splitlines():
+            c, *xywh = line.split()
+            assert 0 <= int(c) < 3 and all(0 <= float(v) <= 1 for v in xywh)
+
+
+def test_manifest_lineage_hashes_card_and_rejected(published, mini_dataset):
+    _, plan, res, model = published
+    v = res.version
+    m = v.manifest
+    assert [p["kind"] for p in m["parents"]] == ["dataset", "cyclegan"]
+    assert m["parents"][0]["id"] == mini_dataset.id and m["parents"][1]["id"] == model.name
+    assert verify_manifest(v.root) == []
+    assert "annotations/B_train.json" in m["files"] and not any(f.startswith("shards/") for f in m["files"])
+    assert not any(Path(f).name.startswith(".") for f in m["files"])
+    assert m["summary"]["categories"] == mini_dataset.category_names
+    for f in ("README.md", "class_balance.png", "box_sizes.png", "pairs.png"):
+        assert (v.root / "card" / f).is_file(), f
+    readme = (v.root / "card" / "README.md").read_text()
+    assert mini_dataset.id in readme and "| bracket |" in readme
+    for line in (v.root / "rejected.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        assert {"image", "box", "check", "score", "threshold", "action"} <= set(row)
+    assert not plan.staging.exists() and (v.root / "config.yaml").is_file()
+
+
+def test_rerun_is_a_cache_hit_and_a_config_change_is_not(published, mini_dataset):
+    cfg, plan, res, model = published
+    again = stage.synthesize(cfg, mini_dataset, model, progress=False)
+    assert again.cached and again.version.root == res.version.root and again.accepted == res.accepted
+    other = cfg.model_copy(deep=True)
+    other.synth.gate.min_box_edge_f1 = 0.9
+    assert stage.prepare(other, mini_dataset, model).final != plan.final
+
+
+def test_missing_weights_named_in_the_error(mini_dataset, tmp_path):
+    with pytest.raises(FileNotFoundError, match="G_AB.safetensors"):
+        stage.prepare(RunConfig(), mini_dataset, tmp_path)
