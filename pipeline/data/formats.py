@@ -340,12 +340,11 @@ def read_labelme(
 def _labelme_file_name(jf: Path, image_path: str, images_dir: Path, embedded: bool) -> tuple[str, dict]:
     posix = image_path.replace("\\", "/")
     if posix and not os.path.isabs(posix):
-        if (images_dir / posix).is_file():
-            return os.path.normpath(posix), {}
-        beside = os.path.normpath(jf.parent / posix)
-        rel = os.path.relpath(beside, images_dir)
-        if os.path.isfile(beside) and not rel.startswith(".."):
-            return Path(rel).as_posix(), {}
+        for base in (images_dir, jf.parent):
+            full = os.path.normpath(base / posix)
+            rel = os.path.relpath(full, images_dir)
+            if os.path.isfile(full) and not rel.startswith(".."):
+                return Path(rel).as_posix(), {}
     if embedded and posix:
         # The JSON carries the image; name it after the JSON so it stays unique.
         return Path(os.path.relpath(jf, jf.parent)).with_suffix(Path(posix).suffix or ".png").as_posix(), {

@@ -38,6 +38,8 @@ from pipeline.store import sha256_bytes
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _KEEP_FORMATS = {"JPEG": ".jpg", "PNG": ".png"}
 _EXIF_ORIENTATION = 0x0112
+# Magic numbers of formats Pillow reads: a file starting with one is a corrupt image, not a non-image.
+_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 
 
 class InputProblem(Exception):
@@ -133,8 +135,10 @@ def load_image(data: bytes, max_pixels: int) -> LoadedImage:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputProblem(f"decompression bomb refused before decoding: {e}") from None
+        raise InputProblem(f"possible decompression bomb (not decoded): {e}") from None
     except UnidentifiedImageError:
+        if data.startswith(_SIGNATURES):
+            raise InputProblem("corrupt image header (image signature, unreadable header)") from None
         raise InputProblem("not an image (unrecognised format)") from None
     except Exception as e:  # Pillow raises many types on garbage headers
         raise InputProblem(f"corrupt image header: {e}") from None
@@ -154,6 +158,9 @@ def load_image(data: bytes, max_pixels: int) -> LoadedImage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                if fmt == "PNG":  # chunk CRCs: Pillow's decoder alone accepts damaged IDAT data
+                    with Image.open(io.BytesIO(data)) as check:
+                        check.verify()
                 im.load()
         except OSError as e:
             kind = "truncated" if "truncated" in str(e).lower() else "corrupt"

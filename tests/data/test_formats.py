@@ -1,0 +1,184 @@
+"""Readers and writers: COCO <-> YOLO <-> labelme round trips keep boxes within 0.5 px, and each
+malformed annotation becomes a quarantine row (or a FormatError without an issues list)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from ingest_helpers import coco_json, write_rgb
+from pipeline.data.coco import Annotation, Category, CocoSet, ImageRecord
+from pipeline.data.formats import (
+    FormatError,
+    read_coco,
+    read_labelme,
+    read_yolo,
+    write_coco,
+    write_labelme,
+    write_yolo,
+)
+
+CATS = ["gear", "hex_nut", "bracket"]
+
+
+@pytest.fixture
+def coco_set(tmp_path):
+    """Three odd-sized images with fractional boxes, one without boxes."""
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for i, (w, h) in enumerate([(97, 61), (64, 64), (33, 120)], start=1):
+        write_rgb(root / f"im{i}.png", w, h, seed=i)
+        images.append(ImageRecord(i, f"im{i}.png", w, h))
+        for _ in range(0 if i == 2 else 3):
+            bw, bh = rng.uniform(2, w / 2), rng.uniform(2, h / 2)
+            x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+            anns.append(Annotation(len(anns) + 1, i, int(rng.integers(1, 4)), [x, y, bw, bh]))
+    return root, CocoSet(images, anns, [Category(i + 1, n) for i, n in enumerate(CATS)])
+
+
+def boxes_by_file(c: CocoSet) -> dict[str, list[tuple[str, list[float]]]]:
+    names = {k.id: k.name for k in c.categories}
+    files = {im.id: im.file_name.rsplit("/", 1)[-1].rsplit(".", 1)[0] for im in c.images}
+    out: dict[str, list] = {f: [] for f in files.values()}
+    for a in c.annotations:
+        out[files[a.image_id]].append((names[a.category_id], a.bbox))
+    return {k: sorted(v, key=lambda t: (t[0], t[1])) for k, v in out.items()}
+
+
+def assert_same_boxes(a: CocoSet, b: CocoSet, tol: float = 0.5) -> None:
+    ba, bb = boxes_by_file(a), boxes_by_file(b)
+    assert ba.keys() == bb.keys()
+    for f in ba:
+        assert [n for n, _ in ba[f]] == [n for n, _ in bb[f]], f
+        for (_, x), (_, y) in zip(ba[f], bb[f]):
+            assert np.abs(np.array(x) - np.array(y)).max() <= tol, (f, x, y)
+
+
+def test_coco_yolo_labelme_round_trip(coco_set, tmp_path):
+    root, original = coco_set
+    path = write_coco(original, tmp_path / "ann.json")
+    COCO(str(path))  # loads with pycocotools
+    back = read_coco(path)
+    assert back.category_names == CATS
+    assert_same_boxes(original, back, tol=0.001)
+
+    yolo_dir = tmp_path / "yolo"
+    written = write_yolo(back, root, yolo_dir)
+    assert [p.name for p in written] == ["im1.png", "im2.png", "im3.png"]
+    assert (yolo_dir / "labels" / "im2.txt").read_text() == ""  # background image: empty label file
+    line = (yolo_dir / "labels" / "im1.txt").read_text().splitlines()[0].split()
+    assert 0 <= int(line[0]) < 3 and all(0 <= float(v) <= 1 for v in line[1:])
+    from_yolo = read_yolo(yolo_dir / "images", yolo_dir / "labels", names=CATS)
+    assert_same_boxes(original, from_yolo)
+
+    lm_dir = tmp_path / "labelme"
+    write_labelme(from_yolo, yolo_dir / "images", lm_dir)
+    from_labelme = read_labelme(lm_dir, yolo_dir / "images")
+    assert set(from_labelme.category_names) <= set(CATS)
+    # labelme ids follow first appearance; compare by name
+    assert_same_boxes(original, from_labelme)
+    assert {im.file_name for im in from_labelme.images} == {"im1.png", "im2.png", "im3.png"}
+
+
+def test_yolo_names_from_classes_txt_polygons_and_bad_lines(tmp_path):
+    imgs, labels = tmp_path / "images", tmp_path / "labels"
+    write_rgb(imgs / "a.png", 100, 50)
+    labels.mkdir()
+    (labels / "classes.txt").write_text("gear\nhex_nut\n")
+    (labels / "a.txt").write_text(
+        "0 0.5 0.5 0.2 0.4\n"          # box: x 40..60, y 15..35
+        "1 0.1 0.1 0.3 0.1 0.2 0.5\n"  # polygon -> x 10..30, y 5..25
+        "7 0.5 0.5 0.1 0.1\n"          # unknown class index
+        "0 0.5 nope\n"                 # malformed
+    )
+    (labels / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    issues: list[dict] = []
+    c = read_yolo(imgs, labels, issues=issues)
+    assert c.category_names == ["gear", "hex_nut"]
+    got = sorted((a.category_id, [round(v, 3) for v in a.bbox]) for a in c.annotations)
+    assert got == [(1, [40.0, 15.0, 20.0, 20.0]), (2, [10.0, 5.0, 20.0, 20.0])]
+    reasons = {(r["reason"].split(" (")[0].split(" '")[0], r["action"]) for r in issues}
+    assert ("unknown class index 7", "box dropped") in reasons
+    assert ("malformed label line", "box dropped") in reasons
+    assert ("label file has no matching image", "labels ignored") in reasons
+    with pytest.raises(FormatError, match="unknown class index"):
+        read_yolo(imgs, labels)  # no issues list: the first problem raises
+    (labels / "classes.txt").unlink()
+    with pytest.raises(FormatError, match="class names not found"):
+        read_yolo(imgs, labels, issues=[])
+
+
+def test_labelme_shapes_paths_and_embedded_image(tmp_path):
+    imgs, labels = tmp_path / "images", tmp_path / "labels"
+    write_rgb(imgs / "a.jpg", 120, 80)
+    labels.mkdir()
+    poly = [[10.2, 20.5], [30.7, 18.1], [25.0, 40.9]]
+    (labels / "a.json").write_text(json.dumps({
+        "imagePath": "../images/a.jpg", "imageData": None, "imageWidth": 120, "imageHeight": 80,
+        "shapes": [
+            {"label": "pit", "points": poly, "shape_type": "polygon"},
+            {"label": "pit", "points": [[50, 60], [40, 50]], "shape_type": "rectangle"},
+            {"label": "scratch", "points": [[60, 40], [63, 44]], "shape_type": "circle"},
+            {"label": "pit", "points": [[1, 1], [5, 5]], "shape_type": "line"},
+        ],
+    }))
+    # Image only inside the JSON (imageData), not on disk.
+    png = (imgs / "a.jpg").read_bytes()
+    (labels / "b.json").write_text(json.dumps({
+        "imagePath": "b.jpg", "imageData": base64.b64encode(png).decode(), "shapes": [],
+    }))
+    (labels / "broken.json").write_text("{not json")
+    issues: list[dict] = []
+    c = read_labelme(labels, imgs, issues)
+    assert c.category_names == ["pit", "scratch"]
+    a = next(im for im in c.images if im.file_name == "a.jpg")
+    boxes = [x.bbox for x in c.annotations if x.image_id == a.id]
+    assert boxes[0] == pytest.approx([10.2, 18.1, 20.5, 22.8])  # the polygon's extent
+    assert boxes[1] == [40, 50, 10, 10]  # rectangle corners in either order
+    assert boxes[2] == pytest.approx([55, 35, 10, 10])  # circle: centre (60,40), radius 5
+    b = next(im for im in c.images if im.file_name != "a.jpg")
+    assert b.extra["image_data_from"].endswith("b.json")
+    rows = {(r["file"].rsplit("/", 1)[-1], r["action"]) for r in issues}
+    assert ("a.json#shape 3", "box dropped") in rows
+    assert ("broken.json", "image skipped") in rows
+
+
+def test_coco_structural_problems(tmp_path):
+    write_rgb(tmp_path / "a.png")
+    path = coco_json(
+        tmp_path / "ann.json",
+        images=[
+            {"id": 1, "file_name": "a.png", "width": 48, "height": 32},
+            {"id": 1, "file_name": "b.png", "width": 48, "height": 32},  # duplicate id
+            {"id": 2, "file_name": "a.png", "width": 48, "height": 32},  # duplicate file name
+        ],
+        annotations=[
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]},
+            {"id": 2, "image_id": 9, "category_id": 1, "bbox": [1, 2, 3, 4]},  # missing image
+            {"id": 3, "image_id": 1, "category_id": 5, "bbox": [1, 2, 3, 4]},  # unknown category
+            {"id": 4, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3]},  # malformed box
+        ],
+        categories=["gear"],
+    )
+    issues: list[dict] = []
+    c = read_coco(path, issues)
+    assert [im.file_name for im in c.images] == ["a.png"]
+    assert len(c.annotations) == 1
+    got = [(r["reason"], r["action"]) for r in issues]
+    assert got == [
+        ("duplicate image id 1 (also 'a.png')", "image skipped (first kept)"),
+        ("duplicate file name (image ids 1 and 2)", "image skipped (first kept)"),
+        ("points to missing image id 9", "annotation dropped"),
+        ("unknown category id 5", "box dropped"),
+        ("bbox [1, 2, 3] is not [x, y, w, h]", "box dropped"),
+    ]
+    with pytest.raises(FormatError, match="duplicate image id 1"):
+        read_coco(path)
+    (tmp_path / "bad.json").write_text("[1, 2")
+    with pytest.raises(FormatError, match="not valid JSON"):
+        read_coco(tmp_path / "bad.json")
