@@ -72,3 +72,12 @@ def metalize(images: list[np.ndarray]) -> list[np.ndarray]:
         g = 30 + 0.6 * g
         out.append(np.repeat(np.clip(g, 0, 255).astype(np.uint8)[..., None], 3, axis=2))
     return out
+
+
+def fake_model_dir(root: Path) -> Path:
+    """A CycleGAN model dir whose weights are only hashed (tests inject the generator)."""
+    d = root / "models" / "cyclegan" / "fake-000000000000"
+    d.mkdir(parents=True)
+    (d / "G_AB.safetensors").write_bytes(b"weights stand-in")  # only hashed, never loaded here
+    write_manifest(d, kind="cyclegan", id=d.name, config={})
+    return d

@@ -8,20 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from synth_helpers import fake_model_dir as _model_dir
 from synth_helpers import metalize
 
 from pipeline.config import RunConfig
-from pipeline.store import read_manifest, verify_manifest, write_manifest
+from pipeline.store import verify_manifest
 from pipeline.synth import stage
 from pipeline.synth.generate import Generator
-
-
-def _model_dir(root: Path) -> Path:
-    d = root / "models" / "cyclegan" / "fake-000000000000"
-    d.mkdir(parents=True)
-    (d / "G_AB.safetensors").write_bytes(b"weights stand-in")  # only hashed, never loaded here
-    write_manifest(d, kind="cyclegan", id=d.name, config={})
-    return d
 
 
 def _run(cfg, dataset, model_dir):
