@@ -20,42 +20,62 @@ from flows.report import report_flow
 from flows.synthesize import synthesize_flow
 from flows.train_gan import train_gan_flow
 from pipeline.config import load_config
-from pipeline.run import record_run, run_dir_for
+from pipeline.run import record_run, report_html, run_dir_for
 from pipeline.store import dir_lock
 
 
 @flow(name="metalize-pipeline", log_prints=True, validate_parameters=True)
-def metalize_pipeline(config: str | None = None, overrides: list[str] | None = None) -> str:
-    """Run the whole experiment for one profile; returns the path of report.html."""
+def metalize_pipeline(config: str | None = None, overrides: list[str] | None = None) -> dict:
+    """Run the whole experiment for one profile.
+
+    Returns {"report": <report.html>, "run_dir": ..., "stages": {stage: {"dir", "cached"}}}.
+    """
     log = get_run_logger()
     cfg = load_config(config, overrides or [])
     log.info("profile %s, output root %s", cfg.profile, cfg.runtime.output_root.resolve())
+    stages: dict[str, dict] = {}
 
     ingested = ingest_flow(cfg)
     dataset = ingested.version
+    stages["ingest"] = _stage(dataset.root, ingested.cached)
     gan = train_gan_flow(cfg, dataset)
+    stages["gan"] = _stage(gan.model_dir, gan.cached)
     synth = synthesize_flow(cfg, dataset, gan.model_dir)
     augmented = synth.version
+    stages["synthesize"] = _stage(augmented.root, synth.cached)
 
     run_dir = run_dir_for(cfg, dataset.root, augmented.root)
     with dir_lock(run_dir):  # a second run of the same experiment waits, then finds it cached
-        compare_flow(cfg, dataset, augmented, run_dir / "compare")
-        report = report_flow(
-            cfg, run_dir / "compare", run_dir, dataset=dataset, gan_dir=gan.model_dir, augmented=augmented
-        )
-    record_run(cfg, run_dir, report.html, dataset.root, augmented.root, gan.model_dir, flow_run.get_id())
+        compared = compare_flow(cfg, dataset, augmented, run_dir / "compare")
+        stages["compare"] = _stage(compared.out_dir, compared.cached)
+        html = report_html(run_dir)
+        if html is not None and not compared.cached:
+            html = None  # new numbers: the report must be rebuilt
+        stages["report"] = _stage(run_dir, html is not None)
+        if html is None:
+            html = report_flow(
+                cfg, run_dir / "compare", run_dir, dataset=dataset, gan_dir=gan.model_dir, augmented=augmented
+            ).html
+    record_run(cfg, run_dir, html, dataset.root, augmented.root, gan.model_dir, flow_run.get_id())
+    for name, st in stages.items():
+        log.info("%-10s %-6s %s", name, "cached" if st["cached"] else "ran", st["dir"])
     create_markdown_artifact(
         key="metalize-run",
-        markdown=_summary(cfg.profile, report.html, dataset.root, gan.model_dir, augmented.root),
+        markdown=_summary(cfg.profile, Path(html), stages),
         description="Metalize pipeline run",
     )
-    log.info("report: %s", report.html)
-    return str(report.html)
+    return {"report": str(html), "run_dir": str(run_dir), "stages": stages}
 
 
-def _summary(profile: str, html: Path, dataset: Path, model: Path, augmented: Path) -> str:
+def _stage(directory: Path, cached: bool) -> dict:
+    return {"dir": str(directory), "cached": bool(cached)}
+
+
+def _summary(profile: str, html: Path, stages: dict[str, dict]) -> str:
+    rows = "\n".join(
+        f"| {name} | {'cached' if st['cached'] else 'ran'} | `{Path(st['dir']).name}` |" for name, st in stages.items()
+    )
     return (
-        f"# Metalize run ({profile})\n\n"
-        f"- report: [{html}](file://{Path(html).resolve()})\n"
-        f"- dataset: `{dataset.name}`\n- CycleGAN: `{model.name}`\n- augmented: `{augmented.name}`\n"
+        f"# Metalize run ({profile})\n\n**Report:** [{html}](file://{html.resolve()})\n\n"
+        f"| stage | status | output |\n|---|---|---|\n{rows}\n"
     )

@@ -16,9 +16,11 @@ def run(config: Path = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG) -> None
     load(config, overrides)  # fail fast on a bad config, before Prefect starts
     from flows.pipeline import metalize_pipeline
 
-    html = metalize_pipeline(config=str(config) if config else None, overrides=list(overrides or []))
-    console.print(f"[bold green]report:[/] {html}")
-    typer.echo(html)
+    result = metalize_pipeline(config=str(config) if config else None, overrides=list(overrides or []))
+    for name, st in result["stages"].items():
+        console.print(f"  {name:<11} {'cached' if st['cached'] else 'ran':<7} {st['dir']}")
+    console.print("[bold green]report:[/]")
+    typer.echo(result["report"])
 
 
 @app.command()
