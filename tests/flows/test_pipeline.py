@@ -16,15 +16,6 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def pipeline_run(tiny_root: Path, prefect_harness):
-    from flows.pipeline import metalize_pipeline
-
-    t0 = time.perf_counter()
-    result = metalize_pipeline(config=TINY, overrides=[f"runtime.output_root={tiny_root}"])
-    return result, time.perf_counter() - t0
-
-
 def _mtimes(root: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
 
