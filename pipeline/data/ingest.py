@@ -234,7 +234,10 @@ def _tasks(cfg: RunConfig, read: list, categories: list[str], report) -> list[Im
             continue
         root = Path(src.images)
         names = {c.id: cmap.get(c.name, c.name) for c in coco.categories}
-        split_map = read_split_file(src.split_file) if (src.split_file and cfg.data.split.use_source_split) else {}
+        try:
+            split_map = read_split_file(src.split_file) if (src.split_file and cfg.data.split.use_source_split) else {}
+        except ValueError as e:
+            raise IngestError(f"data.{domain.lower()}[{index}].split_file: {e}") from None
         by_image = coco.anns_by_image()
         labelled = src.format != "none"
         for im in coco.images:

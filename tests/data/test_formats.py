@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).parent))  # ingest_helpers beside this file (importlib mode)
 from ingest_helpers import coco_json, write_rgb
 from pipeline.data.coco import Annotation, Category, CocoSet, ImageRecord
 from pipeline.data.formats import (
