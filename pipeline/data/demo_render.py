@@ -89,8 +89,11 @@ class _Solid:
     lift: int
 
 
-def _place(local: np.ndarray, angle: float, cx: float, cy: float, lift: int, pad: int) -> _Solid:
-    """Rotate a part mask by `angle` (deg), centre it at scene (cx, cy), extrude by `lift` px."""
+def _place(
+    local: np.ndarray, angle: float, cx: float, cy: float, lift: int, pad: int, bevel: float
+) -> _Solid:
+    """Rotate a part mask by `angle` (deg), centre it at scene (cx, cy), extrude by `lift` px;
+    the top face's rim rounds off over `bevel` px."""
     hl, wl = local.shape
     rot = cv2.getRotationMatrix2D((wl / 2, hl / 2), angle, 1.0)
     c, s = abs(rot[0, 0]), abs(rot[0, 1])
@@ -111,7 +114,7 @@ def _place(local: np.ndarray, angle: float, cx: float, cy: float, lift: int, pad
     a = np.deg2rad(angle)
     u = (xs - ccx) * np.cos(a) - (ys - ccy + lift) * np.sin(a)
     v = (xs - ccx) * np.sin(a) + (ys - ccy + lift) * np.cos(a)
-    return _Solid(top, full, z, _bevel_normals(edge), edge, u, v, rot, (x0, y0), lift)
+    return _Solid(top, full, z, _bevel_normals(edge, bevel), edge, u, v, rot, (x0, y0), lift)
 
 
 def _bevel_normals(edge: np.ndarray, width: float = 2.0, slope: float = 1.2) -> np.ndarray:
@@ -272,7 +275,7 @@ def render_scene(
         else:
             sigma, offset, darkness = 0.8 * px, (1.0 + lift) * px, 0.5
         pad = int(np.ceil(offset + 3 * sigma)) + 2
-        sol = _place(local, rng.uniform(0, 360), centre[0], centre[1], lift, pad)
+        sol = _place(local, rng.uniform(0, 360), centre[0], centre[1], lift, pad, max(2.0, 1.5 * px))
         rgb = _material(kind, sol, domain, hard, light, px, rng, local.shape, bed, scene_colour, grey_level)
         shift = np.float32([[1, 0, shadow_dir[0] * offset], [0, 1, shadow_dir[1] * offset]])
         h, w = sol.full.shape
