@@ -29,7 +29,7 @@ from pipeline.config import DemoDataConfig, RunConfig, SourceConfig
 from pipeline.data.demo_parts import CATEGORIES
 from pipeline.data.demo_render import HARD_CASES, Scene, render_scene
 
-RENDER_VERSION = 1  # bump when the renderer's output changes: it is part of the folder's key
+RENDER_VERSION = 2  # bump when the renderer's output changes: it is part of the folder's key
 RENDER_FILE = "render.json"
 LABELLED_B = ("train", "val", "test", "oracle")
 
