@@ -194,7 +194,7 @@ class SynthConfig(Section):
     image_size: int | None = Field(None, ge=16, description="working side, pixels (fit resize/letterbox)")
     tile: int | None = Field(None, ge=16, description="cut larger outputs into tiles of this side")
     tile_overlap: int = Field(0, ge=0)
-    jitter: float = Field(0.15, ge=0, le=1, description="log-zoom range of variants after the first")
+    jitter: float = Field(0.25, ge=0, le=1, description="max log-zoom (crop) of variants after the first")
     pad_value: int = Field(0, ge=0, le=255, description="grey level of letterbox/crop padding")
     balance_classes: bool = False
     target_distribution: dict[str, float] | None = Field(None, description="None = uniform")

@@ -142,17 +142,16 @@ def fit_transform(width: int, height: int, size: int | None, mode: str) -> Image
 
 
 def jitter_transform(t: ImageTransform, amount: float, rng: np.random.Generator) -> ImageTransform:
-    """Random zoom (independent in x and y, ±amount) and a random crop/pad back to `t.size`.
+    """Random zoom-in (independent in x and y, up to e^amount) and a random crop back to `t.size`.
 
     Used to make variants of the same source differ geometrically; boxes follow the same map.
+    Zooming in only means no padding: the generator never sees an artificial border.
     """
     if amount <= 0:
         return t
-    sx, sy = np.exp(rng.uniform(-amount, amount, size=2))
+    sx, sy = np.exp(rng.uniform(0.0, amount, size=2))
     w, h = t.size
-    # Random placement of the zoomed image within (or around) the output window.
-    tx = rng.uniform(min(0.0, w - sx * w), max(0.0, w - sx * w))
-    ty = rng.uniform(min(0.0, h - sy * h), max(0.0, h - sy * h))
+    tx, ty = rng.uniform(w - sx * w, 0.0), rng.uniform(h - sy * h, 0.0)
     return t.then(compose(scale(sx, sy), translate(tx, ty)), t.size)
 
 

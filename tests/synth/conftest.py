@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-from synth_helpers import make_dataset
+import sys
+from pathlib import Path
 
-from pipeline.data.version import DatasetVersion
+import pytest
+
+# importlib mode: make synth_helpers (beside this file) importable for every synth test module.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synth_helpers import make_dataset  # noqa: E402
+
+from pipeline.data.version import DatasetVersion  # noqa: E402
 
 
 @pytest.fixture(scope="session")
