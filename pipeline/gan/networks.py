@@ -1,0 +1,93 @@
+"""CycleGAN networks as in Zhu et al. 2017 (and the authors' pytorch-CycleGAN-and-pix2pix).
+
+ResnetGenerator: c7s1-ngf, d(2ngf), d(4ngf), n × R(4ngf), u(2ngf), u(ngf), c7s1-3 with reflection
+padding, instance norm and tanh: (N,3,H,W) in [-1,1] -> (N,3,H,W) in [-1,1], H and W multiples of 4.
+PatchDiscriminator: the 70×70 PatchGAN at n_layers=3, (N,3,H,W) -> (N,1,H/8-2,W/8-2) logits.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+Norm = functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+
+
+class ResnetBlock(nn.Module):
+    """x + [reflect-pad, conv3×3, IN, ReLU, reflect-pad, conv3×3, IN](x)."""
+
+    def __init__(self, dim: int, use_dropout: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=True), Norm(dim), nn.ReLU(True)]
+        if use_dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=True), Norm(dim)]
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """Image-to-image generator; ngf=64, n_blocks=9 has 11,378,179 parameters."""
+
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
+                 use_dropout: bool = False):
+        super().__init__()
+        # Instance norm has no affine shift, so the convolutions keep their bias (as the original).
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=True), Norm(ngf), nn.ReLU(True)]
+        for i in range(2):  # downsampling
+            mult = 2**i
+            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=True),
+                       Norm(ngf * mult * 2), nn.ReLU(True)]
+        layers += [ResnetBlock(ngf * 4, use_dropout) for _ in range(n_blocks)]
+        for i in range(2):  # upsampling with transposed convolutions, as the original
+            mult = 2 ** (2 - i)
+            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1,
+                                          bias=True),
+                       Norm(ngf * mult // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: n_layers=3 gives 70×70 receptive fields; ndf=64 has 2,764,737 parameters."""
+
+    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3):
+        super().__init__()
+        kw, pad = 4, 1
+        layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, kw, stride=2, padding=pad), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers):
+            prev, mult = mult, min(2**n, 8)
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, kw, stride=2, padding=pad, bias=True),
+                       Norm(ndf * mult), nn.LeakyReLU(0.2, True)]
+        prev, mult = mult, min(2**n_layers, 8)
+        layers += [nn.Conv2d(ndf * prev, ndf * mult, kw, stride=1, padding=pad, bias=True),
+                   Norm(ndf * mult), nn.LeakyReLU(0.2, True),
+                   nn.Conv2d(ndf * mult, 1, kw, stride=1, padding=pad)]  # one logit per patch
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
+    """Conv weights ~ N(0, gain), biases 0 (the paper's 'normal' init)."""
+
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    return net.apply(_init)
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,247 @@
+"""CycleGAN training: the model whose step reads like the paper, and a resumable training loop.
+
+`CycleGAN(opt, device)` holds G_AB (A→B, the paper's G), G_BA (B→A, the paper's F), D_A, D_B,
+their Adam optimisers, linear-decay schedules, image pools and (fp16) grad scaler.
+`optimize_parameters()` = forward → backward_G → step G → backward_D → step D, as the original.
+
+Speed without changing the maths: instance norm is per sample, so the generator passes that share
+a network are batched together (G_AB on [a, b] gives G(a) and the identity G(b) at once) and each
+discriminator scores [real, fake] in one call. bf16/fp16 autocast, channels_last, torch.compile
+and fused Adam are switches in the config. `opt` is any object with GanConfig's attribute names
+(pydantic is not needed to train, e.g. on a bare GPU host).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from contextlib import nullcontext
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from pipeline.gan.losses import GANLoss, cyclegan_objective, gradient_penalty
+from pipeline.gan.networks import PatchDiscriminator, ResnetGenerator, init_weights
+from pipeline.gan.pool import ImagePool
+
+
+class GanOptions(Protocol):
+    ngf: int
+    ndf: int
+    n_blocks: int
+    n_layers_d: int
+    gan_mode: str
+    lambda_cycle: float
+    lambda_identity: float
+    lambda_gp: float
+    pool_size: int
+    lr: float
+    beta1: float
+    iterations: int
+    decay_from: float
+    precision: str
+    channels_last: bool
+    compile: bool
+
+
+class LinearDecay:
+    """lr factor: 1 for the first decay_from·total steps, then linear to 0 at `total`."""
+
+    def __init__(self, total: int, decay_from: float):
+        self.total, self.start = total, int(round(total * decay_from))
+
+    def __call__(self, step: int) -> float:
+        if step < self.start:
+            return 1.0
+        return max(0.0, 1.0 - (step - self.start) / max(1, self.total - self.start))
+
+
+class Generators(nn.Module):
+    """Both generators as one module, so DDP sees a single forward per step."""
+
+    def __init__(self, G_AB: nn.Module, G_BA: nn.Module):
+        super().__init__()
+        self.G_AB, self.G_BA = G_AB, G_BA
+
+    def forward(self, real_A: torch.Tensor, real_B: torch.Tensor, identity: bool) -> tuple[torch.Tensor, ...]:
+        n = real_A.shape[0]
+        if identity:  # G_AB(a) and G_AB(b) in one batch (exact: instance norm is per sample)
+            fake_B, idt_B = self.G_AB(torch.cat([real_A, real_B])).split(n)
+            fake_A, idt_A = self.G_BA(torch.cat([real_B, real_A])).split(n)
+        else:
+            fake_B, fake_A, idt_A, idt_B = self.G_AB(real_A), self.G_BA(real_B), None, None
+        rec_A = self.G_BA(fake_B)
+        rec_B = self.G_AB(fake_A)
+        return fake_B, rec_A, idt_B, fake_A, rec_B, idt_A
+
+
+class Discriminators(nn.Module):
+    """D_A judges A images, D_B judges B images; each scores [real, fake] in one batch."""
+
+    def __init__(self, D_A: nn.Module, D_B: nn.Module):
+        super().__init__()
+        self.D_A, self.D_B = D_A, D_B
+
+    def forward(self, real_A, fake_A, real_B, fake_B) -> tuple[torch.Tensor, ...]:
+        n = real_A.shape[0]
+        real_pred_A, fake_pred_A = self.D_A(torch.cat([real_A, fake_A])).split(n)
+        real_pred_B, fake_pred_B = self.D_B(torch.cat([real_B, fake_B])).split(n)
+        return real_pred_A, fake_pred_A, real_pred_B, fake_pred_B
+
+
+class CycleGAN:
+    def __init__(self, opt: GanOptions, device: str | torch.device = "cpu", *, seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        self.opt, self.device = opt, torch.device(device)
+        self.world_size = world_size
+        torch.manual_seed(seed)  # same initial weights on every rank (DDP also broadcasts them)
+        self.G_AB = init_weights(ResnetGenerator(3, 3, opt.ngf, opt.n_blocks))
+        self.G_BA = init_weights(ResnetGenerator(3, 3, opt.ngf, opt.n_blocks))
+        self.D_A = init_weights(PatchDiscriminator(3, opt.ndf, opt.n_layers_d))
+        self.D_B = init_weights(PatchDiscriminator(3, opt.ndf, opt.n_layers_d))
+        self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
+        self.generators = Generators(self.G_AB, self.G_BA).to(self.device, memory_format=self.memory_format)
+        self.discriminators = Discriminators(self.D_A, self.D_B).to(self.device, memory_format=self.memory_format)
+
+        self.gen_step: nn.Module = self.generators
+        self.disc_step: nn.Module = self.discriminators
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.gen_step = DDP(self.generators, device_ids=ids, broadcast_buffers=False)
+            self.disc_step = DDP(self.discriminators, device_ids=ids, broadcast_buffers=False)
+        self.D_A_plain, self.D_B_plain = self.D_A, self.D_B  # used in the G step (no D gradients)
+        if opt.compile:
+            self.gen_step = torch.compile(self.gen_step)
+            self.disc_step = torch.compile(self.disc_step)
+            self.D_A_plain, self.D_B_plain = torch.compile(self.D_A), torch.compile(self.D_B)
+
+        fused = self.device.type == "cuda"
+        adam = dict(lr=opt.lr, betas=(opt.beta1, 0.999), fused=fused or None, foreach=None if fused else True)
+        self.optimizer_G = torch.optim.Adam(itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()), **adam)
+        self.optimizer_D = torch.optim.Adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), **adam)
+        decay = LinearDecay(opt.iterations, opt.decay_from)
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in (self.optimizer_G, self.optimizer_D)]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=opt.precision == "fp16")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt.precision)
+        self.criterionGAN = GANLoss(opt.gan_mode)
+        self.fake_A_pool = ImagePool(opt.pool_size, seed=seed * 1000 + 2 * rank)
+        self.fake_B_pool = ImagePool(opt.pool_size, seed=seed * 1000 + 2 * rank + 1)
+        self.losses: dict[str, torch.Tensor] = {}
+
+    # ----------------------------------------------------------------------------- the paper's step
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def set_input(self, batch: dict[str, torch.Tensor]) -> None:
+        nb = self.device.type == "cuda"
+        self.real_A = batch["A"].to(self.device, non_blocking=nb, memory_format=self.memory_format)
+        self.real_B = batch["B"].to(self.device, non_blocking=nb, memory_format=self.memory_format)
+
+    def forward(self) -> None:
+        identity = self.opt.lambda_identity > 0
+        (self.fake_B, self.rec_A, self.idt_B, self.fake_A, self.rec_B, self.idt_A) = self.gen_step(
+            self.real_A, self.real_B, identity)
+
+    def backward_G(self) -> None:
+        with self.autocast():
+            terms = cyclegan_objective(
+                self.criterionGAN, self.D_B_plain(self.fake_B), self.D_A_plain(self.fake_A),
+                self.real_A, self.real_B, self.rec_A, self.rec_B, self.idt_A, self.idt_B,
+                self.opt.lambda_cycle, self.opt.lambda_identity)
+        self.scaler.scale(terms["G"]).backward()
+        self.losses.update(terms)
+
+    def backward_D_basic(self, pred_real: torch.Tensor, pred_fake: torch.Tensor, netD: nn.Module,
+                         real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """0.5 · (L(D(real), 1) + L(D(fake), 0)), plus the gradient penalty for wgan-gp."""
+        gan = self.criterionGAN
+        loss = 0.5 * (gan(pred_real, True) + gan(pred_fake, False))
+        if self.opt.gan_mode == "wgangp":
+            loss = loss + gradient_penalty(netD, real, fake, self.opt.lambda_gp)
+        return loss
+
+    def backward_D(self) -> None:
+        fake_A = self.fake_A_pool.query(self.fake_A)
+        fake_B = self.fake_B_pool.query(self.fake_B)
+        with self.autocast():
+            real_pred_A, fake_pred_A, real_pred_B, fake_pred_B = self.disc_step(self.real_A, fake_A, self.real_B, fake_B)
+            loss_D_A = self.backward_D_basic(real_pred_A, fake_pred_A, self.D_A, self.real_A, fake_A)
+            loss_D_B = self.backward_D_basic(real_pred_B, fake_pred_B, self.D_B, self.real_B, fake_B)
+        # one backward for both discriminators (they share an optimiser, as the original)
+        self.scaler.scale(loss_D_A + loss_D_B).backward()
+        self.losses.update(D_A=loss_D_A, D_B=loss_D_B)
+
+    def optimize_parameters(self) -> None:
+        with self.autocast():
+            self.forward()
+        self.set_requires_grad([self.D_A, self.D_B], False)  # D fixed while G learns
+        self.optimizer_G.zero_grad(set_to_none=True)
+        self.backward_G()
+        self.scaler.step(self.optimizer_G)
+        self.set_requires_grad([self.D_A, self.D_B], True)
+        self.optimizer_D.zero_grad(set_to_none=True)
+        self.backward_D()
+        self.scaler.step(self.optimizer_D)
+        self.scaler.update()
+        for s in self.schedulers:
+            s.step()
+
+    @staticmethod
+    def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
+        for net in nets:
+            for p in net.parameters():
+                p.requires_grad_(flag)
+
+    # --------------------------------------------------------------------------------- reporting
+    def loss_values(self) -> dict[str, float]:
+        return {k: float(v.detach()) for k, v in self.losses.items()}
+
+    def visuals(self) -> list[torch.Tensor]:
+        """First item of the batch: A, G(A), F(G(A)), B, F(B), G(F(B)) as (3,H,W) in [-1,1]."""
+        return [t[0].detach().float().cpu() for t in (self.real_A, self.fake_B, self.rec_A, self.real_B, self.fake_A, self.rec_B)]
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer_G.param_groups[0]["lr"]
+
+    # ------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed step needs, except the pools (see pool_states)."""
+        return {
+            "models": {n: getattr(self, n).state_dict() for n in ("G_AB", "G_BA", "D_A", "D_B")},
+            "optimizers": {"G": self.optimizer_G.state_dict(), "D": self.optimizer_D.state_dict()},
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for n, sd in state["models"].items():
+            getattr(self, n).load_state_dict(sd)
+        self.optimizer_G.load_state_dict(state["optimizers"]["G"])
+        self.optimizer_D.load_state_dict(state["optimizers"]["D"])
+        for s, sd in zip(self.schedulers, state["schedulers"]):
+            s.load_state_dict(sd)
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def pool_states(self) -> dict[str, Any]:
+        return {"A": self.fake_A_pool.state_dict(), "B": self.fake_B_pool.state_dict()}
+
+    def load_pool_states(self, state: dict[str, Any]) -> None:
+        self.fake_A_pool.load_state_dict(state["A"], self.device)
+        self.fake_B_pool.load_state_dict(state["B"], self.device)
+
+
+def iteration_flops(ngf: int, n_blocks: int, ndf: int, size: int) -> float:
+    """Rough FLOPs of one training iteration at batch 1 (6 G passes, 4+2 D passes, ×3 for backward)."""
+    g = 2 * size * size * (3 * ngf * 49 + (ngf * 2 * ngf * 9) / 4 + (2 * ngf * 4 * ngf * 9) / 16
+                           + n_blocks * 2 * (16 * ngf * ngf * 9) / 16 + (4 * ngf * 2 * ngf * 9) / 16
+                           + (2 * ngf * ngf * 9) / 4 + ngf * 3 * 49)
+    d = 2 * size * size * (3 * ndf * 16 / 4 + ndf * 2 * ndf * 16 / 16 + 2 * ndf * 4 * ndf * 16 / 64
+                           + 4 * ndf * 8 * ndf * 16 / 64 + 8 * ndf * 16 / 64)
+    return 3 * (6 * g + 6 * d) if math.isfinite(g) else float("nan")
