@@ -3,6 +3,8 @@ malformed annotation becomes a quarantine row (or a FormatError without an issue
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 import base64
 import json
 
@@ -10,10 +12,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-import sys
-from pathlib import Path as _Path
-
-sys.path.insert(0, str(_Path(__file__).parent))  # ingest_helpers beside this file (importlib mode)
+sys.path.insert(0, str(Path(__file__).parent))  # ingest_helpers lives beside this file (importlib mode)
 from ingest_helpers import coco_json, write_rgb
 from pipeline.data.coco import Annotation, Category, CocoSet, ImageRecord
 from pipeline.data.formats import (

@@ -3,8 +3,8 @@ tiny demo profile: quarantine rows, untouched inputs, caching, strict mode, cate
 
 from __future__ import annotations
 
+import sys
 import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -14,10 +14,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
-import sys
-from pathlib import Path as _Path
-
-sys.path.insert(0, str(_Path(__file__).parent))  # ingest_helpers beside this file (importlib mode)
+sys.path.insert(0, str(Path(__file__).parent))  # ingest_helpers lives beside this file (importlib mode)
 from ingest_helpers import coco_json, exif_rotated_jpeg, pil_bytes, png16, png_header_only, scene, tree_hash, write_rgb
 from pipeline.config import validate_config
 from pipeline.data.ingest import IngestError, ingest

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 import io
 import math
 import os
@@ -11,10 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import sys
-from pathlib import Path as _Path
-
-sys.path.insert(0, str(_Path(__file__).parent))  # ingest_helpers beside this file (importlib mode)
+sys.path.insert(0, str(Path(__file__).parent))  # ingest_helpers lives beside this file (importlib mode)
 from ingest_helpers import exif_rotated_jpeg, pil_bytes, png16, png_header_only, scene
 from pipeline.data.validate import BoxCheck, InputProblem, check_box, load_image, safe_image_path
 

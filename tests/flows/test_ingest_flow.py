@@ -1,0 +1,97 @@
+"""The ingest Prefect flow: per-shard tasks, retries on OSError only, card artifact, Dask runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.config import validate_config
+
+
+def make_folder(root: Path, n: int = 7) -> Path:
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for i in range(n):
+        img = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "images" / f"p{i}.png"), img)
+        images.append({"id": i + 1, "file_name": f"p{i}.png", "width": 56, "height": 40})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1 + i % 2, "bbox": [4, 4, 20, 12]})
+    (root / "images" / "broken.png").write_bytes(b"")
+    images.append({"id": n + 1, "file_name": "broken.png"})
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                               "categories": [{"id": 1, "name": "gear"}, {"id": 2, "name": "nut"}]}))
+    return root
+
+
+def cfg_for(folder: Path, out: Path, **data):
+    return validate_config({
+        "runtime": {"output_root": str(out), "workers": 2},
+        "data": {"name": "flowtest", "source": "folders", "shard_size": 3,
+                 "b": [{"images": str(folder / "images"), "annotations": str(folder / "ann.json")}], **data},
+    })
+
+
+def test_flow_builds_the_same_version_as_the_function_and_publishes_the_card(prefect_harness, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.ingest import ingest_flow
+    from pipeline.data.ingest import ingest
+
+    folder = make_folder(tmp_path / "in")
+    result = ingest_flow(cfg_for(folder, tmp_path / "flow"))
+    assert not result.cached
+    plain = ingest(cfg_for(folder, tmp_path / "plain"), progress=False)
+    assert result.version.id == plain.version.id and result.counts == plain.counts
+    assert result.quarantine == plain.quarantine == [
+        {"file": "B0:broken.png", "reason": "zero-byte file", "action": "image skipped"}]
+    assert sum(c["images"] for c in result.counts.values()) == 7
+    again = ingest_flow(cfg_for(folder, tmp_path / "flow"))
+    assert again.cached and again.version.root == result.version.root
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dataset-card-flowtest"])))
+    assert arts and "| B_train |" in arts[0].data and "zero-byte file" in arts[0].data
+
+
+def test_shard_tasks_retry_on_oserror_only(prefect_harness, tmp_path, monkeypatch):
+    import flows.ingest as fi
+    from pipeline.data.ingest import validate_shard
+
+    calls: list[int] = []
+
+    def flaky(shard, build_dir):
+        calls.append(shard.index)
+        if shard.index == 0 and calls.count(0) == 1:
+            raise OSError(5, "Input/output error (simulated NFS hiccup)")
+        return validate_shard(shard, build_dir)
+
+    monkeypatch.setattr(fi, "validate_shard", flaky)
+    folder = make_folder(tmp_path / "in")
+    result = fi.ingest_flow(cfg_for(folder, tmp_path / "out"))
+    assert calls.count(0) == 2 and calls.count(1) == 1  # shard 0 retried once, others ran once
+    assert sum(c["images"] for c in result.counts.values()) == 7
+
+    def broken(shard, build_dir):
+        calls.append(-1)
+        raise ValueError("a bug, not an I/O error")
+
+    calls.clear()
+    monkeypatch.setattr(fi, "validate_shard", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        fi.ingest_flow(cfg_for(folder, tmp_path / "out2"))
+    assert len(calls) == 3  # three shards, none retried
+    assert not list((tmp_path / "out2" / "data" / "datasets").glob("flowtest-*"))  # nothing half-written
+
+
+def test_dask_task_runner(prefect_harness, tmp_path):
+    from flows.ingest import ingest_flow
+
+    folder = make_folder(tmp_path / "in")
+    result = ingest_flow(cfg_for(folder, tmp_path / "out", dask=True))
+    assert sum(c["images"] for c in result.counts.values()) == 7 and len(result.quarantine) == 1
