@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,22 @@ def load_generators(plan: SynthPlan) -> list[Generator]:
     g = plan.cfg.gan
     trs = _translators(tuple(str(c) for c in plan.checkpoints), resolve_device(plan.cfg.runtime.device),
                        g.tile, g.tile_overlap, g.translate_batch)
-    return [Generator(sha, tr, name=str(c)) for sha, tr, c in zip(plan.generator_shas, trs, plan.checkpoints)]
+    return [Generator(sha, _serialised(tr), name=str(c)) for sha, tr, c in zip(plan.generator_shas, trs, plan.checkpoints)]
+
+
+def _serialised(translator: Any):
+    """One call at a time per Translator: it switches its norm layers' mode per call (tiling), so
+    concurrent shard threads must not interleave inside it; their checks and I/O still overlap."""
+    lock = _locks.setdefault(id(translator), threading.Lock())
+
+    def translate(images):
+        with lock:
+            return translator(images)
+
+    return translate
+
+
+_locks: dict[int, threading.Lock] = {}
 
 
 def run_plan_shard(plan: SynthPlan, index: int, generators: list[Generator] | None = None) -> ShardSummary:
