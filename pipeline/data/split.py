@@ -4,7 +4,8 @@ Each image gets a number u in [0, 1) from sha256(seed, content sha256); u below 
 train, below `train + val` to val, else test. Because u depends only on the photo's bytes and
 the seed, adding or removing other photos never moves a photo between splits (a test photo never
 becomes a training photo in a later dataset version), and byte-identical duplicates always share
-a split. Explicit splits win: a source's `split:` setting, or a split file such as BSData's
+a split. One exception keeps tiny sets usable: a requested split that would be empty takes the
+photo nearest to its interval (see `_fill_empty_splits`). Explicit splits win: a source's `split:` setting, or a split file such as BSData's
 image_data.json when `split.use_source_split` is on; if copies of one photo were given different
 explicit splits the most held-out one wins (test > val > oracle > train > unlabelled) so nothing
 leaks from test into training.
@@ -61,6 +62,7 @@ def assign_splits(items: Sequence[SplitItem], cfg: SplitConfig, seed: int) -> tu
         groups[it.sha256].append(i)
     out = [""] * len(items)
     rows: list[dict] = []
+    hashed: dict[str, str] = {}  # groups placed by hash (not explicitly), for _fill_empty_splits
     for sha, members in groups.items():
         explicit = {items[i].explicit for i in members if items[i].explicit}
         if explicit:
@@ -76,9 +78,41 @@ def assign_splits(items: Sequence[SplitItem], cfg: SplitConfig, seed: int) -> tu
                     split = "val"
         else:
             split = hash_split(sha, seed, cfg)
+            hashed[sha] = split
         for i in members:
             out[i] = split
+    for sha, split in _fill_empty_splits(hashed, cfg, seed).items():
+        for i in groups[sha]:
+            out[i] = split
     return out, rows
+
+
+def _fill_empty_splits(hashed: dict[str, str], cfg: SplitConfig, seed: int) -> dict[str, str]:
+    """Moves that leave no requested split empty when there are enough photos.
+
+    With few photos a threshold can leave a split empty (10 photos at train=0.2: one time in ten
+    no training photo at all). The photo whose u lies nearest the empty split's interval moves
+    there, taken from a split that keeps at least one photo. Only such small sets are affected;
+    a photo moves only while its split would otherwise stay empty.
+    """
+    bounds = {"train": (0.0, cfg.train), "val": (cfg.train, cfg.train + cfg.val), "test": (cfg.train + cfg.val, 1.0)}
+    wanted = [s for s, (lo, hi) in bounds.items() if hi > lo]
+    current = dict(hashed)
+    if len(current) < len(wanted):
+        return {}
+    moves: dict[str, str] = {}
+    for split in wanted:
+        counts = {s: sum(1 for v in current.values() if v == s) for s in bounds}
+        if counts[split]:
+            continue
+        lo, hi = bounds[split]
+        donors = [sha for sha, s in current.items() if counts[s] > 1]
+        if not donors:
+            continue
+        u = {sha: split_unit(sha, seed) for sha in donors}
+        best = min(donors, key=lambda sha: (max(lo - u[sha], u[sha] - hi, 0.0), sha))
+        current[best] = moves[best] = split
+    return moves
 
 
 def read_split_file(path: str | Path) -> dict[str, str]:

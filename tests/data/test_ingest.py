@@ -265,3 +265,27 @@ def test_cli(built, tmp_path):
     assert strict.exit_code == 1 and "--strict" in strict.output
     bad = runner.invoke(app, ["ingest", str(path), "data.shard_sise=3"])
     assert bad.exit_code == 2 and "shard_size" in bad.output
+
+
+def test_labelme_source_with_embedded_image(tmp_path):
+    import base64
+
+    src = tmp_path / "lm"
+    write_rgb(src / "images" / "on_disk.jpg", 50, 30, seed=3)
+    embedded = cv2.imencode(".png", scene(40, 20, seed=4)[:, :, ::-1])[1].tobytes()
+    (src / "labels").mkdir()
+    (src / "labels" / "on_disk.json").write_text(json.dumps({
+        "imagePath": "on_disk.jpg", "imageData": None, "imageWidth": 50, "imageHeight": 30,
+        "shapes": [{"label": "pit", "points": [[1, 2], [9, 3], [5, 8]], "shape_type": "polygon"}]}))
+    (src / "labels" / "inline.json").write_text(json.dumps({
+        "imagePath": "gone.png", "imageData": base64.b64encode(embedded).decode(), "imageWidth": 40,
+        "imageHeight": 20, "shapes": [{"label": "pit", "points": [[2, 2], [12, 10]], "shape_type": "rectangle"}]}))
+    cfg = validate_config({"runtime": {"output_root": str(tmp_path / "out")}, "data": {
+        "name": "lm", "source": "folders", "split": {"train": 1.0, "val": 0.0, "test": 0.0},
+        "b": [{"images": str(src / "images"), "annotations": str(src / "labels"), "format": "labelme"}]}})
+    result = ingest(cfg, progress=False)
+    train = result.version.coco("B", "train")
+    assert result.quarantine == [] and len(train.images) == 2
+    inline = next(im for im in train.images if "inline" in im.extra["original"])
+    assert result.version.image_path(inline).read_bytes() == embedded
+    assert [a.bbox for a in train.annotations if a.image_id == inline.id] == [[2, 2, 10, 8]]

@@ -86,3 +86,13 @@ def test_read_split_file_forms(tmp_path):
     bad.write_text(json.dumps({"a.jpg": "holdout-ish"}))
     with pytest.raises(ValueError, match="unknown split 'holdout-ish'"):
         read_split_file(bad)
+
+
+def test_small_sets_get_every_requested_split():
+    cfg = SplitConfig(train=0.2, val=0.2, test=0.6)
+    for offset in range(0, 400, 10):  # forty different sets of ten photos
+        splits, _ = assign_splits([SplitItem(sha(offset + i)) for i in range(10)], cfg, 0)
+        assert {"train", "val", "test"} <= set(splits), splits
+    # Two photos cannot fill three splits: nothing is forced.
+    splits, _ = assign_splits([SplitItem(sha(i)) for i in range(2)], cfg, 0)
+    assert splits == [hash_split(sha(i), 0, cfg) for i in range(2)]
