@@ -172,16 +172,20 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None) -> IngestPlan:
 
 def _read_source(domain: str, index: int, src: SourceConfig, report) -> CocoSet | None:
     """The source's annotations as a CocoSet (file names relative to src.images); None = skipped."""
+    where = f"data.{domain.lower()}[{index}]"
     if not Path(src.images).is_dir():
-        raise IngestError(f"data.{domain.lower()}[{index}].images: folder {src.images} not found")
+        raise IngestError(f"{where}.images: folder {src.images} not found")
+    if src.format != "none" and src.annotations is None:
+        raise IngestError(f"{where}: format {src.format} needs `annotations:` (a file or folder)")
+    if src.annotations is not None and not Path(src.annotations).exists():
+        # A wrong path is a configuration mistake, not a bad input: fail instead of ingesting nothing.
+        raise IngestError(f"{where}.annotations: {src.annotations} not found")
     issues: list[dict] = []
     try:
         if src.format == "none":
             files = iter_image_files(Path(src.images))
             coco = CocoSet(images=[ImageRecord(i + 1, p.relative_to(src.images).as_posix(), 0, 0)
                                    for i, p in enumerate(files)])
-        elif src.annotations is None:
-            raise IngestError(f"data.{domain.lower()}[{index}]: format {src.format} needs annotations:")
         elif src.format == "coco":
             coco = read_coco(src.annotations, issues)
         elif src.format == "yolo":

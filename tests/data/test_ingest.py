@@ -289,3 +289,20 @@ def test_labelme_source_with_embedded_image(tmp_path):
     inline = next(im for im in train.images if "inline" in im.extra["original"])
     assert result.version.image_path(inline).read_bytes() == embedded
     assert [a.bbox for a in train.annotations if a.image_id == inline.id] == [[2, 2, 10, 8]]
+
+
+def test_configuration_mistakes_are_fatal_and_named(tmp_path):
+    inputs = make_inputs(tmp_path / "in")
+    cfg = config(inputs, tmp_path / "out")
+    cfg.data.b[0].annotations = inputs / "B" / "typo.json"
+    with pytest.raises(IngestError, match=r"data.b\[0\].annotations: .*typo.json not found"):
+        ingest(cfg, progress=False)
+    cfg = config(inputs, tmp_path / "out")
+    cfg.data.a[0].images = inputs / "nowhere"
+    with pytest.raises(IngestError, match=r"data.a\[0\].images: folder .*nowhere not found"):
+        ingest(cfg, progress=False)
+    # A source whose annotation file is unreadable is one bad file: quarantined, the rest goes on.
+    (inputs / "B2" / "ann.json").write_text("{broken")
+    result = ingest(config(inputs, tmp_path / "out"), progress=False)
+    assert any(r["action"] == "source skipped" and "not valid JSON" in r["reason"] for r in result.quarantine)
+    assert result.counts["B_train"]["images"] > 0
