@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,25 +66,24 @@ def test_stage_key_depends_on_config_and_parents() -> None:
     assert k != store.stage_key("synth", {"lr": 1}, [p1])
 
 
-def _hold_lock(path: str, ready, release) -> None:
-    with store.dir_lock(path):
-        ready.set()
-        release.wait(10)
+_HOLDER = (
+    "import sys; from pipeline import store\n"
+    "with store.dir_lock(sys.argv[1]):\n"
+    "    print('locked', flush=True); sys.stdin.read()\n"
+)
 
 
 def test_dir_lock_excludes_other_processes(tmp_path: Path) -> None:
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
-    proc.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
-        assert ready.wait(30)
+        assert proc.stdout.readline().strip() == "locked"
         with pytest.raises(store.LockedError, match="locked by another run"):
             with store.dir_lock(tmp_path, wait=False):
                 pass
     finally:
-        release.set()
-        proc.join(30)
+        proc.communicate("", timeout=30)
     with store.dir_lock(tmp_path, wait=False):
         pass
 
