@@ -273,7 +273,7 @@ def render_scene(
         if domain == "A":
             sigma, offset, darkness = 2.5 * px, 1.5 * px, 0.22
         else:
-            sigma, offset, darkness = 0.8 * px, (1.0 + lift) * px, 0.5
+            sigma, offset, darkness = 0.8 * px, px + lift, 0.5  # lift is already in px
         pad = int(np.ceil(offset + 3 * sigma)) + 2
         sol = _place(local, rng.uniform(0, 360), centre[0], centre[1], lift, pad, max(2.0, 1.5 * px))
         rgb = _material(kind, sol, domain, hard, light, px, rng, local.shape, bed, scene_colour, grey_level)
