@@ -63,8 +63,9 @@ def _runner(cfg: RunConfig):
         from prefect_dask import DaskTaskRunner
 
         workers = max(1, cfg.runtime.workers)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                              "dashboard_address": None})
+        cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                   "dashboard_address": None}
+        return DaskTaskRunner(cluster_kwargs=cluster)
     return ThreadPoolTaskRunner(max_workers=max(1, cfg.runtime.workers))
 
 

@@ -15,7 +15,9 @@ from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
 def ingest(
     config: Path = CONFIG_ARG,
     overrides: list[str] = OVERRIDES_ARG,
-    strict: bool = typer.Option(False, "--strict", help="fail on the first bad input instead of quarantining it"),
+    strict: bool = typer.Option(
+        False, "--strict", help="fail on the first bad input instead of quarantining it"
+    ),
     flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (per-shard tasks, artifact)"),
 ) -> None:
     """Ingest data.a / data.b (or the demo data) into <output_root>/data/datasets/<name>-<id>/.

@@ -77,7 +77,8 @@ def summary_markdown(name: str, summary: dict[str, Any], rows: list[dict]) -> st
              "|---|---:|---:|" + "---:|" * len(cats)]
     for split, c in summary["counts"].items():
         inst = summary["instances"].get(split, {})
-        lines.append(f"| {split} | {c['images']} | {c['boxes']} | " + " | ".join(str(inst.get(n, 0)) for n in cats) + " |")
+        per_class = " | ".join(str(inst.get(n, 0)) for n in cats)
+        lines.append(f"| {split} | {c['images']} | {c['boxes']} | {per_class} |")
     lines += ["", f"Quarantine: {len(rows)} rows (see quarantine.jsonl)."]
     if rows:
         lines += ["", "| action | rows | example |", "|---|---:|---|"]
@@ -88,7 +89,8 @@ def summary_markdown(name: str, summary: dict[str, Any], rows: list[dict]) -> st
             ex = first[action]
             lines.append(f"| {action} | {n} | `{ex['file']}`: {ex['reason']} |".replace("\n", " "))
     if summary.get("normalised"):
-        lines += ["", f"{summary['normalised']} images were normalised to 8-bit RGB PNG; the rest are the original bytes."]
+        lines += ["", f"{summary['normalised']} images were normalised to 8-bit RGB PNG; "
+                  "the rest are the original bytes."]
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +106,9 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _sample_grid(root: Path, sets: dict[tuple[str, str], CocoSet], cats: list[str], out: Path, n: int) -> None:
+def _sample_grid(
+    root: Path, sets: dict[tuple[str, str], CocoSet], cats: list[str], out: Path, n: int
+) -> None:
     """Up to n images of each labelled split (A_train, B_train, ...) as one row each, boxes drawn."""
     import cv2
 

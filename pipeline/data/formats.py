@@ -116,7 +116,8 @@ def read_coco(path: str | Path, issues: list[dict] | None = None) -> CocoSet:
             _problem(issues, where, f"points to missing image id {image_id}", "annotation dropped")
             continue
         if cat not in remap:
-            _problem(issues, f"{path}#{by_id[image_id].file_name}", f"unknown category id {cat}", "box dropped")
+            where = f"{path}#{by_id[image_id].file_name}"
+            _problem(issues, where, f"unknown category id {cat}", "box dropped")
             continue
         bbox = a.get("bbox")
         if not bbox and a.get("segmentation"):
@@ -126,7 +127,8 @@ def read_coco(path: str | Path, issues: list[dict] | None = None) -> CocoSet:
             if len(box) != 4:
                 raise ValueError(bbox)
         except (TypeError, ValueError):
-            _problem(issues, f"{path}#{by_id[image_id].file_name}", f"bbox {bbox!r} is not [x, y, w, h]", "box dropped")
+            where = f"{path}#{by_id[image_id].file_name}"
+            _problem(issues, where, f"bbox {bbox!r} is not [x, y, w, h]", "box dropped")
             continue
         anns.append(Annotation(len(anns) + 1, image_id, remap[cat], box, int(a.get("iscrowd", 0) or 0)))
     return CocoSet(images, anns, categories, {"source": str(path)})
@@ -204,7 +206,8 @@ def read_yolo(
     if not images_dir.is_dir():
         raise FormatError(f"{images_dir}: image folder not found")
     class_names = read_yolo_names(names, labels_dir, labels_dir.parent, images_dir.parent)
-    coco = CocoSet(categories=[Category(i + 1, n) for i, n in enumerate(class_names)], info={"source": str(labels_dir)})
+    categories = [Category(i + 1, n) for i, n in enumerate(class_names)]
+    coco = CocoSet(categories=categories, info={"source": str(labels_dir)})
     stems: set[Path] = set()
     for idx, img in enumerate(_list_images(images_dir), start=1):
         rel = img.relative_to(images_dir)
@@ -227,7 +230,8 @@ def read_yolo(
                 _problem(issues, f"{txt}:{ln}", f"malformed label line {line.strip()!r}", "box dropped")
                 continue
             if not 0 <= cls < len(class_names):
-                _problem(issues, f"{txt}:{ln}", f"unknown class index {cls} ({len(class_names)} names)", "box dropped")
+                reason = f"unknown class index {cls} ({len(class_names)} names)"
+                _problem(issues, f"{txt}:{ln}", reason, "box dropped")
                 continue
             W, H = size
             if len(vals) == 4:
@@ -322,14 +326,14 @@ def read_labelme(
         seen[file_name] = jf
         img_id = len(coco.images) + 1
         extra["annotation_file"] = str(jf)
-        coco.images.append(
-            ImageRecord(img_id, file_name, _int_or0(d.get("imageWidth")), _int_or0(d.get("imageHeight")), extra=extra)
-        )
+        width, height = _int_or0(d.get("imageWidth")), _int_or0(d.get("imageHeight"))
+        coco.images.append(ImageRecord(img_id, file_name, width, height, extra=extra))
         for k, s in enumerate(d.get("shapes") or []):
             box = _shape_box(s)
             label = str(s.get("label", "")) if isinstance(s, dict) else ""
             if isinstance(box, str) or not label:
-                _problem(issues, f"{jf}#shape {k}", box if isinstance(box, str) else "shape without label", "box dropped")
+                reason = box if isinstance(box, str) else "shape without label"
+                _problem(issues, f"{jf}#shape {k}", reason, "box dropped")
                 continue
             cid = names.setdefault(label, len(names) + 1)
             coco.annotations.append(Annotation(len(coco.annotations) + 1, img_id, cid, box))
@@ -382,14 +386,15 @@ def write_labelme(coco: CocoSet, image_root: str | Path, out_dir: str | Path) ->
     out = []
     for im in coco.images:
         jf = out_dir / Path(im.file_name).with_suffix(".json")
-        shapes = [
-            {"label": names[a.category_id], "points": [[a.bbox[0], a.bbox[1]], [a.bbox[0] + a.bbox[2], a.bbox[1] + a.bbox[3]]],
-             "group_id": None, "shape_type": "rectangle", "flags": {}}
-            for a in by_image.get(im.id, [])
-        ]
+        shapes = []
+        for a in by_image.get(im.id, []):
+            x, y, w, h = a.bbox
+            shapes.append({"label": names[a.category_id], "points": [[x, y], [x + w, y + h]],
+                           "group_id": None, "shape_type": "rectangle", "flags": {}})
         rel = os.path.relpath(image_root / im.file_name, jf.parent)
-        atomic_write_json(jf, {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": Path(rel).as_posix(),
-                               "imageData": None, "imageHeight": im.height, "imageWidth": im.width})
+        atomic_write_json(jf, {"version": "5.4.1", "flags": {}, "shapes": shapes,
+                               "imagePath": Path(rel).as_posix(), "imageData": None,
+                               "imageHeight": im.height, "imageWidth": im.width})
         out.append(jf)
     return out
 

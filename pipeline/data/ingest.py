@@ -33,7 +33,14 @@ from pipeline.config import RunConfig, SourceConfig
 from pipeline.data.coco import Annotation, Category, CocoSet, ImageRecord
 from pipeline.data.formats import FormatError, iter_image_files, read_coco, read_labelme, read_yolo
 from pipeline.data.split import SplitItem, assign_splits, lookup_split, read_split_file
-from pipeline.data.validate import BoxCheck, InputProblem, check_box, load_image, quarantine_row, safe_image_path
+from pipeline.data.validate import (
+    BoxCheck,
+    InputProblem,
+    check_box,
+    load_image,
+    quarantine_row,
+    safe_image_path,
+)
 from pipeline.data.version import DatasetVersion
 
 # Always written (possibly empty) so downstream stages can rely on them.
@@ -117,7 +124,8 @@ class IngestPlan:
 
     def result(self, cached: bool) -> IngestResult:
         version = DatasetVersion.open(self.version_dir)
-        rows = [json.loads(ln) for ln in (self.version_dir / "quarantine.jsonl").read_text().splitlines() if ln]
+        lines = (self.version_dir / "quarantine.jsonl").read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(ln) for ln in lines if ln]
         return IngestResult(version, cached, rows, version.manifest["summary"]["counts"])
 
 
@@ -165,7 +173,7 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None) -> IngestPlan:
     planned = [(t.domain, t.split, t.label, t.sha256, t.out_stem, t.boxes) for t in tasks]
     key = store.stage_key(
         "ingest", {"data": key_config, "seed": cfg.runtime.seed},
-        parents + [{"files_hash": store.hash_json({"images": planned, "rows": rows, "categories": categories})}],
+        [*parents, {"files_hash": store.hash_json({"images": planned, "rows": rows, "cats": categories})}],
     )
     return IngestPlan(cfg, key, categories, tasks, rows, parents, strict)
 
@@ -223,7 +231,8 @@ def _categories(cfg: RunConfig, read: list, fixed: list[str] | None) -> list[str
     has_b = any(c is not None and s.format != "none" for d, _, s, c in read if d == "B")
     if has_a and has_b and per_domain["A"] != per_domain["B"]:
         raise IngestError(
-            f"Class A and Class B categories differ: A = {sorted(per_domain['A'])}, B = {sorted(per_domain['B'])}; "
+            f"Class A and Class B categories differ: A = {sorted(per_domain['A'])}, "
+            f"B = {sorted(per_domain['B'])}; "
             "map names with data.category_map or list them in data.categories"
         )
     return order
@@ -239,7 +248,8 @@ def _tasks(cfg: RunConfig, read: list, categories: list[str], report) -> list[Im
         root = Path(src.images)
         names = {c.id: cmap.get(c.name, c.name) for c in coco.categories}
         try:
-            split_map = read_split_file(src.split_file) if (src.split_file and cfg.data.split.use_source_split) else {}
+            use = src.split_file is not None and cfg.data.split.use_source_split
+            split_map = read_split_file(src.split_file) if use else {}
         except ValueError as e:
             raise IngestError(f"data.{domain.lower()}[{index}].split_file: {e}") from None
         by_image = coco.anns_by_image()
@@ -341,8 +351,9 @@ def validate_shard(shard: Shard, build_dir: Path) -> ShardResult:
         if img.notes:
             report(quarantine_row(t.label, "; ".join(img.notes), "normalised to 8-bit RGB PNG (image kept)"))
         if t.declared != (0, 0) and t.declared != (img.width, img.height):
-            report(quarantine_row(t.label, f"annotation says {t.declared[0]}x{t.declared[1]} but the image shows "
-                                  f"{img.width}x{img.height}", "used the image's size"))
+            said = f"{t.declared[0]}x{t.declared[1]}"
+            reason = f"annotation says {said} but the image shows {img.width}x{img.height}"
+            report(quarantine_row(t.label, reason, "used the image's size"))
         kept = []
         for cat, bbox, crowd in t.boxes:
             box, reason, action = check_box(bbox, img.width, img.height, shard.boxes)
@@ -353,8 +364,8 @@ def validate_shard(shard: Shard, build_dir: Path) -> ShardResult:
         out = build_dir / (t.out_stem + img.ext)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(img.data)
-        records.append({"key": t.key, "file_name": t.out_stem + img.ext, "width": img.width, "height": img.height,
-                        "copied": img.copied, "boxes": kept})
+        records.append({"key": t.key, "file_name": t.out_stem + img.ext, "width": img.width,
+                        "height": img.height, "copied": img.copied, "boxes": kept})
     return ShardResult(shard.index, records, rows)
 
 
@@ -372,8 +383,9 @@ def finalize_ingest(plan: IngestPlan, results: list[ShardResult], build_dir: Pat
         t = by_key[rec["key"]]
         coco = sets.setdefault((t.domain, t.split), CocoSet(categories=list(cats)))
         image_id = len(coco.images) + 1
-        coco.images.append(ImageRecord(image_id, rec["file_name"], rec["width"], rec["height"], domain=t.domain,
-                                       split=t.split, sha256=t.sha256, extra={"original": t.label}))
+        coco.images.append(ImageRecord(image_id, rec["file_name"], rec["width"], rec["height"],
+                                       domain=t.domain, split=t.split, sha256=t.sha256,
+                                       extra={"original": t.label}))
         for cat, box, crowd in rec["boxes"]:
             coco.annotations.append(Annotation(len(coco.annotations) + 1, image_id, cat,
                                                [round(v, 3) for v in box], crowd))
@@ -395,8 +407,8 @@ def finalize_ingest(plan: IngestPlan, results: list[ShardResult], build_dir: Pat
         "normalised": sum(1 for r in records if not r["copied"]),
     }
     write_card(build_dir, plan.cfg.data.name, summary, sets, rows)
-    store.write_manifest(build_dir, kind="dataset", id=plan.version_dir.name,
-                         config={"data": plan.cfg.data.model_dump(mode="json"), "seed": plan.cfg.runtime.seed},
+    config = {"data": plan.cfg.data.model_dump(mode="json"), "seed": plan.cfg.runtime.seed}
+    store.write_manifest(build_dir, kind="dataset", id=plan.version_dir.name, config=config,
                          parents=plan.parents, summary=summary)
     return summary
 

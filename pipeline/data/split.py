@@ -5,7 +5,9 @@ train, below `train + val` to val, else test. Because u depends only on the phot
 the seed, adding or removing other photos never moves a photo between splits (a test photo never
 becomes a training photo in a later dataset version), and byte-identical duplicates always share
 a split. One exception keeps tiny sets usable: a requested split that would be empty takes the
-photo nearest to its interval (see `_fill_empty_splits`). Explicit splits win: a source's `split:` setting, or a split file such as BSData's
+photo nearest to its interval (see `_fill_empty_splits`).
+
+Explicit splits win: a source's `split:` setting, or a split file such as BSData's
 image_data.json when `split.use_source_split` is on; if copies of one photo were given different
 explicit splits the most held-out one wins (test > val > oracle > train > unlabelled) so nothing
 leaks from test into training.
@@ -73,7 +75,8 @@ def assign_splits(items: Sequence[SplitItem], cfg: SplitConfig, seed: int) -> tu
                     f"identical images given different splits {sorted(explicit)}",
                     f"all copies put in {split} (most held-out wins)",
                 ))
-            if split == "train" and all(items[i].from_split_file for i in members if items[i].explicit == "train"):
+            from_file = all(items[i].from_split_file for i in members if items[i].explicit == "train")
+            if split == "train" and from_file:
                 if split_unit(sha, seed, salt="val-from-train") < cfg.val_from_source_train:
                     split = "val"
         else:
@@ -95,7 +98,8 @@ def _fill_empty_splits(hashed: dict[str, str], cfg: SplitConfig, seed: int) -> d
     there, taken from a split that keeps at least one photo. Only such small sets are affected;
     a photo moves only while its split would otherwise stay empty.
     """
-    bounds = {"train": (0.0, cfg.train), "val": (cfg.train, cfg.train + cfg.val), "test": (cfg.train + cfg.val, 1.0)}
+    tv = cfg.train + cfg.val
+    bounds = {"train": (0.0, cfg.train), "val": (cfg.train, tv), "test": (tv, 1.0)}
     wanted = [s for s, (lo, hi) in bounds.items() if hi > lo]
     current = dict(hashed)
     if len(current) < len(wanted):

@@ -229,7 +229,9 @@ class BoxCheck:
     min_box_size: float = 1.0
 
 
-def check_box(bbox: list[float], width: int, height: int, rule: BoxCheck) -> tuple[list[float] | None, str | None, str | None]:
+def check_box(
+    bbox: list[float], width: int, height: int, rule: BoxCheck
+) -> tuple[list[float] | None, str | None, str | None]:
     """One xywh pixel box against a (width, height) image -> (box or None, reason, action).
 
     reason/action are None when the box is fine as given.
@@ -254,7 +256,8 @@ def check_box(bbox: list[float], width: int, height: int, rule: BoxCheck) -> tup
         reason, action = f"box {_fmt(bbox)} partly outside the image ({where})", "box clipped"
         x, y, w, h = x0, y0, x1 - x0, y1 - y0
     if w < rule.min_box_size or h < rule.min_box_size:
-        return None, f"box {_fmt([x, y, w, h])} thinner than data.min_box_size={rule.min_box_size} px", "box dropped"
+        reason = f"box {_fmt([x, y, w, h])} thinner than data.min_box_size={rule.min_box_size} px"
+        return None, reason, "box dropped"
     return [x, y, w, h], reason, action
 
 

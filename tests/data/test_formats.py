@@ -3,10 +3,10 @@ malformed annotation becomes a quarantine row (or a FormatError without an issue
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 import base64
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest

@@ -3,8 +3,8 @@ tiny demo profile: quarantine rows, untouched inputs, caching, strict mode, cate
 
 from __future__ import annotations
 
-import sys
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -248,8 +248,7 @@ def test_tiny_demo_profile(tiny_dataset, tiny_config):
 
 
 def test_cli(built, tmp_path):
-    from pipeline.cli import app
-    from pipeline.cli import commands  # noqa: F401
+    from pipeline.cli import app, commands  # noqa: F401  (commands registers the sub-commands)
 
     inputs = built[0]
     cfg = config(inputs, tmp_path)

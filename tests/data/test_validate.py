@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-import io
 import math
 import os
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
