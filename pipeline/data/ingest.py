@@ -21,6 +21,7 @@ import base64
 import contextlib
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -449,11 +450,11 @@ def run_shards(plan: IngestPlan, build_dir: Path, *, progress: bool = True) -> l
     with bar as advance:
         if workers <= 1:
             for s in shards:
-                results.append(validate_shard(s, build_dir))
+                results.append(_with_retries(s, build_dir))
                 advance(len(s.tasks))
         else:
             with ThreadPoolExecutor(workers) as pool:
-                futures = {pool.submit(validate_shard, s, build_dir): s for s in shards}
+                futures = {pool.submit(_with_retries, s, build_dir): s for s in shards}
                 try:
                     for f in as_completed(futures):
                         results.append(f.result())
@@ -462,6 +463,18 @@ def run_shards(plan: IngestPlan, build_dir: Path, *, progress: bool = True) -> l
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
     return results
+
+
+def _with_retries(shard: Shard, build_dir: Path, attempts: int = 3, delay_s: float = 1.0) -> ShardResult:
+    """validate_shard, retried on transient I/O errors (what the Prefect flow's task retries do)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return validate_shard(shard, build_dir)
+        except OSError:
+            if attempt == attempts:
+                raise
+            time.sleep(delay_s * attempt)
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager

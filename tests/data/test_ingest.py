@@ -305,3 +305,21 @@ def test_configuration_mistakes_are_fatal_and_named(tmp_path):
     result = ingest(config(inputs, tmp_path / "out"), progress=False)
     assert any(r["action"] == "source skipped" and "not valid JSON" in r["reason"] for r in result.quarantine)
     assert result.counts["B_train"]["images"] > 0
+
+
+def test_transient_io_errors_are_retried(tmp_path, monkeypatch):
+    import pipeline.data.ingest as ing
+
+    inputs = make_inputs(tmp_path / "in")
+    real, calls = ing.validate_shard, []
+
+    def flaky(shard, build_dir):
+        calls.append(shard.index)
+        if calls.count(shard.index) == 1 and shard.index == 1:
+            raise OSError(5, "Input/output error")
+        return real(shard, build_dir)
+
+    monkeypatch.setattr(ing, "validate_shard", flaky)
+    monkeypatch.setattr(ing.time, "sleep", lambda s: None)
+    result = ingest(config(inputs, tmp_path / "out"), progress=False)
+    assert calls.count(1) == 2 and result.counts["B_train"]["images"] == 6
