@@ -109,32 +109,42 @@ def _save(fig, path: Path) -> None:
 def _sample_grid(
     root: Path, sets: dict[tuple[str, str], CocoSet], cats: list[str], out: Path, n: int
 ) -> None:
-    """Up to n images of each labelled split (A_train, B_train, ...) as one row each, boxes drawn."""
+    """Up to n images of each labelled split (A_train, B_train, ...) as one row each, boxes drawn.
+
+    Cells are CELL px tall and as wide as the images' typical aspect ratio (up to 3:1), so wide
+    photos such as BSData's 2700x950 spindles are not shrunk to a strip.
+    """
     import cv2
 
+    labelled = [(k, c) for k, c in sorted(sets.items()) if k[1] != "unlabelled" and c.images]
+    aspects = [im.width / max(1, im.height) for _, c in labelled for im in c.images[:n]]
+    cell_w = int(CELL * min(3.0, max(1.0, float(np.median(aspects)) if aspects else 1.0)))
     rows = []
-    for (domain, split), coco in sorted(sets.items()):
-        if split == "unlabelled" or not coco.images:
-            continue
+    for (domain, split), coco in labelled:
         by_image = coco.anns_by_image()
+        # Prefer images with boxes: the grid is there to show the boxes fit the parts.
+        chosen = sorted(coco.images, key=lambda im: (im.id not in by_image, im.id))[:n]
         cells = []
-        for im in coco.images[:n]:
+        for im in chosen:
             bgr = cv2.imread(str(root / im.file_name), cv2.IMREAD_COLOR)
             if bgr is None:
                 continue
-            s = CELL / max(im.width, im.height)
+            s = min(cell_w / im.width, CELL / im.height)
             thumb = cv2.resize(bgr, (max(1, round(im.width * s)), max(1, round(im.height * s))),
-                               interpolation=cv2.INTER_AREA)
+                               interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_NEAREST)
             for a in by_image.get(im.id, []):
                 x, y, w, h = (v * s for v in a.bbox)
                 r, g, b = _COLOURS[(a.category_id - 1) % len(_COLOURS)]
-                cv2.rectangle(thumb, (int(x), int(y)), (int(round(x + w)), int(round(y + h))), (b, g, r), 1)
-            cell = np.full((CELL, CELL, 3), 40, np.uint8)
+                # Tiny defects (a few px after scaling) still get a visible frame.
+                cx, cy, hw, hh = x + w / 2, y + h / 2, max(w, 4) / 2, max(h, 4) / 2
+                cv2.rectangle(thumb, (int(cx - hw), int(cy - hh)), (int(round(cx + hw)), int(round(cy + hh))),
+                              (b, g, r), 1)
+            cell = np.full((CELL, cell_w, 3), 40, np.uint8)
             cell[: thumb.shape[0], : thumb.shape[1]] = thumb
             cells.append(cell)
         if not cells:
             continue
-        cells += [np.full((CELL, CELL, 3), 40, np.uint8)] * (n - len(cells))
+        cells += [np.full((CELL, cell_w, 3), 40, np.uint8)] * (n - len(cells))
         label = np.full((CELL, 90, 3), 255, np.uint8)
         cv2.putText(label, f"{domain}_{split}", (4, CELL // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         rows.append(np.hstack([label, *cells]))
