@@ -323,3 +323,15 @@ def test_transient_io_errors_are_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(ing.time, "sleep", lambda s: None)
     result = ingest(config(inputs, tmp_path / "out"), progress=False)
     assert calls.count(1) == 2 and result.counts["B_train"]["images"] == 6
+
+
+def test_two_concurrent_runs_build_one_version(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = make_inputs(tmp_path / "in")
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: ingest(config(inputs, tmp_path / "out"), progress=False), range(2)))
+    assert results[0].version.root == results[1].version.root
+    assert sorted(r.cached for r in results) == [False, True]
+    leftovers = [p.name for p in (tmp_path / "out" / "data" / "datasets").iterdir() if p.name != ".lock"]
+    assert leftovers == [results[0].version.root.name]  # no half-built temp folders
