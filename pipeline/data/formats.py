@@ -252,8 +252,9 @@ def read_yolo(
 def write_yolo(coco: CocoSet, image_root: str | Path, out_dir: str | Path) -> list[Path]:
     """ultralytics layout: out_dir/images/<file> (hardlink, else copy) + out_dir/labels/<stem>.txt.
 
-    Class index = position of the category in id order; boxes as normalised `cx cy w h`.
-    Images without boxes get an empty label file (background). Returns the image paths.
+    Class index = position of the category in id order; boxes as normalised `cx cy w h`, clipped
+    to the image (boxes wholly outside are left out). Images without boxes get an empty label file
+    (background). Returns the image paths.
     """
     image_root, out_dir = Path(image_root), Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -271,10 +272,15 @@ def write_yolo(coco: CocoSet, image_root: str | Path, out_dir: str | Path) -> li
         _link_or_copy(image_root / im.file_name, dst)
         lines = []
         for a in by_image.get(im.id, []):
+            # Clipped to the image: ultralytics rejects a whole label file with a coordinate > 1.
             x, y, w, h = a.bbox
+            x0, y0 = max(0.0, x), max(0.0, y)
+            x1, y1 = min(float(im.width), x + w), min(float(im.height), y + h)
+            if x1 <= x0 or y1 <= y0:
+                continue
             lines.append(
-                f"{index[a.category_id]} {(x + w / 2) / im.width:.6f} {(y + h / 2) / im.height:.6f} "
-                f"{w / im.width:.6f} {h / im.height:.6f}"
+                f"{index[a.category_id]} {(x0 + x1) / 2 / im.width:.6f} {(y0 + y1) / 2 / im.height:.6f} "
+                f"{(x1 - x0) / im.width:.6f} {(y1 - y0) / im.height:.6f}"
             )
         atomic_write_text(out_dir / "labels" / f"{Path(name).stem}.txt", "".join(s + "\n" for s in lines))
         paths.append(dst)

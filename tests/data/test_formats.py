@@ -185,3 +185,13 @@ def test_coco_structural_problems(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2")
     with pytest.raises(FormatError, match="not valid JSON"):
         read_coco(tmp_path / "bad.json")
+
+
+def test_write_yolo_clips_boxes_to_the_image(tmp_path):
+    write_rgb(tmp_path / "src" / "a.png", 100, 50)
+    c = CocoSet([ImageRecord(1, "a.png", 100, 50)],
+                [Annotation(1, 1, 1, [90, -10, 20, 30]), Annotation(2, 1, 1, [120, 10, 5, 5])],
+                [Category(1, "gear")])
+    write_yolo(c, tmp_path / "src", tmp_path / "yolo")
+    lines = (tmp_path / "yolo" / "labels" / "a.txt").read_text().splitlines()
+    assert lines == ["0 0.950000 0.200000 0.100000 0.400000"]  # x 90..100, y 0..20; the other is outside
