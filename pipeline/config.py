@@ -159,6 +159,12 @@ class GanConfig(Section):
     tile: int = Field(512, ge=32, description="translation tile side, pixels")
     tile_overlap: int = Field(64, ge=0)
     translate_batch: int = Field(8, ge=1)
+    deterministic: bool = Field(True, description="CPU: torch deterministic algorithms during training")
+    quality_images: int = Field(64, ge=4, description="A and real B photos for the quality metrics")
+    quality_steps: int = Field(150, ge=1, description="training steps of the realism critic")
+    inception_weights: Path | None = Field(
+        None, description="local Inception-v3 weights (.safetensors/.pth) for FID/KID; None = skip"
+    )
 
 
 # ------------------------------------------------------------------------------------------- synth

@@ -42,6 +42,7 @@ class FitResult:
     train_seconds: float  # wall time of optimisation steps, summed over resumes
     resumed_from: int  # 0 = fresh start
     samples: list[Path]
+    model: CycleGAN
 
 
 @dataclass
@@ -129,7 +130,7 @@ def fit(opt: GanOptions, fopt: FitOptions, a: list[ImageItem], b: list[ImageItem
         if writer is not None:
             writer.close()
     elapsed += time.perf_counter() - t0
-    return FitResult(step, history, elapsed, start, samples)
+    return FitResult(step, history, elapsed, start, samples, model)
 
 
 # ----------------------------------------------------------------------------------- checkpoints

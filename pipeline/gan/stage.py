@@ -1,0 +1,274 @@
+"""The CycleGAN stage: train (or resume, or reuse) a model for a dataset version.
+
+`train_cyclegan(cfg, dataset)` -> GanResult. The model directory
+`<output_root>/models/cyclegan/<key12>/` is keyed by the training part of the gan config, the run
+seed and the dataset manifest; it holds G_AB.safetensors (A→B), G_BA.safetensors, model_card.md,
+metrics.json, losses.csv, config.yaml, samples/*.png, tensorboard/, checkpoints/ and, written
+last, manifest.json (kind "cyclegan"): a directory with a manifest is finished and reused, one
+without is resumed from its last checkpoint.
+
+Run under `torchrun --nproc_per_node=N -m pipeline.gan.stage CONFIG [OVERRIDES] --dataset DIR`
+for DistributedDataParallel training (gloo on CPU, nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+
+from pipeline import store
+from pipeline.gan.checkpoint import save_weights
+from pipeline.gan.data import training_images
+from pipeline.gan.trainer import FitOptions, StepCallback, fit
+
+if TYPE_CHECKING:
+    from pipeline.config import RunConfig
+    from pipeline.data.version import DatasetVersion
+
+KIND = "cyclegan"
+# gan fields that change how a trained model is used or how fast it trains, not what it learns
+NOT_TRAINING = ("tile", "tile_overlap", "translate_batch", "num_workers")
+
+
+@dataclass
+class GanResult:
+    model_dir: Path
+    cached: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def training_section(cfg: "RunConfig") -> dict[str, Any]:
+    section = cfg.gan.model_dump(mode="json")
+    for k in NOT_TRAINING:
+        section.pop(k, None)
+    section["seed"] = cfg.runtime.seed
+    return section
+
+
+def model_dir_for(cfg: "RunConfig", dataset: "DatasetVersion") -> Path:
+    key = store.stage_key("gan", training_section(cfg), [dataset.manifest])
+    return cfg.runtime.models_dir / "cyclegan" / key[:12]
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    return torch.device(name)
+
+
+def train_cyclegan(cfg: "RunConfig", dataset: "DatasetVersion", *, progress: bool = True,
+                   callbacks: list[StepCallback] | None = None) -> GanResult:
+    """Train, resume or reuse the CycleGAN for `dataset`; see the module docstring for outputs."""
+    model_dir = model_dir_for(cfg, dataset)
+    done = _finished(model_dir)
+    if done is not None:
+        return done
+    created_group = _init_distributed(cfg)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    try:
+        if rank == 0:
+            with store.dir_lock(model_dir):
+                done = _finished(model_dir)  # another process may have finished while we waited
+                if done is not None:
+                    return done
+                return _train(cfg, dataset, model_dir, rank, world, progress, callbacks)
+        return _train(cfg, dataset, model_dir, rank, world, progress, callbacks)
+    finally:
+        if created_group:
+            dist.destroy_process_group()
+
+
+def _finished(model_dir: Path) -> GanResult | None:
+    m = store.read_manifest(model_dir)
+    if m is None or m.get("kind") != KIND:
+        return None
+    metrics = m.get("summary", {}).get("metrics", {})
+    return GanResult(model_dir, True, metrics)
+
+
+def _init_distributed(cfg: "RunConfig") -> bool:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or dist.is_initialized():
+        return False
+    device = resolve_device(cfg.runtime.device, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: int, world: int, progress: bool,
+           callbacks: list[StepCallback] | None) -> GanResult:
+    g = cfg.gan
+    device = resolve_device(cfg.runtime.device, int(os.environ.get("LOCAL_RANK", "0")))
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    a, b = training_images(dataset)
+    section = training_section(cfg)
+    fopt = FitOptions(load_size=g.load_size, crop_size=g.crop_size, batch_size=g.batch_size,
+                      object_aware_crops=g.object_aware_crops, num_workers=g.num_workers,
+                      checkpoint_every=g.checkpoint_every, log_every=g.log_every, image_every=g.image_every)
+    deterministic = g.deterministic and device.type == "cpu"
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        result = fit(g, fopt, a, b, model_dir, device=device, seed=cfg.runtime.seed, config_hash=store.hash_json(section),
+                     progress=progress, callbacks=callbacks)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    if rank != 0:
+        dist.barrier()
+        return GanResult(model_dir, False, {})
+
+    meta = {"ngf": g.ngf, "n_blocks": g.n_blocks, "load_size": g.load_size, "crop_size": g.crop_size,
+            "dataset": dataset.id, "iterations": result.step}
+    m = result.model
+    save_weights(model_dir / "G_AB.safetensors", m.G_AB.state_dict(), {**meta, "direction": "AtoB"})
+    save_weights(model_dir / "G_BA.safetensors", m.G_BA.state_dict(), {**meta, "direction": "BtoA"})
+    t0 = time.perf_counter()
+    from pipeline.gan.quality import evaluate_quality
+
+    quality = evaluate_quality(model_dir, dataset, n_images=g.quality_images, seed=cfg.runtime.seed,
+                               device=str(device), tile=g.tile, overlap=g.tile_overlap, batch=g.translate_batch,
+                               critic_steps=g.quality_steps, inception_weights=g.inception_weights)
+    images = result.step * g.batch_size * world
+    metrics = {
+        "iterations": result.step, "resumed_from": result.resumed_from, "world_size": world,
+        "train_seconds": round(result.train_seconds, 2),
+        "iterations_per_s": round(result.step / result.train_seconds, 3) if result.train_seconds else None,
+        "images_per_s": round(2 * images / result.train_seconds, 2) if result.train_seconds else None,
+        "quality_seconds": round(time.perf_counter() - t0, 2),
+        "final_losses": result.history[-1] if result.history else {},
+        "quality": quality, "hardware": hardware(device),
+    }
+    store.atomic_write_json(model_dir / "metrics.json", metrics)
+    store.atomic_write_text(model_dir / "losses.csv", _csv(result.history))
+    store.atomic_write_text(model_dir / "config.yaml", cfg.to_yaml())
+    store.atomic_write_text(model_dir / "model_card.md", model_card(cfg, dataset, metrics, result.samples, model_dir))
+    files = {k: v for k, v in store.hash_tree(model_dir).items()
+             if not k.startswith(("checkpoints/", "tensorboard/")) and k != ".lock"}
+    store.write_manifest(model_dir, kind=KIND, id=model_dir.name, config=section, parents=[dataset.manifest],
+                         summary={"metrics": metrics, "generator_sha256": {
+                             "AtoB": files["G_AB.safetensors"], "BtoA": files["G_BA.safetensors"]}}, files=files)
+    if world > 1:
+        dist.barrier()
+    return GanResult(model_dir, False, metrics)
+
+
+def _csv(history: list[dict[str, float]]) -> str:
+    keys = sorted({k for row in history for k in row}, key=lambda k: (k != "step", k != "lr", k))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(history)
+    return buf.getvalue()
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    hw = {"device": str(device), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+          "torch": torch.__version__, "python": platform.python_version()}
+    if device.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(device)
+    return hw
+
+
+def model_card(cfg: "RunConfig", dataset: "DatasetVersion", metrics: dict[str, Any], samples: list[Path],
+               model_dir: Path) -> str:
+    q = metrics["quality"]
+    r, r0, s = q["realism"], q["realism_raw_a"], q["structure"]
+    g = cfg.gan
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    rows = "\n".join(f"| {k} | `{v}` |" for k, v in cfg.gan.model_dump(mode="json").items())
+    last = f"samples/{samples[-1].name}" if samples else None
+    lines = [
+        f"# CycleGAN {model_dir.name}: replica (A) ↔ metal (B)",
+        "",
+        f"ResNet-{g.n_blocks} generators (ngf {g.ngf}) and {g.n_layers_d}-layer PatchGAN discriminators (ndf {g.ndf}), "
+        f"{g.gan_mode} loss, λ_cycle {g.lambda_cycle}, identity {g.lambda_identity}, trained {metrics['iterations']} "
+        f"iterations on {g.crop_size}² crops of images resized to short side {g.load_size}.",
+        "",
+        "- `G_AB.safetensors`: A→B (makes synthetic metal); `G_BA.safetensors`: B→A.",
+        f"- dataset: `{dataset.id}` (manifest files hash `{dataset.manifest.get('files_hash', '')[:16]}`), "
+        "trained on A_train + B_unlabelled + B_train; B_val/B_test never seen.",
+        f"- run seed {cfg.runtime.seed}, code {store.code_version()}.",
+        "",
+        "## Quality (offline, no downloaded weights)",
+        "",
+        "| metric | translated A→B | raw A (baseline) |",
+        "|---|---|---|",
+        f"| realism: critic accuracy real B vs set (0.5 = indistinguishable) | {fmt(r['accuracy'])} "
+        f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}], n={r['n']} | {fmt(r0['accuracy'])} [{fmt(r0['ci_low'])}, "
+        f"{fmt(r0['ci_high'])}] |",
+        f"| KID on critic features (×100) | {fmt(100 * r['kid'])} ± {fmt(100 * r['kid_std'])} | "
+        f"{fmt(100 * r0['kid'])} ± {fmt(100 * r0['kid_std'])} |",
+        f"| diversity (pairwise feature distance / real B's) | {fmt(r['diversity_ratio'])} | {fmt(r0['diversity_ratio'])} |",
+        "",
+        f"Structure A vs G(A): edge F1 {fmt(s['edge_f1'])}, gradient SSIM {fmt(s['gradient_ssim'])}; inside "
+        f"{s['n_boxes']} boxes: edge F1 {fmt(s['box_edge_f1'])}, gradient SSIM {fmt(s['box_gradient_ssim'])}. "
+        f"Cycle error |A − F(G(A))| = {fmt(q['cycle_l1'])} (fraction of 255). Real B reference: {q['b_reference']}; "
+        f"{q['n_a']} A, {q['n_b']} B images.",
+    ]
+    if "inception" in q:
+        lines += ["", f"Inception ({q['inception']['weights']}): FID {q['inception']['fid']:.2f}, "
+                  f"KID {q['inception']['kid']:.4f} ± {q['inception']['kid_std']:.4f}."]
+    lines += [
+        "", "## Training", "",
+        f"{metrics['train_seconds']} s of training ({metrics['iterations_per_s']} it/s, {metrics['world_size']} "
+        f"process(es), resumed from step {metrics['resumed_from']}), quality metrics {metrics['quality_seconds']} s. "
+        "Loss curves: `losses.csv`, TensorBoard: `tensorboard/`.",
+        "", "Final losses (mean over the last log window): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in metrics["final_losses"].items() if k not in ("step", "lr")),
+        "", f"Hardware: {metrics['hardware']}",
+    ]
+    if last:
+        lines += ["", "## Samples", "", "Rows: A, G(A), F(G(A)) / B, F(B), G(F(B)).", "", f"![last sample]({last})"]
+    lines += ["", "## Configuration", "", "| key | value |", "|---|---|", rows, ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """torchrun entry point: python -m pipeline.gan.stage CONFIG [OVERRIDES...] [--dataset DIR]."""
+    import argparse
+
+    from pipeline.config import load_config
+    from pipeline.data.version import DatasetVersion
+
+    ap = argparse.ArgumentParser(prog="python -m pipeline.gan.stage")
+    ap.add_argument("config", nargs="?")
+    ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--dataset", type=Path, default=None)
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    if args.dataset is not None:
+        dataset = DatasetVersion.open(args.dataset)
+    else:
+        from pipeline.data.ingest import ingest
+
+        dataset = ingest(cfg, progress=False).version
+    res = train_cyclegan(cfg, dataset, progress=int(os.environ.get("RANK", "0")) == 0)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(res.model_dir)
+
+
+if __name__ == "__main__":
+    main()
