@@ -12,7 +12,9 @@
 data config (less knobs that do not change the output: strict, shard_size, dask), the seed, the
 package version and every planned image (content hash, boxes, split): unchanged inputs give the
 same id and the stage returns `cached=True` without decoding anything. Raw inputs are only read.
-Images are held one at a time per worker, so memory does not grow with the dataset.
+Images are held one at a time per worker, so pixel memory does not grow with the dataset; only
+per-image metadata does (about 5 kB an image: bench/ingest.py measured 134 MB peak RSS at 1,000
+and 185 MB at 10,000 256-px JPEGs).
 """
 
 from __future__ import annotations

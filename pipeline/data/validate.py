@@ -7,8 +7,9 @@ Images. `load_image` reads the bytes once, hashes them, and asks Pillow for the 
 from the header before any pixel is decoded, so a decompression bomb is refused cheaply. Then it
 decodes fully (a truncated or corrupt file fails here) and decides:
 - plain 8-bit RGB JPEG/PNG without an EXIF rotation: the original bytes are kept (fast path);
-- anything else is normalised to 8-bit RGB and re-encoded as PNG: 16-bit (scaled by 1/257),
-  grayscale, palette, CMYK, alpha (composited over white, what a viewer shows) and other formats.
+- anything else is normalised to 8-bit RGB and re-encoded as PNG: 16-bit (grayscale scaled by
+  1/257; 16-bit RGB keeps its high byte, as Pillow reads it), grayscale, palette, CMYK, alpha
+  (composited over white, what a viewer shows) and other formats (TIFF, BMP, WebP...).
 
 EXIF orientation. The rotation/flip from the EXIF Orientation tag is applied to the pixels and the
 tag is dropped (the written PNG has no EXIF), so every later reader (OpenCV applies EXIF by
