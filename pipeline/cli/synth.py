@@ -10,7 +10,7 @@ from rich.table import Table
 from pipeline.cli import app
 from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
 from pipeline.config import RunConfig
-from pipeline.store import hash_json, read_manifest
+from pipeline.store import read_manifest
 
 
 def cached_dataset(cfg: RunConfig):
@@ -24,23 +24,16 @@ def cached_dataset(cfg: RunConfig):
     return plan.result(cached=True).version
 
 
-def cached_model(cfg: RunConfig, dataset_id: str) -> Path:
-    """The newest CycleGAN under models/cyclegan/ trained on `dataset_id` with this gan config."""
-    root = cfg.runtime.models_dir / "cyclegan"
-    want = hash_json(cfg.gan.model_dump(mode="json"))
-    found = []
-    for d in sorted(root.glob("*/")) if root.is_dir() else []:
-        m = read_manifest(d)
-        if not m or m.get("kind") != "cyclegan" or dataset_id not in {p.get("id") for p in m.get("parents", [])}:
-            continue
-        cfg_m = m.get("config", {})
-        same = hash_json(cfg_m.get("gan", cfg_m)) == want
-        found.append((same, m.get("created", ""), d))
-    exact = [f for f in found if f[0]]
-    if not exact:
-        fail(f"no CycleGAN for dataset {dataset_id} with this gan config under {root}; run "
+def cached_model(cfg: RunConfig, dataset_id: str, dataset=None) -> Path:
+    """The CycleGAN this config trains on `dataset`, if it was already trained."""
+    from pipeline.gan.stage import model_dir_for
+
+    d = model_dir_for(cfg, dataset)
+    m = read_manifest(d)
+    if m is None or m.get("kind") != "cyclegan":
+        fail(f"no CycleGAN for dataset {dataset_id} with this gan config at {d}; run "
              "`metalize train-gan` first or pass --model DIR")
-    return max(exact, key=lambda f: f[1])[2]
+    return d
 
 
 @app.command()
@@ -61,7 +54,7 @@ def synthesize(
 
     try:
         ds = DatasetVersion.open(dataset) if dataset else cached_dataset(cfg)
-        model_dir = model if model else cached_model(cfg, ds.id)
+        model_dir = model if model else cached_model(cfg, ds.id, ds)
         if flow:
             from flows.synthesize import synthesize_flow
 
