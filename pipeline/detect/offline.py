@@ -32,7 +32,8 @@ _FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
 
 
 def ensure_offline(config_dir: str | Path | None = None) -> Path:
-    """Make this process's ultralytics fully offline; returns its config dir (settings, fonts).
+    """Make this process's ultralytics fully offline; returns $YOLO_CONFIG_DIR (ultralytics keeps
+    its settings and fonts in the Ultralytics/ folder inside it).
 
     `config_dir` wins over `$YOLO_CONFIG_DIR`; with neither, a private dir under the system temp
     dir is used so the user's own ~/.config/Ultralytics settings are never rewritten.
@@ -45,11 +46,13 @@ def ensure_offline(config_dir: str | Path | None = None) -> Path:
     cdir.mkdir(parents=True, exist_ok=True)
     os.environ["YOLO_OFFLINE"] = "1"  # is_online() -> False without a DNS probe
     os.environ["YOLO_AUTOINSTALL"] = "false"  # never `pip install` a missing requirement
-    _install_fonts(cdir)
 
     already = "ultralytics" in sys.modules
-    import ultralytics.utils as uu  # noqa: F401  (reads the settings file, computes ONLINE)
-    from ultralytics.utils import SETTINGS
+    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR  # reads settings, computes ONLINE
+
+    # check_font() looks in USER_CONFIG_DIR ($YOLO_CONFIG_DIR/Ultralytics) and otherwise probes
+    # the asset server even when offline, so the fonts must be there.
+    _install_fonts(Path(USER_CONFIG_DIR))
 
     if any(SETTINGS.get(k) != v for k, v in _OFFLINE_SETTINGS.items()):
         SETTINGS.update(_OFFLINE_SETTINGS)

@@ -1,0 +1,365 @@
+"""The detector comparison: arms x seeds trained under one budget, evaluated on held-out real B.
+
+`compare()` = `plan_runs` (what to train) -> `run_isolated` per arm and seed (in separate
+processes, `detect.parallel_arms` at a time; a crash is recorded, never dropped) -> `finish`
+(pycocotools metrics per run, mean ± std over seeds, paired bootstrap CIs, metrics.json).
+
+Layout of out_dir:
+    metrics.json, manifest.json (kind "comparison"), config.yaml
+    runs/<arm>/seed<k>/  data/ (YOLO layout), train/ (ultralytics run, weights, results.csv),
+                         predictions.json (COCO results on B test), pr_curve.json, run.json
+A run whose run.json (the done record) matches its key is not retrained on rerun.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import platform
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from pipeline.config import RunConfig
+from pipeline.data.version import DatasetVersion
+from pipeline.detect.arms import ArmPlan, build_training_set, epoch_budget, plan_arms, slug, write_eval_set
+from pipeline.detect.base import make_detector
+from pipeline.detect.evaluate import coco_eval, load_gt, write_results
+from pipeline.detect.stats import paired_bootstrap, summarize
+from pipeline.store import (atomic_write_json, atomic_write_text, dir_lock, read_manifest, sha256_file,
+                            stage_key, write_manifest)
+
+RUN_RECORD = "run.json"
+FAILED_RECORD = "failed.json"
+TREATMENT = "real+synthetic"
+BASELINES = ("real", "real+replica")
+_console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One arm trained with one seed."""
+
+    arm: str
+    seed: int
+    run_dir: Path
+    key: str  # cache key: detect config, arm, seed, budget, input manifests
+    images_per_epoch: int
+
+
+@dataclass
+class CompareResult:
+    out_dir: Path
+    metrics_path: Path
+    cached: bool
+    metrics: dict[str, Any]
+
+    def arm(self, name: str) -> dict[str, Any]:
+        return next(a for a in self.metrics["arms"] if a["name"] == name)
+
+
+# ------------------------------------------------------------------------------------- planning
+def _run_config(cfg: RunConfig) -> dict[str, Any]:
+    """The part of the detect config that changes what a single run produces."""
+    d = cfg.detect.model_dump(mode="json")
+    for k in ("arms", "seeds", "parallel_arms", "bootstrap_resamples"):
+        d.pop(k)
+    return d
+
+
+def plan_runs(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None,
+              out_dir: Path) -> tuple[list[ArmPlan], int, list[RunSpec]]:
+    """Arm plans, the shared images-per-epoch budget, and one RunSpec per runnable arm x seed."""
+    from pipeline.detect.yolo import resolve_device
+
+    plans = plan_arms(cfg, dataset, augmented)
+    n = epoch_budget(cfg, plans)
+    device = resolve_device(cfg.runtime.device)
+    specs = []
+    for plan in plans:
+        if plan.unavailable:
+            continue
+        parents = [dataset.manifest] + ([augmented.manifest] if plan.uses_augmented and augmented else [])
+        for seed in cfg.detect.seeds:
+            key = stage_key("detect-run", {"detect": _run_config(cfg), "arm": plan.name, "seed": seed,
+                                           "images_per_epoch": n, "device": device.split(":")[0]}, parents)
+            specs.append(RunSpec(plan.name, seed, Path(out_dir) / "runs" / slug(plan.name) / f"seed{seed}", key, n))
+    return plans, n, specs
+
+
+# ---------------------------------------------------------------------------------- one run
+def cached_record(spec: RunSpec) -> dict[str, Any] | None:
+    """The done record of a finished run with the same key whose outputs are still there."""
+    import json
+
+    p = spec.run_dir / RUN_RECORD
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    out_dir = spec.run_dir.parents[2]
+    if rec.get("key") != spec.key or rec.get("status") != "ok":
+        return None
+    if not all((out_dir / rec[k]).is_file() for k in ("weights", "predictions", "pr_curve")):
+        return None
+    return rec
+
+
+def run_arm_seed(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, spec: RunSpec,
+                 *, threads: int | None = None) -> dict[str, Any]:
+    """Train one arm with one seed, predict the B test split, evaluate; returns the run record
+    (schema of metrics.json arms[].runs[]) and writes it as run.json. Raises on failure."""
+    if (rec := cached_record(spec)) is not None:
+        return rec
+    out_dir = spec.run_dir.parents[2]
+    plan = next(p for p in plan_arms(cfg, dataset, augmented) if p.name == spec.arm)
+    (spec.run_dir / FAILED_RECORD).unlink(missing_ok=True)
+    data = build_training_set(plan, cfg, dataset, spec.images_per_epoch, spec.run_dir / "data", spec.seed)
+    detector = make_detector(cfg, threads=threads)
+    trained = detector.train(data, spec.run_dir, seed=spec.seed)
+
+    test = dataset.coco("B", "test")
+    cat_ids = [c.id for c in sorted(test.categories, key=lambda c: c.id)]
+    images = [(im.id, dataset.image_path(im)) for im in test.images]
+    results = detector.predict(trained.weights, images, cat_ids)
+    predictions = write_results(spec.run_dir / "predictions.json", results)
+    ev = coco_eval(dataset.annotation_path("B", "test"), results, cfg.detect.max_det)
+    pr_curve = atomic_write_json(spec.run_dir / "pr_curve.json", ev.pr_curve, indent=None)
+    own = detector.self_check(trained.weights, write_eval_set(dataset, "B", "test", spec.run_dir / "data" / "eval"),
+                              spec.run_dir)
+
+    rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
+    rec = {
+        "seed": spec.seed,
+        "status": "ok",
+        "error": None,
+        "metrics": ev.metrics,
+        "per_class_ap": ev.per_class_ap,
+        "ultralytics_map": own["map"] if own else None,
+        "ultralytics_map50": own["map50"] if own else None,
+        "ultralytics_map_diff": (own["map"] - ev.metrics["map"]) if own and ev.metrics["map"] is not None else None,
+        "train_seconds": round(trained.train_seconds, 2),
+        "train_images_per_s": round(trained.images_seen / trained.train_seconds, 2) if trained.train_seconds else None,
+        "weights": rel(trained.weights),
+        "predictions": rel(predictions),
+        "results_csv": rel(trained.results_csv) if trained.results_csv else None,
+        "pr_curve": rel(pr_curve),
+        "key": spec.key,
+    }
+    atomic_write_json(spec.run_dir / RUN_RECORD, rec)  # last: its presence means "done"
+    return rec
+
+
+def failed_record(spec: RunSpec, error: BaseException | str) -> dict[str, Any]:
+    """A run that crashed, with its error; written as failed.json (which does not count as done)."""
+    msg = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    rec = {"seed": spec.seed, "status": "failed", "error": msg, "metrics": None, "per_class_ap": None,
+           "ultralytics_map": None, "ultralytics_map50": None, "train_seconds": None,
+           "train_images_per_s": None, "weights": None, "predictions": None, "results_csv": None,
+           "pr_curve": None, "key": spec.key}
+    try:
+        atomic_write_json(spec.run_dir / FAILED_RECORD, rec)
+    except OSError:
+        pass
+    return rec
+
+
+def _child(cfg_json: str, dataset_root: str, augmented_root: str | None, spec: RunSpec, threads: int | None) -> dict:
+    """Entry point of a spawned worker process."""
+    cfg = RunConfig.model_validate_json(cfg_json)
+    aug = DatasetVersion.open(augmented_root) if augmented_root else None
+    try:
+        return run_arm_seed(cfg, DatasetVersion.open(dataset_root), aug, spec, threads=threads)
+    except OSError:
+        raise
+    except Exception as e:  # re-raised as a plain RuntimeError: library exceptions may not pickle
+        raise RuntimeError(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}") from None
+
+
+def run_isolated(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, spec: RunSpec,
+                 *, threads: int | None = None, raise_oserror: bool = False) -> dict[str, Any]:
+    """`run_arm_seed` in a fresh spawned process (its own torch threads; a segfault or OOM kill
+    cannot take the comparison down). Failures come back as failed records; an OSError is
+    re-raised when `raise_oserror` (so an orchestrator can retry transient I/O errors)."""
+    if (rec := cached_record(spec)) is not None:
+        return rec
+    ctx = mp.get_context("spawn")
+    try:
+        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            fut = pool.submit(_child, cfg.model_dump_json(), str(dataset.root),
+                              str(augmented.root) if augmented else None, spec, threads)
+            return fut.result()
+    except OSError as e:
+        if raise_oserror:
+            raise
+        return failed_record(spec, e)
+    except cf.process.BrokenProcessPool as e:
+        return failed_record(spec, f"worker process died ({e}); out of memory?")
+    except Exception as e:
+        return failed_record(spec, _first_line(e))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e)
+    return text.split("\nTraceback")[0].strip() if isinstance(e, RuntimeError) else f"{type(e).__name__}: {text}"
+
+
+def threads_per_run(cfg: RunConfig) -> int:
+    total = cfg.runtime.threads or os.cpu_count() or 1
+    return max(1, total // max(1, cfg.detect.parallel_arms))
+
+
+# ------------------------------------------------------------------------------------- driver
+def compare(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, out_dir: Path, *,
+            progress: bool = True) -> CompareResult:
+    """Train and evaluate every arm x seed, then write out_dir/metrics.json (see module doc)."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    with dir_lock(out_dir):
+        plans, n, specs = plan_runs(cfg, dataset, augmented, out_dir)
+        if (hit := _cached(cfg, dataset, augmented, out_dir, specs)) is not None:
+            return hit
+        say = _console.print if progress else (lambda *a, **k: None)
+        say(f"[bold]compare[/]: {len(specs)} runs ({', '.join(p.name for p in plans)}), "
+            f"{n} images/epoch, {cfg.detect.parallel_arms} at a time")
+        threads = threads_per_run(cfg)
+        records: dict[tuple[str, int], dict[str, Any]] = {}
+        with cf.ThreadPoolExecutor(max_workers=cfg.detect.parallel_arms) as ex:
+            futs = {ex.submit(run_isolated, cfg, dataset, augmented, s, threads=threads): s for s in specs}
+            for fut in cf.as_completed(futs):
+                s = futs[fut]
+                records[(s.arm, s.seed)] = rec = fut.result()
+                say(f"  {s.arm} seed {s.seed}: {rec['status']}"
+                    + (f" mAP {rec['metrics']['map']:.3f}" if rec["status"] == "ok" and rec["metrics"]["map"] is not None
+                       else f" ({rec['error']})" if rec["error"] else ""))
+        return finish(cfg, dataset, augmented, out_dir, plans, n, records, t0)
+
+
+def _compare_key(cfg: RunConfig, specs: list[RunSpec]) -> str:
+    return stage_key("compare", {"detect": cfg.detect.model_dump(mode="json"), "alpha": cfg.report.alpha,
+                                 "seed": cfg.runtime.seed}, [{"id": s.key} for s in specs])
+
+
+def _cached(cfg, dataset, augmented, out_dir: Path, specs: list[RunSpec]) -> CompareResult | None:
+    import json
+
+    m = read_manifest(out_dir)
+    path = out_dir / "metrics.json"
+    if m is None or m.get("summary", {}).get("key") != _compare_key(cfg, specs) or not path.is_file():
+        return None
+    if m["summary"].get("failed_runs", 1) or any(cached_record(s) is None for s in specs):
+        return None  # failed runs are retried
+    return CompareResult(out_dir, path, True, json.loads(path.read_text()))
+
+
+def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, out_dir: Path,
+           plans: list[ArmPlan], n: int, records: dict[tuple[str, int], dict[str, Any]], t0: float) -> CompareResult:
+    """Evaluate finished runs, summarise over seeds, bootstrap the uplifts, write metrics.json."""
+    out_dir = Path(out_dir)
+    gt_path = dataset.annotation_path("B", "test")
+    gt = load_gt(gt_path)
+    test = dataset.coco("B", "test")
+    te = time.perf_counter()
+    per_image: dict[str, dict[int, Any]] = {}
+    arms = []
+    for plan in plans:
+        runs = [_public(records[(plan.name, s)]) for s in cfg.detect.seeds if (plan.name, s) in records]
+        ok = [r for r in runs if r["status"] == "ok"]
+        for r in ok:  # one COCOeval per run: the per-image matching the bootstrap re-accumulates
+            import json
+
+            res = json.loads((out_dir / r["predictions"]).read_text())
+            per_image.setdefault(plan.name, {})[r["seed"]] = coco_eval(gt, res, cfg.detect.max_det).per_image
+        error = plan.unavailable or next((r["error"] for r in runs if r["status"] != "ok"), None)
+        arms.append({
+            "name": plan.name,
+            "status": "ok" if ok else "failed",
+            "error": None if ok and len(ok) == len(runs) else error,
+            "train_images": plan.train_images,
+            "images_per_epoch": n if plan.unavailable is None else 0,
+            "runs": runs,
+            "summary": {k: summarize([r["metrics"][k] for r in ok]) for k in ("map", "map50", "map75")},
+        })
+    evaluate_s = time.perf_counter() - te
+
+    tb = time.perf_counter()
+    comparisons = []
+    for base in BASELINES:
+        if TREATMENT not in per_image or base not in per_image:
+            continue
+        seeds = sorted(set(per_image[TREATMENT]) & set(per_image[base]))  # paired by seed
+        if not seeds:
+            continue
+        ci = paired_bootstrap([per_image[TREATMENT][s] for s in seeds], [per_image[base][s] for s in seeds],
+                              resamples=cfg.detect.bootstrap_resamples, seed=cfg.runtime.seed, alpha=cfg.report.alpha)
+        comparisons.append({"treatment": TREATMENT, "baseline": base, "metric": "map", "delta": ci.delta,
+                            "ci_low": ci.ci_low, "ci_high": ci.ci_high, "resamples": ci.resamples,
+                            "significant": ci.significant, "seeds": seeds})
+    bootstrap_s = time.perf_counter() - tb
+
+    metrics = {
+        "dataset": {"id": dataset.id},
+        "augmented": {"id": augmented.id} if augmented is not None else None,
+        "categories": test.category_names,
+        "test": {"images": len(test.images), "instances": test.class_counts()},
+        "config": cfg.detect.model_dump(mode="json"),
+        "arms": arms,
+        "comparisons": comparisons,
+        "timings": {"total_s": round(time.perf_counter() - t0, 2), "bootstrap_s": round(bootstrap_s, 2),
+                    "evaluate_s": round(evaluate_s, 2)},
+        "hardware": hardware(cfg),
+    }
+    path = atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_text(out_dir / "config.yaml", cfg.to_yaml())
+    specs_keys = [{"id": r["key"]} for r in records.values()]
+    failed = sum(1 for r in records.values() if r["status"] != "ok")
+    files = {"metrics.json": sha256_file(path), "config.yaml": sha256_file(out_dir / "config.yaml")}
+    for a in arms:
+        for r in a["runs"]:
+            for k in ("weights", "predictions", "pr_curve", "results_csv"):
+                if r.get(k):
+                    files[r[k]] = sha256_file(out_dir / r[k])
+    parents = [dataset.manifest] + ([augmented.manifest] if augmented is not None else [])
+    key = stage_key("compare", {"detect": cfg.detect.model_dump(mode="json"), "alpha": cfg.report.alpha,
+                                "seed": cfg.runtime.seed}, specs_keys) if records else None
+    summary = {"key": key if not failed else None, "failed_runs": failed,
+               "map": {a["name"]: a["summary"]["map"]["mean"] for a in arms}}
+    write_manifest(out_dir, kind="comparison", id=f"compare-{(key or 'partial')[:12]}",
+                   config=cfg.detect.model_dump(mode="json"), parents=parents, summary=summary, files=files)
+    return CompareResult(out_dir, path, False, metrics)
+
+
+def _public(rec: dict[str, Any]) -> dict[str, Any]:
+    """A run record as metrics.json shows it (the cache key stays in run.json)."""
+    return {k: v for k, v in rec.items() if k != "key"}
+
+
+def hardware(cfg: RunConfig) -> dict[str, Any]:
+    import torch
+
+    from pipeline.detect.yolo import resolve_device
+
+    device = resolve_device(cfg.runtime.device)
+    info: dict[str, Any] = {
+        "device": device,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads_per_run": threads_per_run(cfg),
+        "parallel_arms": cfg.detect.parallel_arms,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    try:  # metadata, not an import: importing ultralytics here would skip ensure_offline()
+        from importlib.metadata import version
+
+        info["ultralytics"] = version("ultralytics")
+    except Exception:
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
