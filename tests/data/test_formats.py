@@ -195,3 +195,13 @@ def test_write_yolo_clips_boxes_to_the_image(tmp_path):
     write_yolo(c, tmp_path / "src", tmp_path / "yolo")
     lines = (tmp_path / "yolo" / "labels" / "a.txt").read_text().splitlines()
     assert lines == ["0 0.950000 0.200000 0.100000 0.400000"]  # x 90..100, y 0..20; the other is outside
+
+
+def test_yolo_names_from_a_data_yaml_path(tmp_path):
+    write_rgb(tmp_path / "images" / "a.png", 40, 20)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "data.yaml").write_text("names:\n  0: gear\n  1: hex_nut\n")
+    c = read_yolo(tmp_path / "images", names=[str(tmp_path / "data.yaml")])  # labels/ beside images/
+    assert c.category_names == ["gear", "hex_nut"]
+    assert [(a.category_id, a.bbox) for a in c.annotations] == [(2, [10.0, 5.0, 20.0, 10.0])]

@@ -170,3 +170,13 @@ def test_corrupt_pixel_data_is_detected():
     data[100:400] = os.urandom(300)  # inside IDAT: the header still parses
     reason = problem(bytes(data))
     assert "corrupt" in reason or "truncated" in reason
+
+
+def test_other_formats_and_cmyk_are_re_encoded_as_png():
+    rgb = scene(24, 16)
+    for fmt in ("BMP", "TIFF", "WEBP"):
+        img = load_image(pil_bytes(Image.fromarray(rgb), fmt, **({"lossless": True} if fmt == "WEBP" else {})), MAX)
+        assert img.notes == [f"{fmt} format"] and img.ext == ".png" and not img.copied
+        assert (decoded(img.data) == rgb).all(), fmt
+    cmyk = load_image(pil_bytes(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95), MAX)
+    assert cmyk.notes == ["CMYK"] and decoded(cmyk.data).shape == (16, 24, 3)
