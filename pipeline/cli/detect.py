@@ -1,5 +1,93 @@
-"""`metalize` sub-commands for the detect stage."""
+"""`metalize compare`: train the detector arms and evaluate them on held-out real B."""
 
 from __future__ import annotations
 
-from pipeline.cli import app  # noqa: F401
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from pipeline.cli import app
+from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
+from pipeline.config import RunConfig
+
+
+def _default_dataset(cfg: RunConfig):
+    from pipeline.data.ingest import plan_ingest
+
+    plan = plan_ingest(cfg)
+    if not plan.cached:
+        fail(f"no ingested dataset for this config at {plan.version_dir}; run `metalize ingest` first "
+             "or pass --dataset DIR")
+    return plan.result(cached=True).version
+
+
+def _default_augmented(cfg: RunConfig, dataset):
+    """The augmented version this config synthesizes from `dataset`, if it exists (else None)."""
+    from pipeline.gan.stage import model_dir_for
+    from pipeline.store import read_manifest
+    from pipeline.synth.stage import cached_result, prepare
+
+    model_dir = model_dir_for(cfg, dataset)
+    if (read_manifest(model_dir) or {}).get("kind") != "cyclegan":
+        return None
+    hit = cached_result(prepare(cfg, dataset, model_dir))
+    return hit.version if hit else None
+
+
+@app.command()
+def compare(
+    config: Path = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    dataset: Path = typer.Option(None, "--dataset", help="dataset version dir (default: cached ingest)"),
+    augmented: Path = typer.Option(None, "--augmented", help="augmented version dir (default: cached synthesis)"),
+    out: Path = typer.Option(None, "--out", help="output dir (default: reports/<run-id>/compare)"),
+    flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (a task per arm x seed, artifact)"),
+) -> None:
+    """Train every detector arm x seed under one budget and evaluate on the real B test split.
+
+    Prints the path of metrics.json on stdout; the table of arms goes to stderr. Finished runs
+    are reused on rerun; an arm that crashes is reported as failed with its error.
+    """
+    cfg = load(config, overrides)
+    from pipeline.data.version import DatasetError, DatasetVersion
+
+    try:
+        ds = DatasetVersion.open(dataset) if dataset else _default_dataset(cfg)
+        aug = DatasetVersion.open(augmented) if augmented else _default_augmented(cfg, ds)
+        if aug is None:
+            console.print("[yellow]no augmented dataset: the real+synthetic arm will be reported unavailable[/]")
+        if out is None:
+            from pipeline.run import run_dir_for
+
+            out = run_dir_for(cfg, ds.root, aug.root if aug else None) / "compare"
+        if flow:
+            from flows.compare import compare_flow
+
+            result = compare_flow(cfg, ds, aug, out)
+        else:
+            from pipeline.detect.compare import compare as run
+
+            result = run(cfg, ds, aug, out, progress=True)
+    except (DatasetError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+        return
+    console.print(arms_table(result.metrics, cached=result.cached))
+    typer.echo(str(result.metrics_path))
+
+
+def arms_table(metrics: dict, *, cached: bool = False) -> Table:
+    table = Table(title=f"{metrics['dataset']['id']}: {metrics['test']['images']} real B test images"
+                  + (" (cached)" if cached else ""))
+    for col in ("arm", "status", "mAP@[.5:.95]", "mAP50", "seeds", "images/epoch"):
+        table.add_column(col, justify="left" if col in ("arm", "status") else "right")
+    for a in metrics["arms"]:
+        s = a["summary"]
+        fmt = lambda d: "–" if d["mean"] is None else f"{d['mean']:.3f}" + (f" ± {d['std']:.3f}" if d["std"] else "")  # noqa: E731
+        status = a["status"] + (f" ({a['error'][:60]})" if a["error"] else "")
+        table.add_row(a["name"], status, fmt(s["map"]), fmt(s["map50"]), str(s["map"]["n"]), str(a["images_per_epoch"]))
+    for c in metrics["comparisons"]:
+        table.caption = (table.caption or "") + (
+            f"{c['treatment']} vs {c['baseline']}: Δ mAP {c['delta']:+.3f} "
+            f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{' significant' if c['significant'] else ''}\n")
+    return table

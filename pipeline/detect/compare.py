@@ -222,7 +222,7 @@ def compare(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion |
     out_dir = Path(out_dir)
     with dir_lock(out_dir):
         plans, n, specs = plan_runs(cfg, dataset, augmented, out_dir)
-        if (hit := _cached(cfg, dataset, augmented, out_dir, specs)) is not None:
+        if (hit := cached_result(cfg, dataset, augmented, out_dir, specs)) is not None:
             return hit
         say = _console.print if progress else (lambda *a, **k: None)
         say(f"[bold]compare[/]: {len(specs)} runs ({', '.join(p.name for p in plans)}), "
@@ -245,7 +245,9 @@ def _compare_key(cfg: RunConfig, specs: list[RunSpec]) -> str:
                                  "seed": cfg.runtime.seed}, [{"id": s.key} for s in specs])
 
 
-def _cached(cfg, dataset, augmented, out_dir: Path, specs: list[RunSpec]) -> CompareResult | None:
+def cached_result(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, out_dir: Path,
+                  specs: list[RunSpec]) -> CompareResult | None:
+    """The finished comparison in out_dir when nothing changed and no run failed (else None)."""
     import json
 
     m = read_manifest(out_dir)

@@ -1,0 +1,100 @@
+"""Prefect flow for the detector comparison: one task per arm x seed, then one finishing task.
+
+The work is `pipeline.detect.compare`; this module only wires it. Tasks run on a thread pool of
+`detect.parallel_arms` threads, each training its run in its own spawned process (so arms really
+train side by side on the CPU cores). A task is retried only on OSError; a crashed run is
+recorded "failed" in metrics.json with its error. Finished runs are not retrained on rerun.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipeline.config import RunConfig
+from pipeline.data.version import DatasetVersion
+from pipeline.detect.compare import (CompareResult, RunSpec, cached_result, failed_record, finish, plan_runs,
+                                     run_isolated, threads_per_run)
+from pipeline.store import dir_lock
+
+
+def retry_on_oserror(task, task_run, state) -> bool:
+    """Retry a failed task only when it failed with an OSError (disk, network filesystem)."""
+    try:
+        state.result(raise_on_failure=True)
+    except OSError:
+        return True
+    except BaseException:
+        return False
+    return False
+
+
+@task(name="train-arm", task_run_name="{spec.arm} seed {spec.seed}", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_on_oserror, cache_policy=NONE)
+def train_arm_task(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, spec: RunSpec,
+                   threads: int) -> dict:
+    return run_isolated(cfg, dataset, augmented, spec, threads=threads, raise_oserror=True)
+
+
+def arms_markdown(result: CompareResult) -> str:
+    """The table of arms (mean ± std mAP over seeds) and the bootstrap comparisons."""
+    m = result.metrics
+    lines = [f"# Detector comparison: {m['dataset']['id']}", "",
+             f"Test: {m['test']['images']} real B images; {'cached' if result.cached else 'new'} results.", "",
+             "| arm | status | mAP@[.5:.95] | mAP50 | mAP75 | seeds | train images | images/epoch |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(s: dict) -> str:
+        if s["mean"] is None:
+            return "–"
+        return f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s["std"] is not None else "")
+
+    for a in m["arms"]:
+        s = a["summary"]
+        status = a["status"] if not a["error"] else f"{a['status']}: {a['error'][:80]}"
+        lines.append(f"| {a['name']} | {status} | {cell(s['map'])} | {cell(s['map50'])} | {cell(s['map75'])} | "
+                     f"{s['map']['n']} | {a['train_images']} | {a['images_per_epoch']} |")
+    if m["comparisons"]:
+        lines += ["", "| uplift | Δ mAP | 95% CI | significant |", "|---|---:|---|---|"]
+        for c in m["comparisons"]:
+            lines.append(f"| {c['treatment']} vs {c['baseline']} | {c['delta']:+.3f} | "
+                         f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {'yes' if c['significant'] else 'no'} |")
+    lines += ["", f"metrics: `{result.metrics_path}`"]
+    return "\n".join(lines)
+
+
+@flow(name="compare", validate_parameters=False)
+def _compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, out_dir: Path) -> CompareResult:
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    with dir_lock(out_dir):
+        plans, n, specs = plan_runs(cfg, dataset, augmented, out_dir)
+        result = cached_result(cfg, dataset, augmented, out_dir, specs)
+        if result is None:
+            log.info("%d runs, %d images per epoch, %d at a time", len(specs), n, cfg.detect.parallel_arms)
+            futures = [train_arm_task.submit(cfg, dataset, augmented, s, threads_per_run(cfg)) for s in specs]
+            records = {}
+            for spec, fut in zip(specs, futures):
+                try:
+                    records[(spec.arm, spec.seed)] = fut.result()
+                except Exception as e:  # retries exhausted: keep the run in the table as failed
+                    records[(spec.arm, spec.seed)] = failed_record(spec, e)
+            result = finish(cfg, dataset, augmented, out_dir, plans, n, records, t0)
+    create_markdown_artifact(key="detector-comparison", markdown=arms_markdown(result),
+                             description="Detector arms on held-out real B")
+    log.info("comparison %s: %s", "cached" if result.cached else "done", result.metrics_path)
+    return result
+
+
+def compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None,
+                 out_dir: Path) -> CompareResult:
+    """Run the comparison flow with `detect.parallel_arms` task threads (a subflow when called
+    from another flow)."""
+    runner = ThreadPoolTaskRunner(max_workers=max(1, cfg.detect.parallel_arms))
+    return _compare_flow.with_options(task_runner=runner)(cfg, dataset, augmented, Path(out_dir))
