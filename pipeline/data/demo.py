@@ -15,9 +15,13 @@ split's count leaves every other image byte-identical. Shapes and materials live
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import multiprocessing
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from pipeline.data.demo_render import HARD_CASES, Scene, render_scene
 RENDER_VERSION = 2  # bump when the renderer's output changes: it is part of the folder's key
 RENDER_FILE = "render.json"
 LABELLED_B = ("train", "val", "test", "oracle")
+PARALLEL_PIXELS = 50_000_000  # about 10 s of rendering on one core
 
 
 class DemoDataError(RuntimeError):
@@ -93,12 +98,14 @@ def render_one(cfg: DemoDataConfig, seed: int, domain: str, split: str, index: i
 
 
 # ------------------------------------------------------------------------------------------ render
-def render_demo(cfg: DemoDataConfig, seed: int, out_dir: Path) -> DemoSources:
+def render_demo(cfg: DemoDataConfig, seed: int, out_dir: Path, *, workers: int = 1) -> DemoSources:
     """Render every split into `out_dir` (atomically; skipped when it already holds this render).
 
     Images are 8-bit RGB PNGs of `cfg.image_size` px; COCO boxes are xywh pixels of the visible
-    part, categories have ids 1..K in `CATEGORIES` order. Raises DemoDataError when `out_dir`
-    holds a different render or other files (it never overwrites them).
+    part, categories have ids 1..K in `CATEGORIES` order. `workers` > 1 renders large sets (over
+    `PARALLEL_PIXELS` pixels in all) in that many processes; the bytes are the same because
+    every scene has its own random stream. Raises DemoDataError when
+    `out_dir` holds a different render or other files (it never overwrites them).
     """
     out_dir = Path(out_dir)
     key = demo_key(cfg, seed)
@@ -110,11 +117,14 @@ def render_demo(cfg: DemoDataConfig, seed: int, out_dir: Path) -> DemoSources:
             return _sources(out_dir, cfg)
     started = time.perf_counter()
     counts: dict[str, dict[str, int]] = {}
-    with store.atomic_dir(out_dir) as tmp:
+    n_images = sum(split_counts(cfg).values())
+    if n_images * cfg.image_size**2 < PARALLEL_PIXELS:
+        workers = 1  # starting processes costs more than a small render
+    with store.atomic_dir(out_dir) as tmp, _mapper(workers) as mapper:
         for (domain, split), n in split_counts(cfg).items():
-            counts[f"{domain}_{split}"] = _write_split(tmp / domain / split, cfg, seed, domain, split, n)
+            folder = tmp / domain / split
+            counts[f"{domain}_{split}"] = _write_split(folder, cfg, seed, domain, split, n, mapper)
         seconds = time.perf_counter() - started
-        n_images = sum(split_counts(cfg).values())
         store.atomic_write_json(
             tmp / RENDER_FILE,
             {
@@ -131,33 +141,48 @@ def render_demo(cfg: DemoDataConfig, seed: int, out_dir: Path) -> DemoSources:
     return _sources(out_dir, cfg)
 
 
+@contextlib.contextmanager
+def _mapper(workers: int) -> Iterator[Callable]:
+    """`map`, or a process pool's map when workers > 1 (spawned: safe beside torch threads)."""
+    if workers <= 1:
+        yield map
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield lambda fn, jobs: pool.map(fn, jobs, chunksize=8)
+
+
+def _render_png(job: tuple[DemoDataConfig, int, str, str, int]) -> tuple[bytes, str | None, list[tuple]]:
+    """One scene as PNG bytes, its hard case and its kept parts (category, bbox, visibility)."""
+    scene = render_one(*job)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DemoDataError(f"scene {job[2:]}: PNG encoding failed")
+    return png.tobytes(), scene.hard, [(i.category, i.bbox, i.visibility) for i in scene.kept]
+
+
 def _write_split(
-    folder: Path, cfg: DemoDataConfig, seed: int, domain: str, split: str, n: int
+    folder: Path, cfg: DemoDataConfig, seed: int, domain: str, split: str, n: int, mapper: Callable = map
 ) -> dict[str, int]:
     """Write n images (and COCO annotations unless unlabelled); returns image/box counts."""
     images_dir = folder / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for i in range(n):
-        scene = render_one(cfg, seed, domain, split, i)
+    size = cfg.image_size
+    jobs = [(cfg, seed, domain, split, i) for i in range(n)]
+    for i, (png, hard, parts) in enumerate(mapper(_render_png, jobs)):
         name = f"{domain.lower()}-{split}-{i:05d}.png"
-        ok, png = cv2.imencode(".png", cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise DemoDataError(f"{images_dir / name}: PNG encoding failed")
-        (images_dir / name).write_bytes(png.tobytes())
-        size = cfg.image_size
-        images.append({"id": i + 1, "file_name": name, "width": size, "height": size, "hard": scene.hard})
-        for inst in scene.kept:
-            x, y, w, h = inst.bbox
+        (images_dir / name).write_bytes(png)
+        images.append({"id": i + 1, "file_name": name, "width": size, "height": size, "hard": hard})
+        for category, bbox, visibility in parts:
             annotations.append(
                 {
                     "id": len(annotations) + 1,
                     "image_id": i + 1,
-                    "category_id": CATEGORIES.index(inst.category) + 1,
-                    "bbox": inst.bbox,
-                    "area": w * h,
+                    "category_id": CATEGORIES.index(category) + 1,
+                    "bbox": bbox,
+                    "area": bbox[2] * bbox[3],
                     "iscrowd": 0,
-                    "visibility": round(inst.visibility, 3),
+                    "visibility": round(visibility, 3),
                 }
             )
     if split != "unlabelled":

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import DemoDataConfig, load_config
+from pipeline.data import demo
 from pipeline.data.demo import (
     DemoDataError,
     demo_dir,
@@ -43,9 +44,12 @@ def small_render(tmp_path_factory: pytest.TempPathFactory):
 
 
 # ---------------------------------------------------------------------------------- reproducibility
-def test_same_seed_same_bytes_other_seed_other_images(small_render, tmp_path):
+def test_same_seed_same_bytes_other_seed_other_images(small_render, tmp_path, monkeypatch):
     again = render_demo(SMALL, 7, tmp_path / "again")
     assert _files(again.root) == _files(small_render.root)
+    monkeypatch.setattr(demo, "PARALLEL_PIXELS", 0)  # use the pool even for this tiny set
+    parallel = render_demo(SMALL, 7, tmp_path / "parallel", workers=2)
+    assert _files(parallel.root) == _files(small_render.root)
     other = _files(render_demo(SMALL, 8, tmp_path / "other").root)
     first = _files(small_render.root)
     pngs = [k for k in first if k.endswith(".png")]
