@@ -1,5 +1,119 @@
-"""`metalize` sub-commands for the gan stage."""
+"""`metalize train-gan` and `metalize translate`."""
 
 from __future__ import annotations
 
-from pipeline.cli import app  # noqa: F401
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from pipeline.cli import app
+from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
+
+
+@app.command("train-gan")
+def train_gan(
+    config: Path = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    dataset: Path | None = typer.Option(None, "--dataset", help="dataset version folder (default: ingest(cfg), cached)"),
+    flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (concurrency limit 'gpu', retries)"),
+    nproc: int = typer.Option(1, "--nproc-per-node", min=1, help=">1: DistributedDataParallel via torchrun"),
+) -> None:
+    """Train (or resume, or reuse) the CycleGAN; prints the model directory on stdout."""
+    cfg = load(config, overrides)
+    from pipeline.data.version import DatasetError, DatasetVersion
+
+    try:
+        if dataset is not None:
+            version = DatasetVersion.open(dataset)
+        else:
+            from pipeline.data.ingest import ingest
+
+            version = ingest(cfg, progress=True).version
+    except (DatasetError, ValueError, RuntimeError) as e:
+        fail(str(e))
+        return
+    if nproc > 1:
+        _torchrun(nproc, config, overrides or [], version.root)
+        return
+    if flow:
+        from flows.train_gan import train_gan_flow
+
+        result = train_gan_flow(cfg, version)
+    else:
+        from pipeline.gan import train_cyclegan
+
+        result = train_cyclegan(cfg, version, progress=True)
+    q = result.metrics.get("quality", {})
+    if q:
+        r, r0 = q["realism"], q["realism_raw_a"]
+        console.print(f"realism critic accuracy: translated {r['accuracy']:.2f} (raw A {r0['accuracy']:.2f}; 0.5 = "
+                      f"indistinguishable), box edge F1 {q['structure']['box_edge_f1'] or float('nan'):.2f}, "
+                      f"cycle L1 {q['cycle_l1']:.3f}")
+    console.print(f"model card: {result.model_dir / 'model_card.md'}" + (" (cached)" if result.cached else ""))
+    typer.echo(str(result.model_dir))
+
+
+def _torchrun(nproc: int, config: Path | None, overrides: list[str], dataset: Path) -> None:
+    exe = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    cmd = [exe, f"--nproc_per_node={nproc}", "-m", "pipeline.gan.stage", *([str(config)] if config else []),
+           *overrides, "--dataset", str(dataset)]
+    console.print(" ".join(cmd))
+    rc = subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    if rc:
+        raise typer.Exit(rc)
+
+
+@app.command()
+def translate(
+    model_dir: Path = typer.Argument(..., help="CycleGAN model directory (or one G_*.safetensors file)"),
+    inputs: Path = typer.Argument(..., help="folder of images, or a dataset version folder"),
+    out_dir: Path = typer.Argument(..., help="where translated images go (mirrors the input layout)"),
+    direction: str = typer.Option("AtoB", "--direction", help="AtoB (replica → metal) or BtoA"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+    tile: int = typer.Option(512, "--tile", help="tile side in pixels for large images"),
+    overlap: int = typer.Option(64, "--overlap", help="tile overlap in pixels"),
+    batch: int = typer.Option(8, "--batch", help="images or tiles per forward pass"),
+) -> None:
+    """Translate every image (any size; output keeps each input's size). Inputs are never modified."""
+    from pipeline.gan.checkpoint import CheckpointError
+    from pipeline.gan.translate import Translator, iter_images, translate_files
+    from pipeline.store import atomic_write_json, read_manifest
+
+    if direction not in ("AtoB", "BtoA"):
+        fail(f"--direction must be AtoB or BtoA, got {direction!r}", 2)
+    if not inputs.exists():
+        fail(f"{inputs}: not found", 2)
+    if out_dir.resolve() == inputs.resolve() or inputs.resolve() in out_dir.resolve().parents:
+        fail(f"{out_dir}: must not be inside the input folder {inputs} (inputs are never modified)", 2)
+    try:
+        translator = Translator.load(model_dir, direction, device, tile=tile, overlap=overlap, batch=batch)
+    except (CheckpointError, ValueError, OSError) as e:
+        fail(str(e))
+        return
+    manifest = read_manifest(inputs)
+    if manifest is not None:  # a dataset version: every image of the source domain
+        from pipeline.data.version import DatasetVersion
+
+        version = DatasetVersion.open(inputs)
+        domain = "A" if direction == "AtoB" else "B"
+        pairs = [(version.image_path(im), out_dir / im.file_name)
+                 for d, s in version.splits() if d == domain for im in version.coco(d, s).images]
+    else:
+        pairs = [(p, out_dir / p.relative_to(inputs)) for p in iter_images(inputs)]
+    if not pairs:
+        fail(f"{inputs}: no images found")
+    done, failed = translate_files(translator, pairs, progress=True)
+    written = set(done)
+    atomic_write_json(out_dir / "translations.json", {
+        "model": str(model_dir), "direction": direction, "generator": translator.sha256,
+        "images": [{"input": str(s), "output": str(d.relative_to(out_dir))} for s, d in pairs if d in written],
+        "failed": failed})
+    console.print(f"{len(done)} translated, {len(failed)} failed" + (f": {json.dumps(failed[:3])}" if failed else ""))
+    typer.echo(str(out_dir))
+    if failed and not done:
+        raise typer.Exit(1)

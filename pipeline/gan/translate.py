@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class Translator:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         if self.device.type == "cuda":
             self.net = self.net.to(memory_format=torch.channels_last)
+        self._lock = threading.Lock()  # calls switch the norm layers' mode: one call at a time
 
     @classmethod
     def load(cls, model: str | Path, direction: str = "AtoB", device: str | torch.device = "cpu", *,
@@ -130,8 +132,11 @@ class Translator:
                    overlap=overlap, batch=batch, precision=precision)
 
     # ------------------------------------------------------------------------------------ calls
-    @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        with self._lock, torch.inference_mode():
+            return self._translate(images)
+
+    def _translate(self, images: list[np.ndarray]) -> list[np.ndarray]:
         work = []
         for i, img in enumerate(images):
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
