@@ -89,3 +89,42 @@ def test_overlapping_runs_share_one_report_without_clobbering(pipeline_run, tiny
     assert sorted(r["stages"]["report"]["cached"] for r in results) == [False, True]
     html = Path(results[0]["report"]).read_text()
     assert "Overlap check" in html
+
+
+def test_killed_run_resumes_without_redoing_finished_work(pipeline_run, tiny_root: Path) -> None:
+    """SIGKILL `metalize run` once its first YOLO arm has finished; the rerun keeps that arm."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    overrides = [f"runtime.output_root={tiny_root}", "detect.epochs=2"]
+    started = time.time()
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", TINY, *overrides]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    done: list[Path] = []
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = [p for p in (tiny_root / "reports").glob("*/compare/runs/*/*/run.json")
+                    if p.stat().st_mtime > started]
+            if done:
+                break
+            time.sleep(0.5)
+        assert done, "no arm finished before the deadline"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    first_arm = done[0]
+    kept = first_arm.stat().st_mtime_ns
+
+    from flows.pipeline import metalize_pipeline
+
+    result = metalize_pipeline(config=TINY, overrides=overrides)
+    assert first_arm.stat().st_mtime_ns == kept  # finished arm not retrained
+    assert Path(result["report"]).is_file()
+    metrics = json.loads((Path(result["run_dir"]) / "metrics.json").read_text())
+    assert all(a["status"] == "ok" for a in metrics["arms"])
+    assert not list(Path(result["run_dir"]).rglob("*.partial"))
