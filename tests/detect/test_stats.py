@@ -1,0 +1,86 @@
+"""Seeds summary and the paired bootstrap over test images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.detect.evaluate import coco_eval
+from pipeline.detect.stats import paired_bootstrap, resample_counts, summarize
+
+
+def test_summarize_mean_std_over_seeds():
+    s = summarize([0.5, 0.6, 0.7])
+    assert s["mean"] == pytest.approx(0.6) and s["std"] == pytest.approx(0.1) and s["n"] == 3
+    assert summarize([0.4]) == {"mean": 0.4, "std": None, "n": 1}  # one seed: no spread to report
+    assert summarize([]) == {"mean": None, "std": None, "n": 0}
+
+
+def test_resample_counts_rows_are_bootstrap_samples():
+    c = resample_counts(50, 200, seed=1)
+    assert c.shape == (200, 50) and (c.sum(axis=1) == 50).all()
+    assert np.array_equal(c, resample_counts(50, 200, seed=1))
+    assert not np.array_equal(c, resample_counts(50, 200, seed=2))
+
+
+def _gt_and_runs(tmp_path, n_images=60, seed=0):
+    rng = np.random.default_rng(seed)
+    images, anns = [], []
+    for i in range(1, n_images + 1):
+        images.append({"id": i, "file_name": f"{i}.png", "width": 200, "height": 200})
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = rng.uniform(0, 120, 2)
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(rng.integers(1, 3)),
+                         "bbox": [x, y, 50.0, 50.0], "area": 2500.0, "iscrowd": 0})
+    p = tmp_path / "gt.json"
+    p.write_text(json.dumps({"images": images, "annotations": anns,
+                             "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}))
+
+    def run(noise, recall):
+        res = []
+        for a in anns:
+            if rng.random() < recall:
+                x, y, w, h = a["bbox"]
+                res.append({"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.uniform(0.3, 1)),
+                            "bbox": [x + rng.normal(0, noise), y + rng.normal(0, noise), w, h]})
+        for i in range(1, n_images + 1):
+            res.append({"image_id": i, "category_id": 1, "score": float(rng.uniform(0, 0.5)),
+                        "bbox": [*rng.uniform(0, 150, 2).tolist(), 40.0, 40.0]})
+        return coco_eval(p, res)
+
+    return run
+
+
+def test_paired_bootstrap_ci_contains_point_and_is_deterministic(tmp_path):
+    run = _gt_and_runs(tmp_path)
+    good, bad = run(2.0, 0.95), run(8.0, 0.6)
+    ci = paired_bootstrap([good.per_image], [bad.per_image], resamples=300, seed=0)
+    assert ci.delta == pytest.approx(good.metrics["map"] - bad.metrics["map"], abs=1e-9)
+    assert ci.ci_low <= ci.delta <= ci.ci_high
+    assert ci.resamples == 300
+    assert ci.significant and ci.ci_low > 0  # a large, consistent gap
+    again = paired_bootstrap([good.per_image], [bad.per_image], resamples=300, seed=0)
+    assert (again.ci_low, again.ci_high) == (ci.ci_low, ci.ci_high)
+    other = paired_bootstrap([good.per_image], [bad.per_image], resamples=300, seed=1)
+    assert (other.ci_low, other.ci_high) != (ci.ci_low, ci.ci_high)
+
+
+def test_identical_arms_are_not_significant(tmp_path):
+    run = _gt_and_runs(tmp_path)
+    a = run(4.0, 0.8)
+    ci = paired_bootstrap([a.per_image], [a.per_image], resamples=100, seed=0)
+    assert ci.delta == 0 and ci.ci_low == 0 and ci.ci_high == 0 and not ci.significant
+
+
+def test_seeds_are_averaged_and_must_share_test_images(tmp_path):
+    run = _gt_and_runs(tmp_path)
+    t1, t2, b1, b2 = run(2.0, 0.9), run(3.0, 0.9), run(6.0, 0.7), run(7.0, 0.7)
+    ci = paired_bootstrap([t1.per_image, t2.per_image], [b1.per_image, b2.per_image], resamples=100, seed=0)
+    expected = (t1.metrics["map"] + t2.metrics["map"]) / 2 - (b1.metrics["map"] + b2.metrics["map"]) / 2
+    assert ci.delta == pytest.approx(expected, abs=1e-9)
+    (tmp_path / "other").mkdir()
+    other = _gt_and_runs(tmp_path / "other", n_images=30, seed=5)(2.0, 0.9)
+    with pytest.raises(ValueError, match="same test images"):
+        paired_bootstrap([t1.per_image], [other.per_image], resamples=10)
