@@ -3,60 +3,21 @@ shared by the end-to-end, cache, flow and CLI tests (training is the expensive p
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from pipeline.data.coco import CocoSet, ImageRecord
-from pipeline.data.version import DatasetVersion
-from pipeline.store import write_manifest
+# importlib mode: make detect_helpers (beside this file) importable for every detect test module.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from detect_helpers import compare_config, make_augmented  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def make_augmented(dataset: DatasetVersion, root: Path) -> DatasetVersion:
-    """An augmented version as synthesis publishes it (contract 4), with the labelled A photos
-    standing in for translations: B_train = real B train + images marked synthetic."""
-    real = dataset.coco("B", "train")
-    a = dataset.coco("A", "train")
-    (root / "images" / "B" / "train").mkdir(parents=True)
-    images, anns = [], []
-    next_img = max(im.id for im in real.images) + 1
-    next_ann = max((x.id for x in real.annotations), default=0) + 1
-    by_image = a.anns_by_image()
-    for im in real.images:
-        dst = root / "images" / "B" / "train" / Path(im.file_name).name
-        os.link(dataset.image_path(im), dst)
-        images.append(ImageRecord(**{**im.__dict__, "file_name": dst.relative_to(root).as_posix()}))
-    anns += real.annotations
-    for im in a.images:
-        dst = root / "images" / "B" / "train" / f"syn_{Path(im.file_name).name}"
-        os.link(dataset.image_path(im), dst)
-        images.append(ImageRecord(next_img, dst.relative_to(root).as_posix(), im.width, im.height, domain="B",
-                                  split="train", sha256=im.sha256, synthetic=True, source_image_id=im.id,
-                                  generator="0" * 64, extra={"gate": {"edge_f1": 1.0}}))
-        for x in by_image.get(im.id, []):
-            anns.append(type(x)(next_ann, next_img, x.category_id, list(x.bbox)))
-            next_ann += 1
-        next_img += 1
-    CocoSet(images, anns, list(real.categories)).save(root / "annotations" / "B_train.json")
-    write_manifest(root, kind="augmented", id=root.name, config={}, parents=[dataset.manifest],
-                   summary={"categories": dataset.category_names})
-    return DatasetVersion.open(root)
+from pipeline.data.version import DatasetVersion  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def fake_augmented(tiny_dataset, tmp_path_factory) -> DatasetVersion:
     return make_augmented(tiny_dataset, tmp_path_factory.mktemp("aug") / "tiny-aug-000000000000")
-
-
-def compare_config(tiny_root: Path, *extra: str):
-    from pipeline.config import load_config
-
-    return load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={tiny_root}",
-                                                          "detect.arms=[real, real+synthetic]",
-                                                          "detect.parallel_arms=2", *extra])
 
 
 @pytest.fixture(scope="session")
