@@ -34,7 +34,7 @@ def retry_on_oserror(task, task_run, state) -> bool:
     return False
 
 
-@task(name="train-cyclegan", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_oserror, cache_policy=NONE)
+@task(name="train-cyclegan", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror, cache_policy=NONE)
 def train_cyclegan_task(cfg: RunConfig, dataset: DatasetVersion,
                         callbacks: list[StepCallback] | None = None) -> GanResult:
     with concurrency(GPU_LIMIT, occupy=1, strict=False):

@@ -1,0 +1,105 @@
+"""Networks, losses and the image pool on known inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline.gan.losses import GANLoss, cycle_loss, cyclegan_objective, gradient_penalty, identity_loss
+from pipeline.gan.networks import PatchDiscriminator, ResnetGenerator, count_parameters, init_weights
+from pipeline.gan.pool import ImagePool
+from pipeline.gan.train import LinearDecay
+
+
+def test_paper_configuration_sizes():
+    assert count_parameters(ResnetGenerator(3, 3, ngf=64, n_blocks=9)) == 11_378_179
+    assert count_parameters(PatchDiscriminator(3, ndf=64, n_layers=3)) == 2_764_737
+
+
+def test_shapes_and_ranges():
+    g, d = init_weights(ResnetGenerator(ngf=8, n_blocks=2)), init_weights(PatchDiscriminator(ndf=8))
+    x = torch.rand(2, 3, 64, 96) * 2 - 1
+    y = g(x)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    assert d(x).shape == (2, 1, 6, 10)  # 70x70 patches at stride 8
+    w = torch.cat([m.weight.detach().flatten() for m in g.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert abs(float(w.std()) - 0.02) < 0.002 and abs(float(w.mean())) < 0.002
+
+
+def test_patchgan_receptive_field_is_70():
+    d = init_weights(PatchDiscriminator(ndf=8)).eval()
+    for i, m in enumerate(d.model):  # instance norm mixes the whole image through its statistics
+        if isinstance(m, torch.nn.InstanceNorm2d):
+            d.model[i] = torch.nn.Identity()
+    x = torch.zeros(1, 3, 128, 128, requires_grad=True)
+    d(x)[0, 0, 5, 5].backward()
+    rows = (x.grad.abs().sum((0, 1, 3)) > 0).nonzero()
+    assert int(rows.max() - rows.min() + 1) == 70
+
+
+def test_lsgan_and_vanilla_on_known_inputs():
+    ones, zeros = torch.ones(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
+    ls = GANLoss("lsgan")
+    assert float(ls(ones, True)) == 0 and float(ls(zeros, True)) == 1 and float(ls(ones, False)) == 1
+    v = GANLoss("vanilla")
+    assert float(v(zeros, True)) == pytest.approx(math.log(2))
+    assert float(v(torch.full((2, 1), 20.0), True)) < 1e-6
+
+
+def test_hinge_and_wgan_on_known_inputs():
+    h = GANLoss("hinge")
+    p = torch.tensor([0.5, 2.0])
+    assert float(h(p, True)) == pytest.approx(0.25)  # relu(1-0.5)=0.5, relu(1-2)=0
+    assert float(h(p, False)) == pytest.approx(2.25)  # relu(1+0.5)=1.5, relu(1+2)=3
+    assert float(h(p, True, for_discriminator=False)) == pytest.approx(-1.25)
+    w = GANLoss("wgangp")
+    assert float(w(p, True)) == pytest.approx(-1.25) and float(w(p, False)) == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="gan mode"):
+        GANLoss("bogus")
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    weight = torch.full((1, 3, 2, 2), 0.25)  # ‖∇D‖ = ‖weight‖ = sqrt(12)·0.25
+
+    class Linear(torch.nn.Module):
+        def forward(self, x):
+            return (x * weight).sum((1, 2, 3))
+
+    real, fake = torch.rand(4, 3, 2, 2), torch.rand(4, 3, 2, 2)
+    expected = 10.0 * (math.sqrt(12) * 0.25 - 1) ** 2
+    assert float(gradient_penalty(Linear(), real, fake, 10.0)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_cycle_identity_and_objective():
+    a, b = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5)
+    assert float(cycle_loss(b, a)) == pytest.approx(0.5) and float(identity_loss(a, a)) == 0
+    pred = torch.ones(1, 1, 2, 2)
+    t = cyclegan_objective(GANLoss("lsgan"), pred, pred, a, a, b, a, a, a, lambda_cycle=10, lambda_identity=0.5)
+    # adversarial 0 (D says real), cycle_A = 10·0.5, cycle_B = 0, identities 0
+    assert float(t["cycle_A"]) == pytest.approx(5.0) and float(t["G"]) == pytest.approx(5.0)
+    t = cyclegan_objective(GANLoss("lsgan"), 0 * pred, pred, a, a, a, a, b, b, lambda_cycle=10, lambda_identity=0.5)
+    assert float(t["G_AB"]) == 1 and float(t["idt_A"]) == pytest.approx(2.5) and float(t["G"]) == pytest.approx(6.0)
+    t = cyclegan_objective(GANLoss("lsgan"), pred, pred, a, a, a, a, None, None, lambda_identity=0)
+    assert "idt_A" not in t
+
+
+def test_image_pool_fills_swaps_and_restores():
+    assert torch.equal(ImagePool(0).query(torch.ones(2, 3, 2, 2)), torch.ones(2, 3, 2, 2))
+    pool = ImagePool(3, seed=1)
+    first = pool.query(torch.arange(3.0).view(3, 1, 1, 1))
+    assert torch.equal(first.flatten(), torch.tensor([0.0, 1.0, 2.0])) and len(pool.images) == 3
+    state = pool.state_dict()
+    twin = ImagePool(3, seed=99)
+    twin.load_state_dict(state)
+    outs = [pool.query(torch.full((4, 1, 1, 1), float(10 + i))) for i in range(5)]
+    twins = [twin.query(torch.full((4, 1, 1, 1), float(10 + i))) for i in range(5)]
+    assert all(torch.equal(x, y) for x, y in zip(outs, twins))
+    history = torch.cat(outs).flatten().tolist()
+    assert any(v < 10 for v in history) and any(v >= 10 for v in history)  # old and new fakes both returned
+
+
+def test_linear_decay_schedule():
+    f = LinearDecay(100, 0.5)
+    assert [f(0), f(49), f(50), f(75), f(100)] == [1.0, 1.0, 1.0, 0.5, 0.0]

@@ -1,0 +1,131 @@
+"""The CycleGAN stage end to end on the tiny dataset: model directory, cache, CLI, Prefect flow, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.config import load_config
+from pipeline.gan import train_cyclegan
+from pipeline.gan.stage import model_dir_for, training_section
+from pipeline.store import read_manifest, stage_key, verify_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tiny_root):
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={tiny_root}"])
+    return cfg, train_cyclegan(cfg, tiny_dataset, progress=False)
+
+
+def test_model_directory_is_complete_and_cached(trained, tiny_dataset):
+    from pipeline.gan.translate import Translator
+
+    cfg, res = trained
+    d = res.model_dir
+    assert d.parent == cfg.runtime.models_dir / "cyclegan"
+    assert d.name == stage_key("gan", training_section(cfg), [tiny_dataset.manifest])[:12]
+    for f in ("G_AB.safetensors", "G_BA.safetensors", "model_card.md", "metrics.json", "losses.csv", "config.yaml",
+              "checkpoints/last.pt"):
+        assert (d / f).is_file(), f
+    assert sorted(p.name for p in (d / "samples").glob("*.png")) == ["step_000006.png", "step_000012.png"]
+    grid = cv2.imread(str(d / "samples" / "step_000012.png"))
+    assert grid.shape == (2 * 64, 3 * 64, 3)  # A, G(A), F(G(A)) over B, F(B), G(F(B))
+    m = read_manifest(d)
+    assert m["kind"] == "cyclegan" and m["parents"][0]["id"] == tiny_dataset.id
+    assert verify_manifest(d) == [] and not any(k.startswith("checkpoints/") for k in m["files"])
+    assert Translator.load(d).sha256 == m["summary"]["generator_sha256"]["AtoB"]
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert metrics["iterations"] == cfg.gan.iterations and metrics["train_seconds"] > 0
+    q = metrics["quality"]
+    assert 0 <= q["realism"]["accuracy"] <= 1 and q["realism"]["ci_low"] <= q["realism"]["accuracy"]
+    assert q["structure"]["n_boxes"] > 0 and 0 <= q["structure"]["box_edge_f1"] <= 1 and q["cycle_l1"] > 0
+    card = (d / "model_card.md").read_text()
+    assert tiny_dataset.id in card and "critic accuracy" in card and "samples/step_000012.png" in card
+    again = train_cyclegan(cfg, tiny_dataset, progress=False)
+    assert again.cached and again.model_dir == d and again.metrics["iterations"] == cfg.gan.iterations
+
+
+def test_model_key_ignores_translation_settings(trained, tiny_dataset):
+    cfg, res = trained
+    same = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={cfg.runtime.output_root}",
+                                                          "gan.tile=128", "gan.translate_batch=2"])
+    other = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={cfg.runtime.output_root}",
+                                                           "gan.iterations=13"])
+    assert model_dir_for(same, tiny_dataset) == res.model_dir != model_dir_for(other, tiny_dataset)
+
+
+def test_cli_train_gan_and_translate(trained, tiny_dataset, tmp_path):
+    from pipeline.cli import app
+    from pipeline.cli import commands  # noqa: F401
+
+    cfg, res = trained
+    runner = CliRunner()
+    out = runner.invoke(app, ["train-gan", str(REPO / "configs" / "tiny.yaml"),
+                              f"runtime.output_root={cfg.runtime.output_root}", "--dataset", str(tiny_dataset.root)])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.strip().splitlines()[-1] == str(res.model_dir)
+
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    cv2.imwrite(str(src / "a.png"), np.full((50, 70, 3), 200, np.uint8))
+    cv2.imwrite(str(src / "sub" / "b.jpg"), np.full((130, 90, 3), 90, np.uint8))
+    (src / "broken.png").write_bytes(b"not an image")
+    before = {p: p.stat().st_mtime_ns for p in src.rglob("*")}
+    out = runner.invoke(app, ["translate", str(res.model_dir), str(src), str(tmp_path / "out"), "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    assert cv2.imread(str(tmp_path / "out" / "a.png")).shape == (50, 70, 3)
+    assert cv2.imread(str(tmp_path / "out" / "sub" / "b.jpg")).shape == (130, 90, 3)
+    log = json.loads((tmp_path / "out" / "translations.json").read_text())
+    assert len(log["images"]) == 2 and [f["file"].endswith("broken.png") for f in log["failed"]] == [True]
+    assert {p: p.stat().st_mtime_ns for p in src.rglob("*")} == before  # inputs untouched
+
+    out = runner.invoke(app, ["translate", str(res.model_dir), str(tiny_dataset.root), str(tmp_path / "ds"),
+                              "--direction", "BtoA"])
+    assert out.exit_code == 0, out.output
+    n_b = sum(len(tiny_dataset.coco(d, s).images) for d, s in tiny_dataset.splits() if d == "B")
+    assert len(json.loads((tmp_path / "ds" / "translations.json").read_text())["images"]) == n_b
+    out = runner.invoke(app, ["translate", str(res.model_dir), str(src), str(src / "inside")])
+    assert out.exit_code == 2 and not (src / "inside").exists()
+
+
+def test_flow_retry_resumes_from_the_last_checkpoint(prefect_harness, tiny_dataset, tiny_root):
+    from flows.train_gan import train_gan_flow
+
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={tiny_root}", "runtime.seed=7",
+                                                       "gan.quality_steps=5"])
+    failures = []
+
+    def flaky_disk(step, model):
+        if step == 8 and not failures:  # after the checkpoint at step 6
+            failures.append(step)
+            raise OSError("simulated: network filesystem went away")
+
+    res = train_gan_flow(cfg, tiny_dataset, callbacks=[flaky_disk])
+    assert failures == [8] and not res.cached
+    assert res.metrics["resumed_from"] == 6 and res.metrics["iterations"] == cfg.gan.iterations
+    assert read_manifest(res.model_dir)["kind"] == "cyclegan"
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_processes_gloo(tiny_dataset, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [str(torchrun), "--nproc_per_node=2", "--standalone", "-m",
+           "pipeline.gan.stage", str(REPO / "configs" / "tiny.yaml"), f"runtime.output_root={tmp_path}",
+           "gan.iterations=6", "gan.checkpoint_every=3", "gan.quality_steps=5", "--dataset", str(tiny_dataset.root)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    model_dir = Path(p.stdout.strip().splitlines()[-1])
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["iterations"] == 6
+    assert read_manifest(model_dir)["kind"] == "cyclegan"

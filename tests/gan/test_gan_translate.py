@@ -1,0 +1,112 @@
+"""Translation (batched, tiled, any size), safe loading, and the quality metrics' sanity."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pipeline.gan.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint, load_weights, save_weights
+from pipeline.gan.networks import ResnetGenerator, init_weights
+from pipeline.gan.quality import box_structure, edge_f1, gradient_ssim, kid, two_sample_test
+from pipeline.gan.translate import Translator
+
+
+def scene(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth colour field with a few drawn parts, uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur((rng.random((h, w, 3)) * 255).astype(np.uint8), (0, 0), 6)
+    img = cv2.normalize(img, None, 40, 220, cv2.NORM_MINMAX)
+    for _ in range(4):
+        c = tuple(int(v) for v in rng.integers(0, 255, 3))
+        cv2.rectangle(img, tuple(int(v) for v in rng.integers(0, min(h, w) // 2, 2)),
+                      tuple(int(v) for v in rng.integers(min(h, w) // 2, min(h, w), 2)), c, 3)
+    return img
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    g = init_weights(ResnetGenerator(ngf=8, n_blocks=2))
+    path = tmp_path_factory.mktemp("w") / "G_AB.safetensors"
+    save_weights(path, g.state_dict(), {"ngf": 8, "n_blocks": 2, "load_size": 64, "direction": "AtoB"})
+    return path
+
+
+def test_tiled_matches_whole_image(weights):
+    img = scene(200, 300)
+    whole = Translator.load(weights, tile=512, load_size=None)([img])[0]
+    tiled = Translator.load(weights, tile=128, overlap=48, batch=3, load_size=None)([img])[0]
+    diff = np.abs(whole.astype(int) - tiled.astype(int))
+    assert whole.shape == tiled.shape == img.shape
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 6, (diff.mean(), np.percentile(diff, 99))
+    # the same tiling without the whole-image norm statistics would be far off: the check has teeth
+    t = Translator.load(weights, tile=128, overlap=48, load_size=None)
+    t.stats_pixels = 16 * 16
+    assert np.abs(whole.astype(int) - t([img])[0].astype(int)).mean() > diff.mean()
+
+
+def test_any_size_keeps_shape_and_batches_agree(weights):
+    imgs = [scene(67, 101, 1), scene(64, 64, 2), scene(64, 64, 3), scene(300, 90, 4)]
+    tr = Translator.load(weights, tile=64, overlap=16, batch=2)  # resize short side to 64 (metadata)
+    out = tr(imgs)
+    assert [o.shape for o in out] == [i.shape for i in imgs] and all(o.dtype == np.uint8 for o in out)
+    alone = tr([imgs[2]])[0]
+    assert np.abs(alone.astype(int) - out[2].astype(int)).max() <= 1  # batching does not change results
+    assert len(tr.sha256) == 64
+    with pytest.raises(ValueError, match="uint8"):
+        tr([imgs[0].astype(np.float32)])
+
+
+def test_unsafe_pickle_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "G_AB.pt"
+    torch.save({"model.1.weight": Payload()}, evil)
+    with pytest.raises(UnsafeCheckpointError, match=r"G_AB\.pt: refused.*posix\.system"):
+        load_weights(evil)
+    with pytest.raises(UnsafeCheckpointError, match="G_AB.pt"):
+        Translator.load(evil)
+    assert not marker.exists()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_checkpoint(junk)
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.ones(2)}, plain)
+    assert torch.equal(load_weights(plain)["w"], torch.ones(2))
+
+
+def test_structure_scores():
+    a = scene(96, 96, 5)
+    assert edge_f1(a, a) == 1.0 and gradient_ssim(a, a) == pytest.approx(1.0)
+    recoloured = 255 - a  # colour changes, structure stays
+    shifted = np.roll(a, 9, axis=1)
+    blank = np.full_like(a, 128)
+    assert edge_f1(a, recoloured) > 0.8 and gradient_ssim(a, recoloured) > 0.9
+    assert edge_f1(a, shifted) < 0.5 and gradient_ssim(a, shifted) < gradient_ssim(a, recoloured)
+    assert edge_f1(a, blank) == 0.0
+    scores = box_structure(a, shifted, [[10, 10, 40, 40], [0, 0, 3, 3]])
+    assert len(scores) == 1 and scores[0]["edge_f1"] < 0.6  # the 3-px box is too small to score
+
+
+def test_realism_two_sample_test_sanity():
+    metal = [cv2.add(np.full((64, 64, 3), 70, np.uint8), (np.random.default_rng(i).normal(0, 12, (64, 64, 3))).clip(0, 60).astype(np.uint8))
+             for i in range(16)]
+    plastic = [np.full((64, 64, 3), (230, 80, 40), np.uint8) for _ in range(16)]
+    same = two_sample_test(metal, metal, steps=30)
+    assert same["accuracy"] == pytest.approx(0.5, abs=0.1) and same["ci_low"] <= 0.5 <= same["ci_high"]
+    diff = two_sample_test(metal, plastic, steps=30)
+    assert diff["accuracy"] > 0.9 and diff["ci_low"] > 0.5 and diff["kid"] > 1.0
+    assert abs(same["kid"]) < 0.1 * diff["kid"]  # ≈ 0 on the scale of a real difference
+    rng = np.random.default_rng(0)
+    f1, f2 = rng.normal(size=(100, 8)), rng.normal(size=(100, 8))  # two samples of one distribution
+    assert abs(kid(f1, f2)[0]) < 0.1 and kid(f1, f2 + 1.0)[0] > 1.0
