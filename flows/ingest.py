@@ -52,10 +52,15 @@ def finalize_task(plan: IngestPlan, results: list[ShardResult], build_dir: Path)
     return finalize_ingest(plan, results, build_dir)
 
 
-@flow(name="validate-shards")
-def validate_shards_flow(shards: list[Shard], build_dir: Path) -> list[ShardResult]:
-    futures = validate_shard_task.map(shards, unmapped(build_dir))
-    return [f.result() for f in futures]
+def validate_shards(cfg: RunConfig, shards: list[Shard], build_dir: Path) -> list[ShardResult]:
+    """Map the shard task over a runner chosen from the config (threads, or Dask processes).
+
+    The runner is used directly instead of through a subflow: a subflow's parameters are stored
+    by the Prefect API, which refuses more than 512 kB - a few thousand planned images.
+    """
+    with _runner(cfg) as runner:
+        futures = runner.map(validate_shard_task, {"shard": shards, "build_dir": unmapped(build_dir)})
+        return [f.result() for f in futures]
 
 
 def _runner(cfg: RunConfig):
@@ -80,8 +85,7 @@ def ingest_flow(cfg: RunConfig, strict: bool | None = None) -> IngestResult:
             if build_dir is not None:
                 shards = plan.shards()
                 log.info("validating %d images in %d shards", len(plan.tasks), len(shards))
-                flow_fn = validate_shards_flow.with_options(task_runner=_runner(cfg))
-                results = flow_fn(shards, build_dir)
+                results = validate_shards(cfg, shards, build_dir)
                 finalize_task(plan, results, build_dir)
                 cached = False
     result = plan.result(cached=cached)

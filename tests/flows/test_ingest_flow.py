@@ -95,3 +95,22 @@ def test_dask_task_runner(prefect_harness, tmp_path):
     folder = make_folder(tmp_path / "in")
     result = ingest_flow(cfg_for(folder, tmp_path / "out", dask=True))
     assert sum(c["images"] for c in result.counts.values()) == 7 and len(result.quarantine) == 1
+
+
+def test_flow_handles_plans_larger_than_prefect_parameter_limits(prefect_harness, tmp_path):
+    """1,500 planned images serialise to well over the API's 512 kB limit for flow-run parameters;
+    the shards must therefore never be parameters of a (sub)flow."""
+    from flows.ingest import ingest_flow
+
+    n = 1500
+    img = cv2.imencode(".png", np.full((8, 8, 3), 90, np.uint8))[1].tobytes()
+    (tmp_path / "in" / "images").mkdir(parents=True)
+    images = []
+    for i in range(n):
+        # Distinct bytes per image (content hashes decide splits), written without re-encoding.
+        (tmp_path / "in" / "images" / f"{i:05d}.png").write_bytes(img + i.to_bytes(4, "big"))
+        images.append({"id": i + 1, "file_name": f"{i:05d}.png"})
+    (tmp_path / "in" / "ann.json").write_text(json.dumps({"images": images, "annotations": [],
+                                                          "categories": [{"id": 1, "name": "gear"}]}))
+    result = ingest_flow(cfg_for(tmp_path / "in", tmp_path / "out", shard_size=500))
+    assert sum(c["images"] for c in result.counts.values()) == n and result.quarantine == []
