@@ -240,9 +240,10 @@ def compare(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion |
         return finish(cfg, dataset, augmented, out_dir, plans, n, records, t0)
 
 
-def _compare_key(cfg: RunConfig, specs: list[RunSpec]) -> str:
+def _compare_key(cfg: RunConfig, run_keys: list[str]) -> str:
+    """Key of the whole comparison: config plus the (order-free) keys of its runs."""
     return stage_key("compare", {"detect": cfg.detect.model_dump(mode="json"), "alpha": cfg.report.alpha,
-                                 "seed": cfg.runtime.seed}, [{"id": s.key} for s in specs])
+                                 "seed": cfg.runtime.seed}, [{"id": k} for k in sorted(run_keys)])
 
 
 def cached_result(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, out_dir: Path,
@@ -252,7 +253,7 @@ def cached_result(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVer
 
     m = read_manifest(out_dir)
     path = out_dir / "metrics.json"
-    if m is None or m.get("summary", {}).get("key") != _compare_key(cfg, specs) or not path.is_file():
+    if m is None or m.get("summary", {}).get("key") != _compare_key(cfg, [s.key for s in specs]) or not path.is_file():
         return None
     if m["summary"].get("failed_runs", 1) or any(cached_record(s) is None for s in specs):
         return None  # failed runs are retried
@@ -318,7 +319,6 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
     }
     path = atomic_write_json(out_dir / "metrics.json", metrics)
     atomic_write_text(out_dir / "config.yaml", cfg.to_yaml())
-    specs_keys = [{"id": r["key"]} for r in records.values()]
     failed = sum(1 for r in records.values() if r["status"] != "ok")
     files = {"metrics.json": sha256_file(path), "config.yaml": sha256_file(out_dir / "config.yaml")}
     for a in arms:
@@ -327,8 +327,7 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
                 if r.get(k):
                     files[r[k]] = sha256_file(out_dir / r[k])
     parents = [dataset.manifest] + ([augmented.manifest] if augmented is not None else [])
-    key = stage_key("compare", {"detect": cfg.detect.model_dump(mode="json"), "alpha": cfg.report.alpha,
-                                "seed": cfg.runtime.seed}, specs_keys) if records else None
+    key = _compare_key(cfg, [r["key"] for r in records.values()]) if records else None
     summary = {"key": key if not failed else None, "failed_runs": failed,
                "map": {a["name"]: a["summary"]["map"]["mean"] for a in arms}}
     write_manifest(out_dir, kind="comparison", id=f"compare-{(key or 'partial')[:12]}",
