@@ -15,7 +15,6 @@ with repeats, which ultralytics reads as its train split.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import yaml
 
 from pipeline.config import RunConfig
 from pipeline.data.coco import CocoSet
+from pipeline.data.formats import write_yolo
 from pipeline.data.version import DatasetVersion
 from pipeline.detect.base import TrainingSet
 from pipeline.store import atomic_write_text
@@ -179,49 +179,3 @@ def write_data_yaml(path: Path, root: Path, train: Path, val: Path, names: list[
     doc = {"path": str(root.resolve()), "train": str(train.resolve()), "val": str(val.resolve()),
            "names": {i: n for i, n in enumerate(names)}}
     return atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
-
-
-def write_yolo(coco: CocoSet, image_root: Path, out_dir: Path) -> list[Path]:
-    """out_dir/images/<file> (hardlink, else copy) and out_dir/labels/<stem>.txt with
-    `class cx cy w h` normalised to [0, 1]; class index = category order. Returns image paths."""
-    try:  # the ingest's writer (contract 2) once it exists
-        from pipeline.data.formats import write_yolo as _ingest_write_yolo
-    except ImportError:
-        _ingest_write_yolo = None
-    if _ingest_write_yolo is not None:
-        return _ingest_write_yolo(coco, Path(image_root), Path(out_dir))
-    return _write_yolo(coco, Path(image_root), Path(out_dir))
-
-
-def _write_yolo(coco: CocoSet, image_root: Path, out_dir: Path) -> list[Path]:
-    images_dir, labels_dir = out_dir / "images", out_dir / "labels"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    labels_dir.mkdir(parents=True, exist_ok=True)
-    index = {c.id: i for i, c in enumerate(sorted(coco.categories, key=lambda c: c.id))}
-    by_image = coco.anns_by_image()
-    used: set[str] = set()
-    paths = []
-    for im in coco.images:
-        src = image_root / im.file_name
-        name = Path(im.file_name).name
-        if name in used:  # same base name from two folders
-            name = f"{im.id}_{name}"
-        used.add(name)
-        dst = images_dir / name
-        if not dst.exists():
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copy2(src, dst)
-        rows = []
-        for a in by_image.get(im.id, []):
-            x, y, w, h = a.bbox
-            x0, y0 = max(0.0, x), max(0.0, y)
-            x1, y1 = min(float(im.width), x + w), min(float(im.height), y + h)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            cx, cy = (x0 + x1) / 2 / im.width, (y0 + y1) / 2 / im.height
-            rows.append(f"{index[a.category_id]} {cx:.6f} {cy:.6f} {(x1 - x0) / im.width:.6f} {(y1 - y0) / im.height:.6f}\n")
-        atomic_write_text(labels_dir / f"{Path(name).stem}.txt", "".join(rows))
-        paths.append(dst)
-    return paths

@@ -74,7 +74,7 @@ def test_unavailable_arms_say_why(tiny_config, tiny_dataset):
 
 
 def test_yolo_labels_are_normalised_cxcywh(tiny_dataset, tmp_path):
-    from pipeline.detect.arms import write_yolo
+    from pipeline.data.formats import write_yolo
 
     coco = tiny_dataset.coco("B", "train")
     paths = write_yolo(coco, tiny_dataset.root, tmp_path / "y")
