@@ -97,7 +97,8 @@ def child(spec: dict) -> dict:
 
 
 def run_case(name: str, spec: dict) -> dict:
-    print(f"[bench ingest] {name} ...", flush=True)
+    load = os.getloadavg()[0]
+    print(f"[bench ingest] {name} (load average {load:.1f}) ...", flush=True)
     out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     if out.returncode != 0:
@@ -105,7 +106,8 @@ def run_case(name: str, spec: dict) -> dict:
     row = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"  {row['images']} images: {row['images_per_s']} images/s end to end "
           f"({row['validate_images_per_s']} validate), peak RSS {row['peak_rss_mb']} MB", flush=True)
-    return {"case": name, **row}
+    # Other work on the machine slows every number here; the load average says how much there was.
+    return {"case": name, "load_avg_1m": round(load, 2), **row}
 
 
 def main() -> None:
