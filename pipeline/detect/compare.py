@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ def run_arm_seed(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
     out_dir = spec.run_dir.parents[2]
     plan = next(p for p in plan_arms(cfg, dataset, augmented) if p.name == spec.arm)
     (spec.run_dir / FAILED_RECORD).unlink(missing_ok=True)
+    # an interrupted run's partial ultralytics dir would append to its results.csv: start clean
+    shutil.rmtree(spec.run_dir / "train", ignore_errors=True)
     data = build_training_set(plan, cfg, dataset, spec.images_per_epoch, spec.run_dir / "data", spec.seed)
     detector = make_detector(cfg, threads=threads)
     trained = detector.train(data, spec.run_dir, seed=spec.seed)

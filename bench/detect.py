@@ -1,0 +1,154 @@
+"""Benchmark of the detector comparison: per-arm training time and images/s, evaluation time and
+bootstrap time, written to bench/results/detect.json.
+
+    .venv/bin/python bench/detect.py configs/demo.yaml [overrides...] [--epochs 3] [--parallel 2]
+
+Trains each available arm for a few epochs (not the profile's full count) with the profile's
+parallelism — `--parallel` runs side by side, each with cores/parallel threads, as `compare()`
+does — and extrapolates the profile's full run from the measured images/s. The bootstrap is
+timed on the demo's real test predictions and on 500 test images x 100 detections, the size
+the brief asks to handle in under 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def synthetic_eval(n_images: int, per_image: int, seed: int = 0):
+    """A COCOeval on n_images with ~3 boxes each and `per_image` detections per image."""
+    from pipeline.detect.evaluate import coco_eval
+
+    rng = np.random.default_rng(seed)
+    images, anns = [], []
+    for i in range(1, n_images + 1):
+        images.append({"id": i, "file_name": f"{i}.png", "width": 128, "height": 128})
+        for _ in range(int(rng.integers(1, 6))):
+            x, y = rng.uniform(0, 90, 2)
+            w, h = rng.uniform(8, 40, 2)
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(rng.integers(1, 5)),
+                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+    gt = {"images": images, "annotations": anns, "categories": [{"id": k, "name": f"c{k}"} for k in range(1, 5)]}
+    path = Path(tempfile.mkdtemp()) / "gt.json"
+    path.write_text(json.dumps(gt))
+
+    def run(noise: float):
+        res = []
+        for a in anns:
+            if rng.random() < 0.85:
+                x, y, w, h = a["bbox"]
+                res.append({"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.uniform(0.3, 1)),
+                            "bbox": [x + rng.normal(0, noise), y + rng.normal(0, noise), w, h]})
+        for im in images:
+            n_fp = per_image - 3  # ~3 true boxes per image, the rest background
+            for _ in range(max(0, n_fp)):
+                res.append({"image_id": im["id"], "category_id": int(rng.integers(1, 5)), "score": float(rng.uniform(0.001, 0.6)),
+                            "bbox": [*rng.uniform(0, 90, 2).tolist(), *rng.uniform(5, 40, 2).tolist()]})
+        return coco_eval(path, res)
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", nargs="?", default=str(REPO / "configs" / "demo.yaml"))
+    ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs per arm to measure")
+    ap.add_argument("--parallel", type=int, default=None, help="arms side by side (default: detect.parallel_arms)")
+    ap.add_argument("--arms", default="real,real+replica", help="comma-separated arms to time")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "detect.json"))
+    args = ap.parse_args(argv)
+
+    import concurrent.futures as cf
+
+    from pipeline.config import load_config
+    from pipeline.data.ingest import ingest
+    from pipeline.detect.compare import hardware, plan_runs, run_isolated, threads_per_run
+    from pipeline.detect.stats import paired_bootstrap
+
+    cfg = load_config(args.config, args.overrides)
+    full_epochs = cfg.detect.epochs
+    parallel = args.parallel or cfg.detect.parallel_arms
+    cfg.detect.parallel_arms = parallel
+    cfg.detect.epochs = args.epochs
+    cfg.detect.seeds = [cfg.detect.seeds[0]]
+    cfg.detect.arms = [a for a in args.arms.split(",") if a]
+    dataset = ingest(cfg, progress=False).version
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-detect-"))
+    plans, n, specs = plan_runs(cfg, dataset, None, out_dir)
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(max_workers=parallel) as ex:
+        records = list(ex.map(lambda s: run_isolated(cfg, dataset, None, s, threads=threads_per_run(cfg)), specs))
+    wall = time.perf_counter() - t0
+    arms = {}
+    for s, r in zip(specs, records):
+        if r["status"] != "ok":
+            arms[s.arm] = {"status": "failed", "error": r["error"]}
+            continue
+        ips = r["train_images_per_s"]
+        arms[s.arm] = {"status": "ok", "epochs": args.epochs, "images_per_epoch": n,
+                       "train_seconds": r["train_seconds"], "images_per_s": ips,
+                       "seconds_per_epoch": round(r["train_seconds"] / args.epochs, 2)}
+
+    # evaluation: COCOeval of the demo test predictions; bootstrap on them and at 500 images
+    from pipeline.detect.evaluate import coco_eval
+
+    ok = [r for r in records if r["status"] == "ok"]
+    evals, eval_s = [], None
+    if ok:
+        te = time.perf_counter()
+        for r in ok:
+            res = json.loads((out_dir / r["predictions"]).read_text())
+            evals.append(coco_eval(dataset.annotation_path("B", "test"), res, cfg.detect.max_det))
+        eval_s = (time.perf_counter() - te) / len(ok)
+    boot_demo = None
+    if len(evals) >= 2:
+        tb = time.perf_counter()
+        paired_bootstrap([evals[1].per_image], [evals[0].per_image], resamples=1000, seed=0)
+        boot_demo = {"images": evals[0].per_image.n_images, "resamples": 1000,
+                     "seconds": round(time.perf_counter() - tb, 2)}
+    run = synthetic_eval(500, 100)
+    a, b = run(2.0), run(3.0)
+    tb = time.perf_counter()
+    ci = paired_bootstrap([a.per_image], [b.per_image], resamples=1000, seed=0)
+    boot_500 = {"images": 500, "detections_per_image": 100, "resamples": 1000,
+                "seconds": round(time.perf_counter() - tb, 2), "delta": round(ci.delta, 4)}
+
+    rates = [v["images_per_s"] for v in arms.values() if v.get("status") == "ok"]
+    projection = None
+    if rates:
+        per_arm = n * full_epochs / min(rates)
+        n_arms = 4
+        projection = {"epochs": full_epochs, "images_per_epoch": n, "per_arm_s": round(per_arm),
+                      "all_4_arms_s": round(per_arm * -(-n_arms // parallel)),
+                      "note": "slowest measured arm; training incl. per-epoch val, excl. test prediction"}
+    result = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": args.config, "overrides": args.overrides, "parallel_arms": parallel,
+        "threads_per_arm": threads_per_run(cfg), "imgsz": cfg.detect.imgsz, "batch": cfg.detect.batch,
+        "model": cfg.detect.model, "arms": arms, "wall_s": round(wall, 2),
+        "evaluate_s_per_run": round(eval_s, 3) if eval_s is not None else None,
+        "bootstrap_demo": boot_demo, "bootstrap_500": boot_500,
+        "projection_full_profile": projection,
+        "hardware": {**hardware(cfg), "platform": platform.platform()},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
