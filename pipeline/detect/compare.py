@@ -295,6 +295,7 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
 
     tb = time.perf_counter()
     comparisons = []
+    memo: dict = {}  # the treatment's resampled mAPs serve both baselines
     for base in BASELINES:
         if TREATMENT not in per_image or base not in per_image:
             continue
@@ -302,7 +303,8 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
         if not seeds:
             continue
         ci = paired_bootstrap([per_image[TREATMENT][s] for s in seeds], [per_image[base][s] for s in seeds],
-                              resamples=cfg.detect.bootstrap_resamples, seed=cfg.runtime.seed, alpha=cfg.report.alpha)
+                              resamples=cfg.detect.bootstrap_resamples, seed=cfg.runtime.seed, alpha=cfg.report.alpha,
+                              cache=memo)
         comparisons.append({"treatment": TREATMENT, "baseline": base, "metric": "map", "delta": ci.delta,
                             "ci_low": ci.ci_low, "ci_high": ci.ci_high, "resamples": ci.resamples,
                             "significant": ci.significant, "seeds": seeds})

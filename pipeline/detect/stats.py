@@ -105,10 +105,11 @@ class BootstrapCI:
 
 def paired_bootstrap(
     treatment: list[PerImageEval], baseline: list[PerImageEval], resamples: int = 1000, seed: int = 0,
-    alpha: float = 0.05, iou: float | None = None,
+    alpha: float = 0.05, iou: float | None = None, cache: dict | None = None,
 ) -> BootstrapCI:
     """CI of mAP(treatment) - mAP(baseline) over test images; each list holds one evaluation per
-    training seed (averaged), all on the same test images, resampled identically."""
+    training seed (averaged), all on the same test images, resampled identically. Pass the same
+    `cache` dict to several calls with equal resamples/seed to re-accumulate each run only once."""
     if not treatment or not baseline:
         raise ValueError("paired bootstrap needs at least one evaluation per arm")
     ids = treatment[0].image_ids
@@ -118,8 +119,16 @@ def paired_bootstrap(
     counts = resample_counts(len(ids), resamples, seed)
     ones = np.ones((1, len(ids)))
 
+    memo = cache if cache is not None else {}
+
+    def one(pe: PerImageEval, c: np.ndarray) -> np.ndarray:
+        key = (id(pe), c.shape[0], seed, iou)
+        if key not in memo:
+            memo[key] = bootstrap_map(pe, c, iou)
+        return memo[key]
+
     def mean_map(pes: list[PerImageEval], c: np.ndarray) -> np.ndarray:
-        return np.mean([bootstrap_map(pe, c, iou) for pe in pes], axis=0)
+        return np.mean([one(pe, c) for pe in pes], axis=0)
 
     point = float(mean_map(treatment, ones)[0] - mean_map(baseline, ones)[0])
     deltas = mean_map(treatment, counts) - mean_map(baseline, counts)
