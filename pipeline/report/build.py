@@ -1,0 +1,268 @@
+"""build_report(): the comparison's metrics.json + manifests -> report.html, report.md, metrics.json.
+
+Output (out_dir, usually reports/<run_id>/ with the comparison in compare/ beside it):
+
+    report.html   self-contained (inline CSS, base64 figures)
+    report.md     same content, figures referenced from figures/
+    figures/*.png
+    metrics.json  the comparison's metrics.json plus a "report" block (verdict, derived numbers,
+                  lineage, what was omitted and why)
+    config.yaml   the resolved run config
+    manifest.json kind "report"; parents = comparison, dataset, augmented and CycleGAN manifests
+
+Cached: an unchanged report config and unchanged parents (same stage key) with intact files
+returns the existing report. Missing parts (no GAN dir, no augmented dataset, a figure that cannot
+be drawn) leave a note in their section instead of failing the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.config import RunConfig
+from pipeline.data.version import DatasetVersion
+from pipeline.report import plots, samples
+from pipeline.report.facts import (ReportFacts, arm_facts, attributions, ci_percent, lineage, verdict)
+from pipeline.report.html import render_html
+from pipeline.report.markdown import FIGURE_DIR, render_markdown
+from pipeline.store import (atomic_write_bytes, atomic_write_json, atomic_write_text, code_version, dir_lock,
+                            read_manifest, sha256_file, stage_key, verify_manifest, write_manifest)
+
+log = logging.getLogger(__name__)
+KIND = "report"
+
+
+class ReportError(RuntimeError):
+    """The comparison output cannot be reported (missing or malformed metrics.json)."""
+
+
+@dataclass
+class ReportResult:
+    html: Path
+    markdown: Path
+    metrics: Path
+    cached: bool = False
+    verdict: str = ""
+
+
+def load_compare_metrics(path: Path) -> dict[str, Any]:
+    """The comparison's metrics.json (contract 5), checked for the keys the report needs."""
+    if not path.is_file():
+        raise ReportError(f"{path}: comparison metrics not found (run `metalize compare` first)")
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{path}: not valid JSON ({e})") from None
+    missing = [k for k in ("dataset", "categories", "test", "arms", "comparisons") if k not in m] if isinstance(m, dict) else ["(top level is not an object)"]
+    if missing:
+        raise ReportError(f"{path}: not a comparison metrics.json (missing {', '.join(missing)})")
+    for a in m["arms"]:
+        if not isinstance(a, dict) or "name" not in a or "summary" not in a:
+            raise ReportError(f"{path}: arm entry without name/summary: {str(a)[:120]}")
+    return m
+
+
+def report_key(cfg: RunConfig, metrics_path: Path, parents: list[dict[str, Any]]) -> str:
+    return stage_key(KIND, {"report": cfg.report.model_dump(mode="json"), "profile": cfg.profile},
+                     parents + [{"id": sha256_file(metrics_path)}])
+
+
+def build_report(cfg: RunConfig, compare_dir: Path, out_dir: Path, *, dataset: DatasetVersion | None = None,
+                 gan_dir: Path | None = None, augmented: DatasetVersion | None = None) -> ReportResult:
+    """Write report.html, report.md, metrics.json and manifest.json into out_dir (see module doc)."""
+    compare_dir, out_dir = Path(compare_dir), Path(out_dir)
+    metrics_path = compare_dir / "metrics.json"
+    metrics = load_compare_metrics(metrics_path)
+    notes: dict[str, str] = {}
+    gan_manifest = _gan_manifest(gan_dir, notes)
+    parents = [m for m in (read_manifest(compare_dir), dataset.manifest if dataset else None,
+                           augmented.manifest if augmented else None, gan_manifest) if m]
+    key = report_key(cfg, metrics_path, parents)
+    # The caller may hold out_dir's own lock (the pipeline does, for the whole run): lock beside it.
+    with dir_lock(out_dir.parent / ".locks" / f"report-{out_dir.name}"):
+        if (hit := cached_report(out_dir, key)) is not None:
+            return hit
+        facts = gather(cfg, metrics, compare_dir, dataset, augmented, gan_dir if gan_manifest else None,
+                       gan_manifest, parents, notes)
+        return write_report(cfg, facts, metrics, out_dir, key, parents)
+
+
+def cached_report(out_dir: Path, key: str) -> ReportResult | None:
+    m = read_manifest(out_dir)
+    if m is None or m.get("kind") != KIND or m.get("summary", {}).get("key") != key or verify_manifest(out_dir):
+        return None
+    return ReportResult(out_dir / "report.html", out_dir / "report.md", out_dir / "metrics.json", True,
+                        m["summary"].get("verdict", ""))
+
+
+def _gan_manifest(gan_dir: Path | None, notes: dict[str, str]) -> dict[str, Any] | None:
+    if gan_dir is None:
+        notes["gan"] = "No CycleGAN model directory was given, so its quality metrics are not shown."
+        return None
+    m = read_manifest(gan_dir)
+    if m is None or m.get("kind") != "cyclegan":
+        notes["gan"] = f"{gan_dir}: not a finished CycleGAN model (no cyclegan manifest.json); section omitted."
+        return None
+    return m
+
+
+# ------------------------------------------------------------------------------------ gathering
+def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: DatasetVersion | None,
+           augmented: DatasetVersion | None, gan_dir: Path | None, gan_manifest: dict[str, Any] | None,
+           parents: list[dict[str, Any]], notes: dict[str, str]) -> ReportFacts:
+    """Everything the report shows, figures included (each figure failing alone, with a note)."""
+    r = cfg.report
+    categories = list(metrics.get("categories") or [])
+    head, kind, secondary = verdict(metrics, r.alpha)
+    gan = None
+    if gan_dir is not None and gan_manifest is not None:
+        gm = _read_json(gan_dir / "metrics.json") or gan_manifest.get("summary", {}).get("metrics") or {}
+        gan = {"id": gan_manifest.get("id"), "metrics": gm,
+               "generator_sha256": gan_manifest.get("summary", {}).get("generator_sha256")}
+    if dataset is None:
+        notes["dataset"] = "No dataset version was given: dataset counts and test detections are not shown."
+    if augmented is None:
+        notes["augmented"] = "No augmented dataset was given: synthetic samples and their counts are not shown."
+        notes["synthetic"] = notes["augmented"]
+    data_cfg = (dataset.manifest.get("config", {}).get("data") if dataset else None) or cfg.data.model_dump(mode="json")
+    facts = ReportFacts(
+        title=r.title, verdict=head, verdict_kind=kind, secondary=secondary, ci_percent=ci_percent(r.alpha),
+        metrics=metrics, arms=[arm_facts(a, categories) for a in metrics["arms"]],
+        comparisons=list(metrics.get("comparisons") or []),
+        dataset={"id": dataset.id, "summary": dataset.manifest.get("summary", {})} if dataset else None,
+        augmented={"id": augmented.id, "summary": augmented.manifest.get("summary", {})} if augmented else None,
+        gan=gan,
+        lineage=lineage(read_manifest(compare_dir), dataset.manifest if dataset else None,
+                        augmented.manifest if augmented else None, gan_manifest),
+        attributions=attributions(data_cfg), notes=notes, config=cfg.model_dump(mode="json"),
+    )
+    shown: dict[str, Any] = {}
+    per_class_mean = {a.name: a.per_class_ap for a in facts.arms}
+    draw: dict[str, Callable[[], bytes | None]] = {
+        "map_bars": lambda: plots.map_bars(metrics, facts.ci_percent, r.dpi),
+        "pr_curves": lambda: plots.pr_curves(metrics, compare_dir, r.dpi),
+        "per_class_ap": lambda: plots.per_class_ap(metrics, per_class_mean, r.dpi),
+        "training_curves": lambda: plots.training_curves(metrics, compare_dir, r.dpi),
+    }
+    if dataset is not None:
+        draw["detections"] = lambda: _grid(shown, "detections", samples.detections_grid(
+            metrics, compare_dir, dataset, r.n_detection_samples, r.detection_threshold, r.dpi), facts)
+    else:
+        facts.figure_notes["detections"] = notes["dataset"]
+    if augmented is not None:
+        draw["synthetic"] = lambda: _grid(shown, "synthetic", samples.synthetic_grid(
+            augmented, dataset, r.n_synthetic_samples, r.dpi), facts)
+    if gan_dir is not None:
+        pngs = sorted((gan_dir / "samples").glob("*.png"))
+        draw["gan_samples"] = lambda: pngs[-1].read_bytes() if pngs else None
+    for name, fn in draw.items():
+        try:
+            png = fn()
+        except Exception as e:  # a figure must never take the report down; say what happened
+            log.warning("report figure %s failed: %s", name, e)
+            facts.figure_notes[name] = f"Figure could not be drawn: {type(e).__name__}: {e}"
+            continue
+        if png:
+            facts.figures[name] = png
+        else:
+            facts.figure_notes.setdefault(name, "No data for this figure (no successful run wrote it).")
+    facts.notes.update({k: v for k, v in shown.pop("_notes", {}).items() if v})
+    facts.samples = shown
+    return facts
+
+
+def _grid(shown: dict[str, Any], name: str, grid: samples.Grid, facts: ReportFacts) -> bytes | None:
+    shown[name] = grid.shown
+    if grid.note:
+        shown.setdefault("_notes", {})[name] = grid.note
+        if grid.png is None:
+            facts.figure_notes[name] = grid.note
+    return grid.png
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# -------------------------------------------------------------------------------------- writing
+def write_report(cfg: RunConfig, facts: ReportFacts, metrics: dict[str, Any], out_dir: Path, key: str,
+                 parents: list[dict[str, Any]]) -> ReportResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    fig_dir = out_dir / FIGURE_DIR
+    for name, png in facts.figures.items():
+        written.append(atomic_write_bytes(fig_dir / f"{name}.png", png))
+    if fig_dir.is_dir():  # figures of an earlier build that this one no longer draws
+        for stale in fig_dir.glob("*.png"):
+            if stale not in written:
+                stale.unlink(missing_ok=True)
+    report_block = {
+        "title": facts.title,
+        "code_version": code_version(),
+        "key": key,
+        **facts.derived(),
+        "dataset": facts.dataset["id"] if facts.dataset else None,
+        "augmented": facts.augmented["id"] if facts.augmented else None,
+        "gan": {"id": facts.gan["id"], "quality": facts.gan["metrics"].get("quality")} if facts.gan else None,
+        "lineage": facts.lineage,
+        "attributions": facts.attributions,
+        "omitted": {**facts.notes, **{f"figure:{k}": v for k, v in facts.figure_notes.items()
+                                      if k not in facts.figures}},
+        "samples": facts.samples,
+        "figures": sorted(facts.figures),
+    }
+    written.append(atomic_write_json(out_dir / "metrics.json", {**metrics, "report": report_block}))
+    written.append(atomic_write_text(out_dir / "report.md", render_markdown(facts)))
+    written.append(atomic_write_text(out_dir / "config.yaml", cfg.to_yaml()))
+    written.append(atomic_write_text(out_dir / "report.html", render_html(facts)))
+    files = {p.relative_to(out_dir).as_posix(): sha256_file(p) for p in written}
+    summary = {"key": key, "verdict": facts.verdict, "verdict_kind": facts.verdict_kind,
+               "map": {a.name: a.summary["map"]["mean"] for a in facts.arms}}
+    write_manifest(out_dir, kind=KIND, id=f"report-{key[:12]}", config=cfg.report.model_dump(mode="json"),
+                   parents=parents, summary=summary, files=files)
+    return ReportResult(out_dir / "report.html", out_dir / "report.md", out_dir / "metrics.json", False, facts.verdict)
+
+
+# ------------------------------------------------------------------------------------ discovery
+def find_inputs(cfg: RunConfig, compare_dir: Path) -> tuple[DatasetVersion | None, DatasetVersion | None, Path | None]:
+    """(dataset, augmented, CycleGAN dir) that a comparison was made from, found by the ids in its
+    manifest's lineage under the config's output root (or the root the run dir lives in)."""
+    m = read_manifest(compare_dir)
+    if m is None:
+        return None, None, None
+    compare_dir = Path(compare_dir).resolve()
+    roots = [Path(cfg.runtime.output_root).resolve(), compare_dir.parent.parent.parent]
+    refs = _walk(m.get("parents") or [])
+    dataset = augmented = None
+    gan_dir = None
+    for ref in refs:
+        kind, rid = ref.get("kind"), ref.get("id")
+        if not rid:
+            continue
+        for root in roots:
+            if kind in ("dataset", "augmented") and (root / "data" / "datasets" / rid / "manifest.json").is_file():
+                v = DatasetVersion.open(root / "data" / "datasets" / rid)
+                if kind == "dataset" and dataset is None and ref in m["parents"]:
+                    dataset = v
+                elif kind == "augmented" and augmented is None:
+                    augmented = v
+                break
+            if kind == "cyclegan" and gan_dir is None and (root / "models" / "cyclegan" / rid / "manifest.json").is_file():
+                gan_dir = root / "models" / "cyclegan" / rid
+                break
+    return dataset, augmented, gan_dir
+
+
+def _walk(refs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in refs:
+        out.append(r)
+        out.extend(_walk(r.get("parents") or []))
+    return out

@@ -1,0 +1,95 @@
+"""report.md: the same sections as the HTML report, figures referenced as files in figures/."""
+
+from __future__ import annotations
+
+import yaml
+
+from pipeline.report import tables
+from pipeline.report.facts import ReportFacts
+from pipeline.report.tables import Table
+
+FIGURE_DIR = "figures"
+
+
+def table_md(t: Table) -> str:
+    esc = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    head = "| " + " | ".join(esc(h) for h in t.headers) + " |"
+    sep = "|" + "|".join("---:" if n else "---" for n in t.numeric) + "|"
+    body = ["| " + " | ".join(esc(c) for c in row) + " |" for row in t.rows]
+    out = "\n".join([head, sep, *body])
+    return out + (f"\n\n*{t.caption}*" if t.caption else "")
+
+
+def arms_markdown(f: ReportFacts) -> str:
+    """Verdict, arms table and comparisons: also the Prefect artifact."""
+    parts = [f"**{f.verdict}**", *f.secondary, "", table_md(tables.arms(f))]
+    if f.comparisons:
+        parts += ["", table_md(tables.comparisons(f))]
+    return "\n".join(parts)
+
+
+def _figure(f: ReportFacts, name: str, alt: str) -> str:
+    if name in f.figures:
+        return f"![{alt}]({FIGURE_DIR}/{name}.png)"
+    return f"*{f.figure_notes.get(name, 'not available')}*"
+
+
+def render_markdown(f: ReportFacts) -> str:
+    m = f.metrics
+    test = m.get("test") or {}
+    cfg = m.get("config") or {}
+    out = [
+        f"# {f.title}", "",
+        f"Dataset `{(m.get('dataset') or {}).get('id')}` · test: {test.get('images')} real metal (B) images, "
+        f"{sum((test.get('instances') or {}).values())} boxes · {cfg.get('epochs')} epochs at {cfg.get('imgsz')} px, "
+        f"seeds {cfg.get('seeds')} · {cfg.get('model')}", "",
+        "## Verdict", "", arms_markdown(f), "",
+        "## Accuracy per arm", "", _figure(f, "map_bars", "mAP per arm with uplift CIs"), "",
+        "## Precision–recall curves", "", _figure(f, "pr_curves", "PR curves per arm"), "",
+        "## Per-class AP", "", _figure(f, "per_class_ap", "per-class AP"), "", table_md(tables.per_class(f)), "",
+        "## Training curves", "", _figure(f, "training_curves", "training curves"), "",
+        "## Test detections per arm", "",
+        f"Green: ground truth; red: detections with score ≥ {f.config.get('report', {}).get('detection_threshold')}.",
+        "", _figure(f, "detections", "test detections per arm"), "",
+        "## Synthetic samples", "",
+    ]
+    if "synthetic" in f.figures:
+        out += ["Synthetic metal images (right) with their transferred boxes, beside the replica photo each was "
+                "translated from (left).", "", _figure(f, "synthetic", "synthetic samples"), ""]
+        if f.notes.get("synthetic"):
+            out += [f"*{f.notes['synthetic']}*", ""]
+    else:
+        out += [f"*{f.notes.get('synthetic') or f.figure_notes.get('synthetic', 'not available')}*", ""]
+    out += ["## Datasets", ""]
+    if f.dataset:
+        out += [f"Dataset version `{f.dataset['id']}`:", "", table_md(tables.dataset_splits(f.dataset["summary"])), ""]
+    else:
+        out += [f"*{f.notes.get('dataset', 'dataset version not given')}*", ""]
+    if f.augmented:
+        out += [f"Augmented version `{f.augmented['id']}`:", "", table_md(tables.augmented_summary(f.augmented["summary"])), ""]
+        gate = tables.gate_summary(f.augmented["summary"])
+        if gate:
+            out += [table_md(gate), ""]
+    else:
+        out += [f"*{f.notes.get('augmented', 'augmented dataset not given')}*", ""]
+    out += ["## CycleGAN quality", ""]
+    if f.gan:
+        q = f.gan["metrics"].get("quality") or {}
+        out += [f"Model `{f.gan['id']}`, {f.gan['metrics'].get('iterations', '?')} iterations, "
+                f"{f.gan['metrics'].get('train_seconds', '?')} s of training.", ""]
+        if q:
+            out += [table_md(tables.gan_quality(q)), "", table_md(tables.gan_structure(q)), ""]
+        if "gan_samples" in f.figures:
+            out += ["Rows: A, G(A), F(G(A)) / B, F(B), G(F(B)) (last training sample).", "",
+                    _figure(f, "gan_samples", "CycleGAN samples"), ""]
+    else:
+        out += [f"*{f.notes.get('gan', 'CycleGAN model not given')}*", ""]
+    out += ["## Lineage", "", table_md(tables.lineage(f)), "",
+            "## Timings and hardware", "", table_md(tables.timings(f)), "",
+            table_md(tables.key_values(m.get("timings") or {}, "comparison wall time, seconds")), "",
+            table_md(tables.key_values(m.get("hardware") or {}, "hardware of the comparison")), "",
+            "## Configuration", "", table_md(tables.key_values(cfg, "detect section used by the comparison")), "",
+            "<details><summary>Full run configuration</summary>", "", "```yaml",
+            yaml.safe_dump(f.config, sort_keys=False).rstrip(), "```", "", "</details>", "",
+            "## Attribution and licenses", "", *[f"- {a}" for a in f.attributions], ""]
+    return "\n".join(out)
