@@ -247,6 +247,8 @@ class ReportConfig(Section):
     n_detection_samples: int = Field(6, ge=0)
     n_synthetic_samples: int = Field(12, ge=0)
     alpha: float = Field(0.05, gt=0, lt=1, description="CI level = 1 - alpha")
+    detection_threshold: float = Field(0.25, gt=0, lt=1, description="min score of boxes drawn in samples")
+    dpi: int = Field(110, ge=50, le=300, description="resolution of the report's figures")
 
 
 # --------------------------------------------------------------------------------------------- run

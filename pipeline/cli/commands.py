@@ -1,3 +1,3 @@
 """Imports every command module so their `@app.command` decorators run."""
 
-from pipeline.cli import data, demo, detect, gan, run, synth  # noqa: F401
+from pipeline.cli import data, demo, detect, gan, report, run, synth  # noqa: F401
