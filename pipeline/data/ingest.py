@@ -70,8 +70,8 @@ class ImageTask:
     key: int
     domain: str
     split: str
-    src: str  # absolute path of the raw file (or of the labelme JSON embedding it)
-    label: str  # "<domain><source>:<relative path>" for messages
+    src: str  # path of the raw file (or of the labelme JSON embedding it); quarantine rows name it
+    label: str  # "<domain><source index>:<relative path>", kept as the image's "original"
     out_stem: str  # images/<D>/<split>/<name> without extension, relative to the version
     sha256: str
     labelled: bool
@@ -164,7 +164,7 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None) -> IngestPlan:
     tasks = [t for t in tasks if t.sha256]
 
     b_tasks = [t for t in tasks if t.domain == "B" and not t.split]
-    items = [SplitItem(t.sha256, t.explicit, t.from_split_file, t.label) for t in b_tasks]
+    items = [SplitItem(t.sha256, t.explicit, t.from_split_file, t.src) for t in b_tasks]
     splits, split_rows = assign_splits(items, cfg.data.split, cfg.runtime.seed)
     for row in split_rows:
         report(row)
@@ -264,7 +264,7 @@ def _tasks(cfg: RunConfig, read: list, categories: list[str], report) -> list[Im
             try:
                 path = Path(im.extra["image_data_from"]) if embedded else safe_image_path(root, im.file_name)
             except InputProblem as p:
-                report(quarantine_row(label, p.reason, _skipped(len(boxes))))
+                report(quarantine_row(root / im.file_name, p.reason, _skipped(len(boxes))))
                 continue
             if domain == "A":
                 split = "train" if labelled and src.split != "unlabelled" else "unlabelled"
@@ -297,7 +297,7 @@ def _hash_tasks(tasks: list[ImageTask], workers: int, report) -> None:
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for t, h in zip(tasks, pool.map(one, tasks)):
             if isinstance(h, InputProblem):
-                report(quarantine_row(t.label, h.reason, _skipped(len(t.boxes))))
+                report(quarantine_row(t.src, h.reason, _skipped(len(t.boxes))))
             else:
                 t.sha256 = h
 
@@ -346,22 +346,22 @@ def validate_shard(shard: Shard, build_dir: Path) -> ShardResult:
             if img.sha256 != t.sha256:
                 raise InputProblem("file changed while ingest was running")
         except InputProblem as p:
-            report(quarantine_row(t.label, p.reason, _skipped(len(t.boxes))))
+            report(quarantine_row(t.src, p.reason, _skipped(len(t.boxes))))
             continue
         except (FileNotFoundError, PermissionError) as e:
-            report(quarantine_row(t.label, f"cannot read: {e.strerror or e}", _skipped(len(t.boxes))))
+            report(quarantine_row(t.src, f"cannot read: {e.strerror or e}", _skipped(len(t.boxes))))
             continue
         if img.notes:
-            report(quarantine_row(t.label, "; ".join(img.notes), "normalised to 8-bit RGB PNG (image kept)"))
+            report(quarantine_row(t.src, "; ".join(img.notes), "normalised to 8-bit RGB PNG (image kept)"))
         if t.declared != (0, 0) and t.declared != (img.width, img.height):
             said = f"{t.declared[0]}x{t.declared[1]}"
             reason = f"annotation says {said} but the image shows {img.width}x{img.height}"
-            report(quarantine_row(t.label, reason, "used the image's size"))
+            report(quarantine_row(t.src, reason, "used the image's size"))
         kept = []
         for cat, bbox, crowd in t.boxes:
             box, reason, action = check_box(bbox, img.width, img.height, shard.boxes)
             if reason:
-                report(quarantine_row(t.label, reason, action))
+                report(quarantine_row(t.src, reason, action))
             if box is not None:
                 kept.append((cat, box, crowd))
         out = build_dir / (t.out_stem + img.ext)

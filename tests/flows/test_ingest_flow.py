@@ -49,7 +49,7 @@ def test_flow_builds_the_same_version_as_the_function_and_publishes_the_card(pre
     plain = ingest(cfg_for(folder, tmp_path / "plain"), progress=False)
     assert result.version.id == plain.version.id and result.counts == plain.counts
     assert result.quarantine == plain.quarantine == [
-        {"file": "B0:broken.png", "reason": "zero-byte file", "action": "image skipped"}]
+        {"file": str(folder / "images" / "broken.png"), "reason": "zero-byte file", "action": "image skipped"}]
     assert sum(c["images"] for c in result.counts.values()) == 7
     again = ingest_flow(cfg_for(folder, tmp_path / "flow"))
     assert again.cached and again.version.root == result.version.root
