@@ -37,7 +37,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pipeline.store import sha256_bytes
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-_KEEP_FORMATS = {"JPEG": ".jpg", "PNG": ".png"}
+# Kept byte for byte when 8-bit RGB without rotation; MPO is a camera JPEG with extra frames.
+_KEEP_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png"}
 _EXIF_ORIENTATION = 0x0112
 # Magic numbers of formats Pillow reads: a file starting with one is a corrupt image, not a non-image.
 _SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
