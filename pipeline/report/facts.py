@@ -221,11 +221,12 @@ def attributions(data_config: dict[str, Any] | None) -> list[str]:
         out.append(DEMO)
     sources = [s for key in ("a", "b") for s in data.get(key) or []]
     paths = [Path(str(s.get(k))) for s in sources for k in ("images", "annotations", "split_file") if s.get(k)]
-    if any("bsdata" in str(p).lower() for p in paths) or any(_license_mentions(p, "BSData") for p in paths):
+    is_bsdata = lambda p: any(part.lower() == "bsdata" for part in p.parts) or _license_mentions(p, "BSData")  # noqa: E731
+    if any(is_bsdata(p) for p in paths):
         out.append(BSDATA)
     for p in paths:  # any other source that ships a license file: name it, users must honour it
         lic = _license_file(p)
-        if lic and not _license_mentions(p, "BSData") and "bsdata" not in str(p).lower():
+        if lic and not is_bsdata(p):
             first = next((ln.strip() for ln in lic.read_text(errors="replace").splitlines() if ln.strip()), "")
             line = f"Data from {lic.parent}: license file {lic.name} ({first[:80]})."
             if line not in out:

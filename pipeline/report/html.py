@@ -43,6 +43,7 @@ caption { caption-side:bottom; text-align:left; color:var(--muted); font-size:12
 figure { margin:8px 0 4px; } figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
 figcaption { color:var(--muted); font-size:12.5px; margin-top:6px; }
 .note { color:var(--muted); font-style:italic; }
+.sub { color:var(--muted); font-size:12px; font-weight:400; max-width:300px; white-space:normal; }
 code, pre { font-family:ui-monospace,"DejaVu Sans Mono",Menlo,monospace; font-size:12.5px; }
 td code { word-break:break-all; }
 pre { background:#f6f8fa; border:1px solid var(--line); border-radius:6px; padding:12px; overflow-x:auto; }
@@ -67,6 +68,8 @@ def table_html(t: Table, code_cols: tuple[int, ...] = ()) -> str:
         cells = []
         for j, (c, n) in enumerate(zip(row, t.numeric)):
             text = f"<code>{escape(c)}</code>" if j in code_cols and c else escape(c)
+            if j == 0 and t.row_notes and t.row_notes[i]:
+                text = f"<strong>{text}</strong><div class=\"sub\">{escape(t.row_notes[i])}</div>"
             cells.append(f'<td class="num">{text}</td>' if n else f"<td>{text}</td>")
         body.append(f'<tr class="{cls}">' + "".join(cells) + "</tr>" if cls else "<tr>" + "".join(cells) + "</tr>")
     cap = f"<caption>{escape(t.caption)}</caption>" if t.caption else ""
@@ -169,12 +172,16 @@ def render_html(f: ReportFacts) -> str:
         g = _note(f.notes.get("gan", "CycleGAN model not given"))
     parts.append(_section("gan", "CycleGAN quality", g))
 
-    parts.append(_section("lineage", "Lineage", table_html(tables.lineage(f), code_cols=(2, 3))))
+    parts.append(_section("lineage", "Lineage", table_html(tables.lineage(f), code_cols=(2, 3)) if f.lineage
+                          else _note("No manifests found: the inputs of this comparison cannot be traced.")))
     tm = (table_html(tables.timings(f)) + '<div class="grid2">'
           + table_html(tables.key_values(m.get("timings") or {}, "comparison wall time, seconds"))
           + table_html(tables.key_values(m.get("hardware") or {}, "hardware of the comparison")) + "</div>")
     parts.append(_section("timings", "Timings and hardware", tm))
-    conf = (table_html(tables.key_values(cfg, "detect section used by the comparison"))
+    items = list(cfg.items())
+    half = (len(items) + 1) // 2
+    conf = ('<div class="grid2">' + table_html(tables.key_values(dict(items[:half]), "detect section used by the "
+                                                                  "comparison")) + table_html(tables.key_values(dict(items[half:]))) + "</div>"
             + "<details><summary>Full run configuration (YAML)</summary><pre>"
             + escape(yaml.safe_dump(f.config, sort_keys=False)) + "</pre></details>")
     parts.append(_section("config", "Configuration", conf))

@@ -22,7 +22,9 @@ def table_md(t: Table) -> str:
 
 def arms_markdown(f: ReportFacts) -> str:
     """Verdict, arms table and comparisons: also the Prefect artifact."""
-    parts = [f"**{f.verdict}**", *f.secondary, "", table_md(tables.arms(f))]
+    t = tables.arms(f)
+    legend = [f"- **{a}**: {n}" for a, n in zip([r[0] for r in t.rows], t.row_notes or []) if n]
+    parts = [f"**{f.verdict}**", *[f"\n{s}" for s in f.secondary], "", table_md(t), "", *legend]
     if f.comparisons:
         parts += ["", table_md(tables.comparisons(f))]
     return "\n".join(parts)

@@ -138,7 +138,7 @@ def pr_curves(metrics: dict[str, Any], compare_dir: Path, dpi: int = 110) -> byt
         return None
     classes = list(metrics.get("categories") or next(iter(per_arm.values()))[1])
     panels = ["all classes (mean)"] + (classes if len(classes) <= 7 else [])
-    cols = min(4, len(panels))
+    cols = len(panels) if len(panels) <= 5 else 4
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(2.6 * cols + 0.6, 2.4 * rows + 0.5))
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(len(panels))]
@@ -157,7 +157,9 @@ def pr_curves(metrics: dict[str, Any], compare_dir: Path, dpi: int = 110) -> byt
         ax.set_xlabel("recall", fontsize=8)
         ax.set_ylabel("precision", fontsize=8)
         _style(ax)
-    axes[0].legend(fontsize=8, frameon=False, loc="upper right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, frameon=False, loc="upper center", ncols=len(labels),
+               bbox_to_anchor=(0.5, 1.0 + 0.08 / rows))
     fig.subplots_adjust(hspace=0.55, wspace=0.35)
     return _png(fig, dpi)
 

@@ -15,21 +15,23 @@ class Table:
     numeric: list[bool]  # right-align these columns
     caption: str = ""
     row_classes: list[str] | None = None  # css hints per row ("failed", "treatment")
+    row_notes: list[str] | None = None  # a short line shown under the first cell (HTML)
 
 
 def arms(f: ReportFacts) -> Table:
-    rows, classes = [], []
+    rows, classes, notes = [], [], []
     for a in f.arms:
         status = "ok" if a.status == "ok" and not a.error else a.status
         if a.error:
             status += f": {a.error.splitlines()[0][:160]}"
-        rows.append([a.name, a.note, status, mean_std(a.summary["map"]), mean_std(a.summary["map50"]),
+        notes.append(a.note)
+        rows.append([a.name, status, mean_std(a.summary["map"]), mean_std(a.summary["map50"]),
                      mean_std(a.summary["map75"]), f"{a.seeds_ok}/{a.seeds_total}", str(a.train_images),
                      str(a.images_per_epoch)])
         classes.append("failed" if a.status != "ok" else "treatment" if a.name == "real+synthetic" else "")
-    return Table(["arm", "trains on", "status", "mAP@[.5:.95]", "mAP50", "mAP75", "seeds ok", "train images",
-                  "images/epoch"], rows, [False, False, False, True, True, True, True, True, True],
-                 "mean ± std over seeds, pycocotools COCOeval on the held-out real B test split", classes)
+    return Table(["arm", "status", "mAP@[.5:.95]", "mAP50", "mAP75", "seeds ok", "train images",
+                  "images/epoch"], rows, [False, False, True, True, True, True, True, True],
+                 "mean ± std over seeds, pycocotools COCOeval on the held-out real B test split", classes, notes)
 
 
 def comparisons(f: ReportFacts) -> Table:
@@ -69,7 +71,7 @@ def key_values(d: dict[str, Any], caption: str = "") -> Table:
 
 def _value(v: Any) -> str:
     if isinstance(v, float):
-        return num(v, 4) if abs(v) < 1000 else f"{v:.1f}"
+        return f"{round(v, 4):g}" if abs(v) < 1e6 else f"{v:.0f}"
     if isinstance(v, (list, dict)):
         import json
 

@@ -1,0 +1,161 @@
+"""build_report on a hand-made comparison: numbers equal metrics.json, verdicts follow the
+numbers, failed arms and missing parts are shown, the HTML is self-contained, reruns are cached."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from report_helpers import html_text, md_table, read
+
+from pipeline.report.build import ReportError, build_report
+from pipeline.report.facts import attributions, verdict
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "compare" / "metrics.json").read_text())
+
+
+def _save(run: Path, m: dict) -> None:
+    (run / "compare" / "metrics.json").write_text(json.dumps(m))
+
+
+def test_report_numbers_equal_metrics_json(report_cfg, fixture_run: Path) -> None:
+    res = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    assert not res.cached and res.html.is_file() and res.markdown.is_file()
+    stored = json.loads(res.metrics.read_text())
+    assert stored["arms"] == _metrics(fixture_run)["arms"]  # the comparison's numbers, unchanged
+    md = read(res.markdown)
+    text, _, _ = html_text(read(res.html))
+    rows = {r["arm"]: r for r in md_table(md, "arm")}
+    assert set(rows) == {"real", "real+replica", "real+synthetic", "oracle"}
+    for arm in stored["arms"]:
+        for key, col in (("map", "mAP@[.5:.95]"), ("map50", "mAP50"), ("map75", "mAP75")):
+            s = arm["summary"][key]
+            want = f"{s['mean']:.3f} ± {s['std']:.3f}"
+            assert rows[arm["name"]][col] == want
+            assert want in text
+        assert rows[arm["name"]]["seeds ok"] == f"{len(arm['runs'])}/{len(arm['runs'])}"
+    comps = {r["comparison"]: r for r in md_table(md, "comparison")}
+    for c in stored["comparisons"]:
+        row = comps[f"real+synthetic vs {c['baseline']}"]
+        assert row["Δ mAP@[.5:.95]"] == f"{c['delta']:+.3f}"
+        assert row["95% CI"] == f"{c['ci_low']:+.3f} to {c['ci_high']:+.3f}"
+        assert row["significant"] == ("yes" if c["significant"] else "no")
+        assert f"{c['ci_low']:+.3f} to {c['ci_high']:+.3f}" in text
+    # per-class AP: mean over seeds, as stored in the report block
+    derived = stored["report"]["arms"]
+    pc = {r["class"]: r for r in md_table(md, "class")}
+    for arm in stored["arms"]:
+        for cls, v in derived[arm["name"]]["per_class_ap_mean"].items():
+            runs = [r["per_class_ap"][cls] for r in arm["runs"]]
+            assert v == pytest.approx(sum(runs) / len(runs))
+            assert pc[cls][arm["name"]] == f"{v:.3f}"
+    assert stored["report"]["verdict"] in text.replace("\n", " ")
+
+
+def test_verdict_is_computed_from_the_numbers(report_cfg, fixture_run: Path) -> None:
+    m = _metrics(fixture_run)
+    head, kind, more = verdict(m, 0.05)
+    real = m["arms"][0]["summary"]["map"]["mean"]
+    syn = m["arms"][2]["summary"]["map"]["mean"]
+    assert kind == "uplift"
+    assert head == (f"Synthetic metal images raised mAP@[.5:.95] from {real:.3f} to {syn:.3f} (+0.060, 95% CI "
+                    "+0.021 to +0.099): a significant uplift.")
+    assert "no significant difference" in more[0]  # vs replica the CI crosses zero
+
+    m["comparisons"][0].update(delta=-0.012, ci_low=-0.05, ci_high=0.03, significant=False)
+    head, kind, _ = verdict(m, 0.05)
+    assert kind == "no-difference" and "lowered" in head and "no significant difference" in head
+    assert "-0.012" in head and "-0.050 to +0.030" in head
+    m["comparisons"][0].update(delta=-0.08, ci_low=-0.12, ci_high=-0.03, significant=True)
+    assert verdict(m, 0.05)[1] == "drop" and "significant drop" in verdict(m, 0.05)[0]
+    assert "90% CI" in verdict(m, 0.10)[0]
+
+
+def test_failed_arm_is_shown_with_its_error(report_cfg, fixture_run: Path) -> None:
+    m = _metrics(fixture_run)
+    arm = m["arms"][2]
+    err = "RuntimeError: DefaultCPUAllocator: can't allocate memory"
+    arm.update(status="failed", error=err)
+    for r in arm["runs"]:
+        r.update(status="failed", error=err, metrics=None, per_class_ap=None, pr_curve=None, results_csv=None,
+                 predictions=None)
+    arm["summary"] = {k: {"mean": None, "std": None, "n": 0} for k in ("map", "map50", "map75")}
+    m["comparisons"] = []
+    _save(fixture_run, m)
+    res = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    md = read(res.markdown)
+    row = {r["arm"]: r for r in md_table(md, "arm")}["real+synthetic"]
+    assert row["status"].startswith("failed: RuntimeError: DefaultCPUAllocator")
+    assert row["mAP@[.5:.95]"] == "–" and row["seeds ok"] == "0/3"
+    assert "No verdict: the real+synthetic arm failed (RuntimeError: DefaultCPUAllocator" in md
+    text, _, _ = html_text(read(res.html))
+    assert "failed: RuntimeError: DefaultCPUAllocator" in text
+    assert json.loads(res.metrics.read_text())["report"]["verdict_kind"] == "unknown"
+
+
+def test_missing_parts_are_omitted_with_a_note(report_cfg, fixture_run: Path, tmp_path: Path) -> None:
+    res = build_report(report_cfg, fixture_run / "compare", fixture_run, gan_dir=tmp_path / "no-such-model")
+    md = read(res.markdown)
+    assert "not a finished CycleGAN model" in md
+    assert "No augmented dataset was given" in md and "No dataset version was given" in md
+    omitted = json.loads(res.metrics.read_text())["report"]["omitted"]
+    assert {"gan", "augmented", "dataset"} <= set(omitted)
+    # a run without its PR curve file loses that figure only
+    (fixture_run / "compare" / "runs" / "real" / "seed0" / "pr_curve.json").write_text("{not json")
+    res2 = build_report(report_cfg, fixture_run / "compare", tmp_path / "other")
+    assert {"map_bars", "pr_curves", "per_class_ap", "training_curves"} <= set(
+        json.loads(res2.metrics.read_text())["report"]["figures"])
+
+
+def test_html_is_self_contained(report_cfg, fixture_run: Path) -> None:
+    res = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    html = read(res.html)
+    _, imgs, links = html_text(html)
+    assert len(imgs) >= 4
+    for img in imgs:
+        assert img["src"].startswith("data:image/png;base64,")
+        assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(link.startswith(("#", "data:")) for link in links), [x[:40] for x in links]
+    assert "@import" not in html and "url(" not in html
+
+
+def test_rerun_is_cached_until_an_output_changes(report_cfg, fixture_run: Path) -> None:
+    first = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    manifest = json.loads((fixture_run / "manifest.json").read_text())
+    assert manifest["kind"] == "report" and {"report.html", "report.md", "metrics.json"} <= set(manifest["files"])
+    assert "compare/metrics.json" not in manifest["files"]  # the comparison has its own manifest
+    again = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    assert again.cached and again.html == first.html
+    first.html.write_text("tampered")
+    rebuilt = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    assert not rebuilt.cached and "Verdict" in read(rebuilt.html)
+    report_cfg.report.title = "Another title"
+    assert not build_report(report_cfg, fixture_run / "compare", fixture_run).cached
+
+
+def test_bad_comparison_output_names_the_file(report_cfg, tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match=r"compare/metrics.json: comparison metrics not found"):
+        build_report(report_cfg, tmp_path / "compare", tmp_path)
+    (tmp_path / "compare").mkdir()
+    (tmp_path / "compare" / "metrics.json").write_text("{\"arms\": []")
+    with pytest.raises(ReportError, match="not valid JSON"):
+        build_report(report_cfg, tmp_path / "compare", tmp_path)
+    (tmp_path / "compare" / "metrics.json").write_text("{\"arms\": []}")
+    with pytest.raises(ReportError, match="missing dataset, categories, test, comparisons"):
+        build_report(report_cfg, tmp_path / "compare", tmp_path)
+
+
+def test_bsdata_attribution_when_its_photos_are_used(tmp_path: Path) -> None:
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "bsdata"
+    cfg = {"source": "folders", "b": [{"images": str(shared / "images"), "annotations": str(shared / "labels")}]}
+    credits = attributions(cfg)
+    assert any("BSData" in c and "CC BY-SA 4.0" in c for c in credits)
+    assert not any("BSData" in c for c in attributions({"source": "demo"}))
+    own = tmp_path / "mine"
+    (own / "images").mkdir(parents=True)
+    (own / "LICENSE").write_text("MIT License\n\nCopyright (c) 2026 Someone")
+    assert any("MIT License" in c for c in attributions({"source": "folders", "a": [{"images": str(own / "images")}]}))
