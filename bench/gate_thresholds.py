@@ -127,6 +127,7 @@ def main() -> None:
                 img_scores["real_B"].append(image_scores(dataset.read_rgb(im)))
 
     result = {
+        "command": " ".join(sys.argv[1:]),
         "profile": cfg.profile, "dataset": dataset.id, "model": str(model_dir), "gan_metrics": gan_metrics,
         "gan_iterations": cfg.gan.iterations, "train_or_load_s": round(t_train, 1),
         "box_margin": gcfg.box_margin, "min_box_side": gcfg.min_box_side,
@@ -147,6 +148,12 @@ def main() -> None:
         best = max(grid, key=lambda th: np.mean([np.mean(np.array(box[k][m]) < th) for k in ("blurred", "shifted", "erased")])
                    - np.mean(good < th))
         result["thresholds"][m]["youden_best"] = round(float(best), 2)
+        result["thresholds"][m]["sweep"] = {
+            f"{th:.2f}": {"good_dropped": round(float(np.mean(good < th)), 4),
+                          **{k: round(float(np.mean(np.array(box[k][m], float) < th)), 4)
+                             for k in ("blurred", "shifted", "erased")}}
+            for th in ((0.01, 0.02, 0.05, 0.1) if m == "gradient_ssim" else (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45))
+        }
         result["thresholds"][m]["at_current_default"] = {
             "threshold": getattr(cfg.synth.gate, "min_box_" + m),
             "good_dropped": round(float(np.mean(good < getattr(cfg.synth.gate, "min_box_" + m))), 4),

@@ -38,12 +38,12 @@ def test_blanked_part_is_dropped_and_listed():
     assert row["score"] < row["threshold"]
 
 
-def test_shifted_part_is_flagged_and_reject_image_rule_rejects():
+def test_moved_part_is_flagged_and_reject_image_rule_rejects():
     src, boxes = _scene()
     syn = metalize([src])[0]
     part = syn[8:28, 6:30].copy()
     syn[8:28, 6:30] = syn[2, 2]
-    syn[8 + 9 : 28 + 9, 6 + 12 : 30 + 12] = part  # moved by (12, 9) px
+    syn[36:56, 4:28] = part  # the part drifted out of its box (below it)
     res = G.gate(src, syn, boxes, GateConfig(box_rule="reject_image"))
     assert not res.accepted and res.keep == [False, False]
     assert {r["check"] for r in res.rejections} >= {"box_edge_f1", "dropped_boxes"}
