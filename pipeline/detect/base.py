@@ -37,8 +37,9 @@ class TrainingSet:
 class TrainOutcome:
     weights: Path  # checkpoint to evaluate (best on val)
     results_csv: Path | None  # per-epoch curves (losses, val metrics)
-    train_seconds: float
+    train_seconds: float  # wall clock
     images_seen: int  # images per epoch x epochs actually run
+    cpu_seconds: float | None = None  # process CPU time: throughput that a busy machine does not skew
 
 
 class Detector(ABC):

@@ -148,6 +148,8 @@ def run_arm_seed(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
         "ultralytics_map_diff": (own["map"] - ev.metrics["map"]) if own and ev.metrics["map"] is not None else None,
         "train_seconds": round(trained.train_seconds, 2),
         "train_images_per_s": round(trained.images_seen / trained.train_seconds, 2) if trained.train_seconds else None,
+        "train_cpu_seconds": round(trained.cpu_seconds, 2) if trained.cpu_seconds is not None else None,
+        "images_seen": trained.images_seen,
         "weights": rel(trained.weights),
         "predictions": rel(predictions),
         "results_csv": rel(trained.results_csv) if trained.results_csv else None,
@@ -163,7 +165,8 @@ def failed_record(spec: RunSpec, error: BaseException | str) -> dict[str, Any]:
     msg = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     rec = {"seed": spec.seed, "status": "failed", "error": msg, "metrics": None, "per_class_ap": None,
            "ultralytics_map": None, "ultralytics_map50": None, "train_seconds": None,
-           "train_images_per_s": None, "weights": None, "predictions": None, "results_csv": None,
+           "train_images_per_s": None, "train_cpu_seconds": None, "images_seen": None, "weights": None,
+           "predictions": None, "results_csv": None,
            "pr_curve": None, "key": spec.key}
     try:
         atomic_write_json(spec.run_dir / FAILED_RECORD, rec)

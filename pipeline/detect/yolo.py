@@ -92,9 +92,9 @@ class YoloDetector(Detector):
             verbose=False,
         )
         args.update(self.d.extra_args)  # same extra args for every arm
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.train(**args)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         run = Path(model.trainer.save_dir)
         weights = run / "weights" / "best.pt"
         if not weights.is_file():
@@ -108,6 +108,7 @@ class YoloDetector(Detector):
             results_csv=results_csv if results_csv.is_file() else None,
             train_seconds=seconds,
             images_seen=n_per_epoch * epochs_run,
+            cpu_seconds=cpu,
         )
 
     # ---------------------------------------------------------------------------------- predict
