@@ -57,7 +57,9 @@ def load_compare_metrics(path: Path) -> dict[str, Any]:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ReportError(f"{path}: not valid JSON ({e})") from None
-    missing = [k for k in ("dataset", "categories", "test", "arms", "comparisons") if k not in m] if isinstance(m, dict) else ["(top level is not an object)"]
+    if not isinstance(m, dict):
+        raise ReportError(f"{path}: not a comparison metrics.json (top level is not an object)")
+    missing = [k for k in ("dataset", "categories", "test", "arms", "comparisons") if k not in m]
     if missing:
         raise ReportError(f"{path}: not a comparison metrics.json (missing {', '.join(missing)})")
     for a in m["arms"]:

@@ -45,7 +45,7 @@ figcaption { color:var(--muted); font-size:12.5px; margin-top:6px; }
 .note { color:var(--muted); font-style:italic; }
 .sub { color:var(--muted); font-size:12px; font-weight:400; max-width:300px; white-space:normal; }
 code, pre { font-family:ui-monospace,"DejaVu Sans Mono",Menlo,monospace; font-size:12.5px; }
-td code { word-break:break-all; }
+td code { word-break:break-all; font-size:11.5px; }
 pre { background:#f6f8fa; border:1px solid var(--line); border-radius:6px; padding:12px; overflow-x:auto; }
 details summary { cursor:pointer; color:var(--accent); margin:10px 0; }
 .grid2 { display:grid; grid-template-columns:1fr 1fr; gap:18px; }
@@ -76,9 +76,18 @@ def table_html(t: Table, code_cols: tuple[int, ...] = ()) -> str:
     return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
-def _img(png: bytes, alt: str, caption: str = "", width: int | None = None) -> str:
+def two_columns(t: Table) -> str:
+    """A long two-column key/value table shown side by side in halves."""
+    half = (len(t.rows) + 1) // 2
+    first = Table(t.headers, t.rows[:half], t.numeric, t.caption)
+    return f'<div class="grid2">{table_html(first)}{table_html(Table(t.headers, t.rows[half:], t.numeric))}</div>'
+
+
+def _img(png: bytes, alt: str, caption: str = "", width: int | None = None, upscale: bool = False) -> str:
     data = base64.b64encode(png).decode("ascii")
     style = f' style="max-width:{width}px"' if width else ""
+    if upscale:  # small training snapshots: show them at a readable size
+        style = f' style="width:min(100%, {width or 640}px)"'
     cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
     return f'<figure><img alt="{escape(alt)}" src="data:image/png;base64,{data}"{style}>{cap}</figure>'
 
@@ -153,7 +162,7 @@ def render_html(f: ReportFacts) -> str:
         ds += f"<h3>Augmented version <code>{escape(f.augmented['id'])}</code></h3>"
         ds += table_html(tables.augmented_summary(f.augmented["summary"]))
         gate = tables.gate_summary(f.augmented["summary"])
-        ds += table_html(gate) if gate else ""
+        ds += two_columns(gate) if gate else ""
     else:
         ds += _note(f.notes.get("augmented", "augmented dataset not given"))
     parts.append(_section("datasets", "Datasets", ds))
@@ -167,21 +176,18 @@ def render_html(f: ReportFacts) -> str:
             g += table_html(tables.gan_quality(q)) + table_html(tables.gan_structure(q))
         if "gan_samples" in f.figures:
             g += _img(f.figures["gan_samples"], "CycleGAN samples",
-                      "Last training sample. Rows: A, G(A), F(G(A)) / B, F(B), G(F(B)).", width=720)
+                      "Last training sample. Rows: A, G(A), F(G(A)) / B, F(B), G(F(B)).", width=560, upscale=True)
     else:
         g = _note(f.notes.get("gan", "CycleGAN model not given"))
     parts.append(_section("gan", "CycleGAN quality", g))
 
-    parts.append(_section("lineage", "Lineage", table_html(tables.lineage(f), code_cols=(2, 3)) if f.lineage
+    parts.append(_section("lineage", "Lineage", table_html(tables.lineage(f), code_cols=(3,)) if f.lineage
                           else _note("No manifests found: the inputs of this comparison cannot be traced.")))
     tm = (table_html(tables.timings(f)) + '<div class="grid2">'
           + table_html(tables.key_values(m.get("timings") or {}, "comparison wall time, seconds"))
           + table_html(tables.key_values(m.get("hardware") or {}, "hardware of the comparison")) + "</div>")
     parts.append(_section("timings", "Timings and hardware", tm))
-    items = list(cfg.items())
-    half = (len(items) + 1) // 2
-    conf = ('<div class="grid2">' + table_html(tables.key_values(dict(items[:half]), "detect section used by the "
-                                                                  "comparison")) + table_html(tables.key_values(dict(items[half:]))) + "</div>"
+    conf = (two_columns(tables.key_values(cfg, "detect section used by the comparison"))
             + "<details><summary>Full run configuration (YAML)</summary><pre>"
             + escape(yaml.safe_dump(f.config, sort_keys=False)) + "</pre></details>")
     parts.append(_section("config", "Configuration", conf))

@@ -172,7 +172,7 @@ def per_class_ap(metrics: dict[str, Any], per_class_mean: dict[str, dict[str, fl
     arms = [a for a in metrics.get("arms") or [] if _ok_runs(a)]
     if not classes or not arms:
         return None
-    fig = Figure(figsize=(max(6.4, 1.3 * len(classes) * max(1, len(arms)) / 2.2), 3.4))
+    fig = Figure(figsize=(max(6.4, 0.6 * len(classes) * max(1, len(arms))), 3.0))
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(arms)
     x = np.arange(len(classes))

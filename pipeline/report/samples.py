@@ -83,6 +83,8 @@ def _grid_png(cells: list[list[np.ndarray | str | None]], col_titles: list[str],
                 s.set_color("#d0d5dd")
             if isinstance(cell, np.ndarray):
                 ax.imshow(cell)
+            elif cell == "":  # padding at the end of the last row
+                ax.axis("off")
             else:
                 ax.set_facecolor("#f2f4f7")
                 ax.text(0.5, 0.5, cell or "", ha="center", va="center", fontsize=8, color="#475467",

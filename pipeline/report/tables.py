@@ -115,10 +115,10 @@ def gan_quality(q: dict[str, Any]) -> Table:
         return f"{num(d.get('accuracy'))} ({num(d.get('ci_low'))}–{num(d.get('ci_high'))})" if d else "–"
 
     def kid(d: dict[str, Any]) -> str:
-        return f"{num(100 * d['kid'])} ± {num(100 * d.get('kid_std', 0))}" if d.get("kid") is not None else "–"
+        return f"{num(d['kid'])} ± {num(d.get('kid_std'))}" if d.get("kid") is not None else "–"
 
     rows = [["realism: critic accuracy, real B vs images (0.5 = indistinguishable)", acc(r), acc(r0)],
-            ["KID on critic features (×100, lower = closer to real B)", kid(r), kid(r0)],
+            ["KID on critic features (lower = closer to real B)", kid(r), kid(r0)],
             ["diversity vs real B (1 = as varied)", num(r.get("diversity_ratio")), num(r0.get("diversity_ratio"))]]
     return Table(["metric", "translated A→B", "raw A (no GAN)"], rows, [False, True, True],
                  f"{q.get('n_a', '?')} A and {q.get('n_b', '?')} real B images ({q.get('b_reference', '?')})")
