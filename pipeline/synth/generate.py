@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,9 +28,15 @@ import numpy as np
 from pipeline.config import RunConfig
 from pipeline.data.coco import Annotation, CocoSet, ImageRecord
 from pipeline.data.version import DatasetVersion
-from pipeline.store import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes, sha256_file
+from pipeline.store import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes
 from pipeline.synth import geometry as geo
+from pipeline.synth.augment import augment, build_augment
 from pipeline.synth.gate import GateResult, Realism, as_uint8, gate
+from pipeline.synth.journal import append_row, journal_paths, outputs_intact, collect, read_journal, shard_done
+from pipeline.synth.plan import WorkItem, plan_items, shard_items, target_fractions
+
+__all__ = ["Generator", "GenerateResult", "ShardSummary", "WorkItem", "collect", "generate", "plan_items",
+           "read_journal", "run_shard", "shard_items", "target_fractions"]
 
 Translate = Callable[[list[np.ndarray]], list[np.ndarray]]
 IMAGE_DIR = "images/B/train"
@@ -44,17 +49,6 @@ class Generator:
     sha256: str  # of the checkpoint file; recorded on every synthetic image
     translate: Translate
     name: str = ""
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    source_id: int  # A_train image id
-    generator: int  # index into the generator list
-    variant: int  # 0 = plain fit; > 0 adds a seeded geometric jitter (and augmentation seed)
-
-    @property
-    def key(self) -> str:
-        return f"{self.source_id}:{self.generator}:{self.variant}"
 
 
 @dataclass
@@ -81,161 +75,6 @@ class ShardSummary:
                     self.seconds[s] = self.seconds.get(s, 0.0) + t
             elif k not in ("index",):
                 setattr(self, k, getattr(self, k) + v)
-
-
-# --------------------------------------------------------------------------------------- planning
-def target_fractions(names: list[str], target: dict[str, float] | None) -> np.ndarray:
-    """Normalised target share per category (uniform when None); unknown names are an error."""
-    if target is None:
-        return np.full(len(names), 1.0 / len(names))
-    unknown = sorted(set(target) - set(names))
-    if unknown:
-        raise ValueError(f"synth.target_distribution: unknown categories {unknown} (have {names})")
-    t = np.array([max(0.0, float(target.get(n, 0.0))) for n in names])
-    if t.sum() <= 0:
-        raise ValueError("synth.target_distribution: all shares are zero")
-    return t / t.sum()
-
-
-def plan_items(
-    cfg: RunConfig, a_train: CocoSet, real_counts: dict[str, int], n_generators: int
-) -> tuple[list[WorkItem], dict[str, Any]]:
-    """Work items in a deterministic order, plus the class-balance plan.
-
-    Every A image gets `synth.variants` variants per generator. With `balance_classes`, extra
-    variants of A images holding under-represented classes are added greedily (largest average
-    deficit first) until the planned real B + synthetic class shares stop improving or the
-    budget (`max_balance_factor`, `max_variants_per_image`) is spent.
-    """
-    names = a_train.category_names
-    col = {c.id: i for i, c in enumerate(sorted(a_train.categories, key=lambda c: c.id))}
-    images = sorted(a_train.images, key=lambda im: im.id)
-    row = {im.id: i for i, im in enumerate(images)}
-    per_image = np.zeros((len(images), len(names)))
-    for a in a_train.annotations:
-        if a.image_id in row:
-            per_image[row[a.image_id], col[a.category_id]] += 1
-    base_v = cfg.synth.variants
-    variants = np.full(len(images), base_v, dtype=int)
-    real = np.array([real_counts.get(n, 0) for n in names], dtype=float)
-    before = real + n_generators * (per_image * variants[:, None]).sum(0)
-    counts = before.copy()
-    extra = 0
-    target = None
-    if cfg.synth.balance_classes and len(images):
-        target = target_fractions(names, cfg.synth.target_distribution)
-        budget = int((cfg.synth.max_balance_factor - 1.0) * len(images) * base_v)
-        sizes = np.maximum(per_image.sum(1), 1)
-        while extra < budget:
-            deficit = target * counts.sum() - counts
-            gain = (per_image @ deficit) / sizes
-            gain[variants >= max(cfg.synth.max_variants_per_image, base_v)] = -np.inf
-            best = int(np.argmax(gain))
-            if not np.isfinite(gain[best]) or gain[best] <= 0:
-                break
-            variants[best] += 1
-            counts += n_generators * per_image[best]
-            extra += 1
-    items = [
-        WorkItem(im.id, g, v) for i, im in enumerate(images) for g in range(n_generators) for v in range(variants[i])
-    ]
-    balance = {
-        "categories": names,
-        "real": dict(zip(names, real.astype(int).tolist())),
-        "before": dict(zip(names, before.astype(int).tolist())),
-        "after": dict(zip(names, counts.astype(int).tolist())),
-        "target": None if target is None else dict(zip(names, target.round(4).tolist())),
-        "extra_variants": extra,
-    }
-    return items, balance
-
-
-def shard_items(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-# ---------------------------------------------------------------------------------- augmentation
-def build_augment(cfg: RunConfig):
-    """albumentations pipeline for synthetic images; boxes clipped/dropped by BboxParams."""
-    import albumentations as A
-
-    return A.Compose(
-        [
-            A.HorizontalFlip(p=0.5),
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.1, 0.1), rotate=(-5, 5), p=0.5,
-                     border_mode=cv2.BORDER_CONSTANT, fill=cfg.synth.pad_value),
-            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
-            A.GaussNoise(std_range=(0.01, 0.04), p=0.3),
-        ],
-        bbox_params=A.BboxParams(
-            format="coco", label_fields=["ids"], min_visibility=cfg.synth.min_visibility,
-            min_area=cfg.synth.min_area, clip=True,
-        ),
-        seed=cfg.runtime.seed,
-    )
-
-
-def _on_border(b: np.ndarray, w: int, h: int) -> np.ndarray:
-    b = np.asarray(b, dtype=float).reshape(-1, 4)
-    return (b[:, 0] <= 0.5) | (b[:, 1] <= 0.5) | (b[:, 0] + b[:, 2] >= w - 0.5) | (b[:, 1] + b[:, 3] >= h - 0.5)
-
-
-def augment(transform, image: np.ndarray, boxes: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Returns (image, boxes (M, 4), kept indices (M,), newly clipped count)."""
-    transform.set_random_seed(seed)
-    h, w = image.shape[:2]
-    out = transform(image=image, bboxes=np.asarray(boxes, dtype=np.float32), ids=np.arange(len(boxes)))
-    kept = np.asarray(out["ids"], dtype=int)
-    nb = np.asarray(out["bboxes"], dtype=np.float64).reshape(-1, 4)
-    # "Clipped" = now touches the border but did not before (the box got cut by the image edge).
-    clipped = int(np.sum(_on_border(nb, w, h) & ~_on_border(np.asarray(boxes)[kept], w, h))) if len(kept) else 0
-    return out["image"], nb, kept, clipped
-
-
-# -------------------------------------------------------------------------------------- journal
-def _journal_paths(staging: Path, index: int) -> tuple[Path, Path]:
-    d = staging / "shards"
-    return d / f"{index:05d}.jsonl", d / f"{index:05d}.done.json"
-
-
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """Complete lines of a shard journal; a torn last line (killed mid-write) is ignored."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def _outputs_intact(staging: Path, row: dict[str, Any]) -> bool:
-    for out in row["outputs"]:
-        p = staging / out["image"]["file_name"]
-        if not p.is_file() or sha256_file(p) != out["image"]["sha256"]:
-            return False
-    return True
-
-
-def _append(f, row: dict[str, Any]) -> None:
-    f.write(json.dumps(row, separators=(",", ":")) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def shard_done(staging: Path, index: int) -> bool:
-    """A shard is done when its done record exists and every recorded output verifies by hash."""
-    journal, done = _journal_paths(staging, index)
-    if not done.is_file():
-        return False
-    rows = read_journal(journal)
-    try:
-        expected = json.loads(done.read_text())["items"]
-    except (OSError, json.JSONDecodeError, KeyError):
-        return False
-    return len(rows) == expected and all(_outputs_intact(staging, r) for r in rows)
 
 
 # ------------------------------------------------------------------------------------- the shard
@@ -285,7 +124,7 @@ def run_shard(
     n_thumbnails: int | None = None,
 ) -> ShardSummary:
     """Generate one shard into `staging` (images/, shards/, card/rejected/), resuming if begun."""
-    journal, done = _journal_paths(staging, index)
+    journal, done = journal_paths(staging, index)
     summary = ShardSummary(index)
     if shard_done(staging, index):
         for r in read_journal(journal):
@@ -294,7 +133,7 @@ def run_shard(
         return summary
     journal.parent.mkdir(parents=True, exist_ok=True)
     # Keep only complete, verified lines; a torn tail would corrupt the next append.
-    rows = [r for r in read_journal(journal) if _outputs_intact(staging, r)]
+    rows = [r for r in read_journal(journal) if outputs_intact(staging, r)]
     atomic_write_text(journal, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
     finished = {r["item"] for r in rows}
     for r in rows:
@@ -390,7 +229,7 @@ def run_shard(
             first = per_item[chunk[0].key]["stats"]
             first["seconds"] = {"read": t1 - t0, "translate": t2 - t1, "checks": t_checks, "write": t_write + (t3 - t2 - t_checks - t_write)}
             for it in chunk:
-                _append(jf, per_item[it.key])
+                append_row(jf, per_item[it.key])
                 summary.add(per_item[it.key]["stats"])
     atomic_write_json(done, {"shard": index, "items": len(items)})
     return summary
@@ -501,9 +340,3 @@ def generate(
             results.append(run_shard(cfg, dataset, a_train, generators, chunks[k], k, out_dir, realism=realism))
             bar.advance(task)
     return GenerateResult(out_dir, len(items), results, balance)
-
-
-def collect(out_dir: Path, n_shards: int) -> Iterable[dict[str, Any]]:
-    """Stream the journal rows of shards 0..n-1 in order (one work item per row)."""
-    for k in range(n_shards):
-        yield from read_journal(_journal_paths(out_dir, k)[0])
