@@ -142,12 +142,11 @@ def verdict(metrics: dict[str, Any], alpha: float) -> tuple[str, str, list[str]]
             why = "no paired comparison with the real baseline was computed"
         return f"No verdict: {why}.", "unknown", secondary
 
-    base_mean = arms["real"]["summary"]["map"]["mean"]
-    treat_mean = arms[TREATMENT]["summary"]["map"]["mean"]
+    base_mean, treat_mean = _arm_mean(arms, "real"), _arm_mean(arms, TREATMENT)
     headline, kind = _sentence("Synthetic metal images", main, base_mean, treat_mean, ci)
     if "real+replica" in comps:
         c = comps["real+replica"]
-        rep_mean = arms["real+replica"]["summary"]["map"]["mean"]
+        rep_mean = _arm_mean(arms, "real+replica")
         s, _ = _sentence("Against the replica control (the same replica photos untranslated), the synthetic arm",
                          c, rep_mean, treat_mean, ci, control=True)
         secondary.append(s)
@@ -156,6 +155,10 @@ def verdict(metrics: dict[str, Any], alpha: float) -> tuple[str, str, list[str]]
         secondary.append("Only one training seed per arm: the interval covers test-image sampling, not training "
                          "noise, so read it as optimistic.")
     return headline, kind, secondary
+
+
+def _arm_mean(arms: dict[str, dict[str, Any]], name: str) -> float | None:
+    return ((arms.get(name) or {}).get("summary") or {}).get("map", {}).get("mean")
 
 
 def _sentence(subject: str, c: dict[str, Any], before: float | None, after: float | None, ci: int,
