@@ -1,0 +1,288 @@
+"""CycleGAN benchmark: training s/iter and translation img/s with peak memory, ours vs the
+original implementation's step, across precisions and sizes.
+
+    .venv/bin/python bench/gan.py [--quick] [--repeats 3] [--threads 2] [--out bench/results/gan.json]
+
+Sizes: (64², ngf 32, 6 blocks), (128², ngf 32, 6 blocks), (256², ngf 64, 9 blocks), batch 1
+(and 8 on CUDA). Training variants:
+  reference     the original pytorch-CycleGAN-and-pix2pix step transcribed (six separate generator
+                passes, D on real and fake separately, per-parameter Adam, fp32) on our networks
+  fp32          our step (batched generator passes, one D call on [real, fake], foreach Adam)
+  bf16          + bf16 autocast          bf16_cl  + channels_last
+  bf16_compile  + torch.compile (first-step compile time reported separately)
+Each case runs in a fresh process (peak RSS = its ru_maxrss; CUDA: max_memory_allocated); cases
+are repeated round-robin `--repeats` times and medians reported, because the machine may be
+shared. Needs only torch, numpy, OpenCV and safetensors (no pydantic/albumentations/prefect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SIZES = [(64, 32, 6), (128, 32, 6), (256, 64, 9)]
+VARIANTS = ["reference", "fp32", "bf16", "bf16_cl", "bf16_compile"]
+ORIGINAL_CPU_S_PER_ITER = {64: 0.19, 128: 0.53, 256: 7.6}  # the brief's numbers, this 2-core machine
+
+
+def options(size: int, ngf: int, blocks: int, variant: str) -> SimpleNamespace:
+    return SimpleNamespace(ngf=ngf, ndf=ngf if size < 256 else 64, n_blocks=blocks, n_layers_d=3, gan_mode="lsgan",
+                           lambda_cycle=10.0, lambda_identity=0.5, lambda_gp=10.0, pool_size=50, lr=2e-4, beta1=0.5,
+                           iterations=10**6, decay_from=0.5,
+                           precision="fp32" if variant in ("reference", "fp32") else "bf16",
+                           channels_last=variant == "bf16_cl", compile=variant == "bf16_compile")
+
+
+class ReferenceStep:
+    """The original repo's CycleGANModel.optimize_parameters, line for line (fp32, eager)."""
+
+    def __init__(self, opt, device):
+        import torch
+
+        from pipeline.gan.losses import GANLoss
+        from pipeline.gan.networks import PatchDiscriminator, ResnetGenerator, init_weights
+        from pipeline.gan.pool import ImagePool
+
+        torch.manual_seed(0)
+        self.netG_A = init_weights(ResnetGenerator(3, 3, opt.ngf, opt.n_blocks)).to(device)
+        self.netG_B = init_weights(ResnetGenerator(3, 3, opt.ngf, opt.n_blocks)).to(device)
+        self.netD_A = init_weights(PatchDiscriminator(3, opt.ndf, 3)).to(device)
+        self.netD_B = init_weights(PatchDiscriminator(3, opt.ndf, 3)).to(device)
+        self.optimizer_G = torch.optim.Adam(itertools.chain(self.netG_A.parameters(), self.netG_B.parameters()),
+                                            lr=opt.lr, betas=(opt.beta1, 0.999))
+        self.optimizer_D = torch.optim.Adam(itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()),
+                                            lr=opt.lr, betas=(opt.beta1, 0.999))
+        self.gan, self.l1 = GANLoss("lsgan"), torch.nn.L1Loss()
+        self.fake_A_pool, self.fake_B_pool = ImagePool(50), ImagePool(50)
+
+    def set_input(self, batch, device):
+        self.real_A, self.real_B = batch["A"].to(device), batch["B"].to(device)
+
+    def optimize_parameters(self):
+        self.fake_B = self.netG_A(self.real_A)
+        self.rec_A = self.netG_B(self.fake_B)
+        self.fake_A = self.netG_B(self.real_B)
+        self.rec_B = self.netG_A(self.fake_A)
+        for p in itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()):
+            p.requires_grad = False
+        self.optimizer_G.zero_grad()
+        idt_A = self.netG_A(self.real_B)
+        idt_B = self.netG_B(self.real_A)
+        loss_G = (self.gan(self.netD_A(self.fake_B), True) + self.gan(self.netD_B(self.fake_A), True)
+                  + self.l1(self.rec_A, self.real_A) * 10 + self.l1(self.rec_B, self.real_B) * 10
+                  + self.l1(idt_A, self.real_B) * 5 + self.l1(idt_B, self.real_A) * 5)
+        loss_G.backward()
+        self.optimizer_G.step()
+        for p in itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()):
+            p.requires_grad = True
+        self.optimizer_D.zero_grad()
+        for netD, real, fake in ((self.netD_A, self.real_B, self.fake_B_pool.query(self.fake_B)),
+                                 (self.netD_B, self.real_A, self.fake_A_pool.query(self.fake_A))):
+            loss_D = 0.5 * (self.gan(netD(real), True) + self.gan(netD(fake.detach()), False))
+            loss_D.backward()
+        self.optimizer_D.step()
+
+
+def _peak(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_train(case: dict) -> dict:
+    import torch
+
+    from pipeline.gan.train import CycleGAN
+
+    device = torch.device(case["device"])
+    opt = options(case["size"], case["ngf"], case["blocks"], case["variant"])
+    model = ReferenceStep(opt, device) if case["variant"] == "reference" else CycleGAN(opt, device)
+    b, s = case["batch"], case["size"]
+    batch = {"A": torch.rand(b, 3, s, s) * 2 - 1, "B": torch.rand(b, 3, s, s) * 2 - 1}
+    times, cpu = [], []
+    for i in range(case["warmup"] + case["iters"]):
+        _sync(device)
+        t, c = time.perf_counter(), time.process_time()
+        if case["variant"] == "reference":
+            model.set_input(batch, device)
+        else:
+            model.set_input(batch)
+        model.optimize_parameters()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    timed = times[case["warmup"]:]
+    # CPU seconds per iteration: on a shared machine wall time also counts other people's work
+    return {**case, "s_per_iter": statistics.median(timed), "cpu_s_per_iter": statistics.median(cpu[case["warmup"]:]),
+            "first_iter_s": times[0], "all_s": timed, "peak_mb": _peak(device)}
+
+
+def run_translate(case: dict) -> dict:
+    import numpy as np
+    import torch
+
+    from pipeline.gan.networks import ResnetGenerator, init_weights
+    from pipeline.gan.translate import Translator
+
+    device = torch.device(case["device"])
+    torch.manual_seed(0)
+    tr = Translator(init_weights(ResnetGenerator(3, 3, case["ngf"], case["blocks"])), device=device,
+                    tile=case["tile"], overlap=case.get("overlap", 64), batch=case["batch"], precision=case["precision"])
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (case["h"], case["w"], 3), dtype=np.uint8) for _ in range(case["n"])]
+    tr(imgs[: min(len(imgs), case["batch"])])  # warm-up
+    _sync(device)
+    t = time.perf_counter()
+    out = tr(imgs)
+    _sync(device)
+    dt = time.perf_counter() - t
+    assert out[0].shape == imgs[0].shape
+    return {**case, "seconds": dt, "img_per_s": case["n"] / dt, "peak_mb": _peak(device)}
+
+
+def run_case(case: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(case["threads"])
+    return run_train(case) if case["kind"] == "train" else run_translate(case)
+
+
+def spawn(case: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(case["threads"])}
+    p = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True, env=env,
+                       timeout=3600)
+    if p.returncode != 0:
+        return {**case, "error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"rc {p.returncode}"}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def cases(device: str, threads: int, quick: bool) -> list[dict]:
+    out = []
+    cuda = device.startswith("cuda")
+    for size, ngf, blocks in SIZES[:2] if quick else SIZES:
+        big = size >= 256 and not cuda
+        for variant in VARIANTS:
+            if big and variant in ("bf16_cl", "bf16_compile"):
+                continue  # minutes per iteration on 2 CPU cores: measure the main levers only
+            if cuda and variant == "bf16_cl":
+                continue  # CUDA runs channels_last in every non-reference variant below
+            for batch in ((1, 8) if cuda else (1,)):
+                out.append({"kind": "train", "device": device, "threads": threads, "size": size, "ngf": ngf,
+                            "blocks": blocks, "variant": variant, "batch": batch,
+                            "warmup": 3 if variant == "bf16_compile" else (1 if big else 2),
+                            "iters": 20 if cuda else (3 if big else 8)})
+        for precision in (("fp32", "bf16") if cuda or size < 256 else ("bf16",)):
+            n = 512 if cuda else (8 if size >= 256 else 32)
+            out.append({"kind": "translate", "device": device, "threads": threads, "size": size, "ngf": ngf,
+                        "blocks": blocks, "precision": precision, "batch": 64 if cuda else 8, "h": size, "w": size,
+                        "tile": max(size, 512), "n": n})
+    # a large photo, tiled: device memory bounded by tile x batch, not the image
+    big = (4096, 3072, 64, 9) if cuda else (1024, 768, 32, 6)
+    out.append({"kind": "translate", "device": device, "threads": threads, "size": 0, "ngf": big[2], "blocks": big[3],
+                "precision": "bf16" if cuda else "fp32", "batch": 8 if cuda else 2, "h": big[1], "w": big[0],
+                "tile": 512 if cuda else 256, "overlap": 64, "n": 1})
+    return out
+
+
+def summarise(results: list[dict]) -> dict:
+    by: dict[tuple, list[dict]] = {}
+    for r in results:
+        key = tuple(r.get(k) for k in ("kind", "size", "ngf", "blocks", "variant", "precision", "batch", "h", "w"))
+        by.setdefault(key, []).append(r)
+    rows = []
+    for group in by.values():
+        ok = [r for r in group if "error" not in r]
+        row = {k: v for k, v in group[0].items() if k not in ("all_s", "seconds", "s_per_iter", "img_per_s", "peak_mb",
+                                                                "first_iter_s", "error")}
+        row["repeats"] = len(ok)
+        if not ok:
+            row["error"] = group[0]["error"]
+        elif row["kind"] == "train":
+            row["s_per_iter"] = statistics.median(r["s_per_iter"] for r in ok)
+            row["cpu_s_per_iter"] = statistics.median(r["cpu_s_per_iter"] for r in ok)
+            row["it_per_s"] = 1 / row["s_per_iter"]
+            row["first_iter_s"] = statistics.median(r["first_iter_s"] for r in ok)
+            row["peak_mb"] = max(r["peak_mb"] for r in ok)
+        else:
+            row["img_per_s"] = statistics.median(r["img_per_s"] for r in ok)
+            row["peak_mb"] = max(r["peak_mb"] for r in ok)
+        rows.append(row)
+    speedups = []
+    for r in rows:
+        if r["kind"] != "train" or "s_per_iter" not in r or r["variant"] == "reference":
+            continue
+        ref = next((x for x in rows if x["kind"] == "train" and x["variant"] == "reference" and x["size"] == r["size"]
+                    and x["batch"] == r["batch"] and "s_per_iter" in x), None)
+        if ref:
+            speedups.append({"size": r["size"], "batch": r["batch"], "variant": r["variant"],
+                             "speedup_vs_reference": ref["s_per_iter"] / r["s_per_iter"],
+                             "cpu_time_speedup_vs_reference": ref["cpu_s_per_iter"] / r["cpu_s_per_iter"],
+                             "speedup_vs_brief_original": (ORIGINAL_CPU_S_PER_ITER[r["size"]] / r["s_per_iter"]
+                                                           if r["device"] == "cpu" and r["batch"] == 1 else None)})
+    return {"rows": rows, "speedups": speedups}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--case", help=argparse.SUPPRESS)
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="64² and 128² only")
+    ap.add_argument("--only", default=None, help="comma list of kinds/variants to run, e.g. train,bf16")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gan.json")
+    args = ap.parse_args()
+    if args.case:
+        print(json.dumps(run_case(json.loads(args.case))))
+        return
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    todo = cases(device, args.threads, args.quick)
+    if args.only:
+        keep = set(args.only.split(","))
+        todo = [c for c in todo if c["kind"] in keep or c.get("variant") in keep or c.get("precision") in keep]
+    results = []
+    t0 = time.time()
+    for rep in range(args.repeats):  # round-robin: a noisy minute hurts every variant alike
+        for case in todo:
+            r = spawn(case)
+            results.append(r)
+            val = r.get("s_per_iter") or r.get("img_per_s") or r.get("error")
+            print(f"[{rep}] {case['kind']} {case['size'] or (case['w'], case['h'])} {case.get('variant') or case['precision']}"
+                  f" b{case['batch']}: {val}", file=sys.stderr, flush=True)
+    summary = summarise(results)
+    out = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+           "cpu": platform.processor(), "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+           "repeats": args.repeats, "loadavg_at_end": os.getloadavg(), "wall_s": time.time() - t0, **summary,
+           "raw": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    for s in summary["speedups"]:
+        print(s, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
