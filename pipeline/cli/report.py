@@ -57,7 +57,8 @@ def report(
 
             result = report_flow(cfg, compare_dir, out or default_out, dataset=ds, gan_dir=gan_dir, augmented=aug)
         else:
-            result = build_report(cfg, compare_dir, out or default_out, dataset=ds, gan_dir=gan_dir, augmented=aug)
+            result = build_report(cfg, compare_dir, out or default_out, dataset=ds, gan_dir=gan_dir,
+                                  augmented=aug)
     except (ReportError, DatasetError) as e:
         fail(str(e))
         return

@@ -130,7 +130,8 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
     if augmented is None:
         notes["augmented"] = "No augmented dataset was given: synthetic samples and their counts are not shown."
         notes["synthetic"] = notes["augmented"]
-    data_cfg = (dataset.manifest.get("config", {}).get("data") if dataset else None) or cfg.data.model_dump(mode="json")
+    recorded = dataset.manifest.get("config", {}).get("data") if dataset else None
+    data_cfg = recorded or cfg.data.model_dump(mode="json")
     facts = ReportFacts(
         title=r.title, verdict=head, verdict_kind=kind, secondary=secondary, ci_percent=ci_percent(r.alpha),
         metrics=metrics, arms=[arm_facts(a, categories) for a in metrics["arms"]],
@@ -229,42 +230,41 @@ def write_report(cfg: RunConfig, facts: ReportFacts, metrics: dict[str, Any], ou
                "map": {a.name: a.summary["map"]["mean"] for a in facts.arms}}
     write_manifest(out_dir, kind=KIND, id=f"report-{key[:12]}", config=cfg.report.model_dump(mode="json"),
                    parents=parents, summary=summary, files=files)
-    return ReportResult(out_dir / "report.html", out_dir / "report.md", out_dir / "metrics.json", False, facts.verdict)
+    return ReportResult(out_dir / "report.html", out_dir / "report.md", out_dir / "metrics.json", False,
+                        facts.verdict)
 
 
 # ------------------------------------------------------------------------------------ discovery
-def find_inputs(cfg: RunConfig, compare_dir: Path) -> tuple[DatasetVersion | None, DatasetVersion | None, Path | None]:
+def find_inputs(cfg: RunConfig, compare_dir: Path
+                ) -> tuple[DatasetVersion | None, DatasetVersion | None, Path | None]:
     """(dataset, augmented, CycleGAN dir) that a comparison was made from, found by the ids in its
-    manifest's lineage under the config's output root (or the root the run dir lives in)."""
+    manifest's lineage under the config's output root (or the root its run dir lives in)."""
     m = read_manifest(compare_dir)
     if m is None:
         return None, None, None
-    compare_dir = Path(compare_dir).resolve()
-    roots = [Path(cfg.runtime.output_root).resolve(), compare_dir.parent.parent.parent]
-    refs = _walk(m.get("parents") or [])
-    dataset = augmented = None
-    gan_dir = None
-    for ref in refs:
+    run_root = Path(compare_dir).resolve().parent.parent.parent  # <root>/reports/<run>/compare
+    roots = [Path(cfg.runtime.output_root).resolve(), run_root]
+    where = {"dataset": ("data", "datasets"), "augmented": ("data", "datasets"),
+             "cyclegan": ("models", "cyclegan")}
+    found: dict[str, Path] = {}
+    for ref in _walk(m.get("parents") or []):  # direct parents first, then their lineage
         kind, rid = ref.get("kind"), ref.get("id")
-        if not rid:
+        if kind not in where or kind in found or not rid:
             continue
         for root in roots:
-            if kind in ("dataset", "augmented") and (root / "data" / "datasets" / rid / "manifest.json").is_file():
-                v = DatasetVersion.open(root / "data" / "datasets" / rid)
-                if kind == "dataset" and dataset is None and ref in m["parents"]:
-                    dataset = v
-                elif kind == "augmented" and augmented is None:
-                    augmented = v
+            d = root.joinpath(*where[kind], rid)
+            if (d / "manifest.json").is_file():
+                found[kind] = d
                 break
-            if kind == "cyclegan" and gan_dir is None and (root / "models" / "cyclegan" / rid / "manifest.json").is_file():
-                gan_dir = root / "models" / "cyclegan" / rid
-                break
-    return dataset, augmented, gan_dir
+    open_ = lambda k: DatasetVersion.open(found[k]) if k in found else None  # noqa: E731
+    return open_("dataset"), open_("augmented"), found.get("cyclegan")
 
 
 def _walk(refs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for r in refs:
+    """Breadth-first over a manifest's parent references."""
+    out, queue = [], list(refs)
+    while queue:
+        r = queue.pop(0)
         out.append(r)
-        out.extend(_walk(r.get("parents") or []))
+        queue.extend(r.get("parents") or [])
     return out

@@ -91,7 +91,8 @@ class ReportFacts:
             "ci_percent": self.ci_percent,
             "arms": {
                 a.name: {"per_class_ap_mean": a.per_class_ap, "train_seconds_mean": a.train_seconds,
-                         "train_images_per_s_mean": a.train_images_per_s, "ultralytics_map_mean": a.ultralytics_map,
+                         "train_images_per_s_mean": a.train_images_per_s,
+                         "ultralytics_map_mean": a.ultralytics_map,
                          "seeds_ok": a.seeds_ok, "seeds_total": a.seeds_total}
                 for a in self.arms
             },
@@ -224,7 +225,9 @@ def attributions(data_config: dict[str, Any] | None) -> list[str]:
         out.append(DEMO)
     sources = [s for key in ("a", "b") for s in data.get(key) or []]
     paths = [Path(str(s.get(k))) for s in sources for k in ("images", "annotations", "split_file") if s.get(k)]
-    is_bsdata = lambda p: any(part.lower() == "bsdata" for part in p.parts) or _license_mentions(p, "BSData")  # noqa: E731
+    def is_bsdata(p: Path) -> bool:
+        return any(part.lower() == "bsdata" for part in p.parts) or _license_mentions(p, "BSData")
+
     if any(is_bsdata(p) for p in paths):
         out.append(BSDATA)
     for p in paths:  # any other source that ships a license file: name it, users must honour it
@@ -251,5 +254,7 @@ def _license_mentions(p: Path, word: str) -> bool:
     if lic is None:
         return False
     readme = lic.parent / "README.md"
-    text = lic.read_text(errors="replace")[:4000] + (readme.read_text(errors="replace")[:4000] if readme.is_file() else "")
+    text = lic.read_text(errors="replace")[:4000]
+    if readme.is_file():
+        text += readme.read_text(errors="replace")[:4000]
     return word.lower() in text.lower()

@@ -71,9 +71,10 @@ def table_html(t: Table, code_cols: tuple[int, ...] = ()) -> str:
             if j == 0 and t.row_notes and t.row_notes[i]:
                 text = f"<strong>{text}</strong><div class=\"sub\">{escape(t.row_notes[i])}</div>"
             cells.append(f'<td class="num">{text}</td>' if n else f"<td>{text}</td>")
-        body.append(f'<tr class="{cls}">' + "".join(cells) + "</tr>" if cls else "<tr>" + "".join(cells) + "</tr>")
+        body.append((f'<tr class="{cls}">' if cls else "<tr>") + "".join(cells) + "</tr>")
     cap = f"<caption>{escape(t.caption)}</caption>" if t.caption else ""
-    return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    return (f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
 def two_columns(t: Table) -> str:

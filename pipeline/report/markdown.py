@@ -43,7 +43,8 @@ def render_markdown(f: ReportFacts) -> str:
     out = [
         f"# {f.title}", "",
         f"Dataset `{(m.get('dataset') or {}).get('id')}` · test: {test.get('images')} real metal (B) images, "
-        f"{sum((test.get('instances') or {}).values())} boxes · {cfg.get('epochs')} epochs at {cfg.get('imgsz')} px, "
+        f"{sum((test.get('instances') or {}).values())} boxes · {cfg.get('epochs')} epochs at "
+        f"{cfg.get('imgsz')} px, "
         f"seeds {cfg.get('seeds')} · {cfg.get('model')}", "",
         "## Verdict", "", arms_markdown(f), "",
         "## Accuracy per arm", "", _figure(f, "map_bars", "mAP per arm with uplift CIs"), "",
@@ -51,7 +52,8 @@ def render_markdown(f: ReportFacts) -> str:
         "## Per-class AP", "", _figure(f, "per_class_ap", "per-class AP"), "", table_md(tables.per_class(f)), "",
         "## Training curves", "", _figure(f, "training_curves", "training curves"), "",
         "## Test detections per arm", "",
-        f"Green: ground truth; red: detections with score ≥ {f.config.get('report', {}).get('detection_threshold')}.",
+        "Green: ground truth; red: detections with score ≥ "
+        f"{f.config.get('report', {}).get('detection_threshold')}.",
         "", _figure(f, "detections", "test detections per arm"), "",
         "## Synthetic samples", "",
     ]
@@ -64,11 +66,13 @@ def render_markdown(f: ReportFacts) -> str:
         out += [f"*{f.notes.get('synthetic') or f.figure_notes.get('synthetic', 'not available')}*", ""]
     out += ["## Datasets", ""]
     if f.dataset:
-        out += [f"Dataset version `{f.dataset['id']}`:", "", table_md(tables.dataset_splits(f.dataset["summary"])), ""]
+        out += [f"Dataset version `{f.dataset['id']}`:", "",
+                table_md(tables.dataset_splits(f.dataset["summary"])), ""]
     else:
         out += [f"*{f.notes.get('dataset', 'dataset version not given')}*", ""]
     if f.augmented:
-        out += [f"Augmented version `{f.augmented['id']}`:", "", table_md(tables.augmented_summary(f.augmented["summary"])), ""]
+        out += [f"Augmented version `{f.augmented['id']}`:", "",
+                table_md(tables.augmented_summary(f.augmented["summary"])), ""]
         gate = tables.gate_summary(f.augmented["summary"])
         if gate:
             out += [table_md(gate), ""]

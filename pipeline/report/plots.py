@@ -73,7 +73,8 @@ def map_bars(metrics: dict[str, Any], ci_percent: int = 95, dpi: int = 110) -> b
             continue
         ax.bar(i, mean, 0.62, color=colour(a["name"], i), alpha=0.9,
                yerr=std if std else None, capsize=5, error_kw={"elinewidth": 1.2, "ecolor": "#333"})
-        seeds = [r["metrics"]["map"] for r in _ok_runs(a) if r.get("metrics") and r["metrics"].get("map") is not None]
+        seeds = [r["metrics"]["map"] for r in _ok_runs(a)
+                 if r.get("metrics") and r["metrics"].get("map") is not None]
         if len(seeds) > 1:
             ax.scatter(np.full(len(seeds), i) + np.linspace(-0.12, 0.12, len(seeds)), seeds, s=12, color="#111",
                        zorder=3, alpha=0.7)
@@ -149,7 +150,8 @@ def pr_curves(metrics: dict[str, Any], compare_dir: Path, dpi: int = 110) -> byt
             y = mean if panel == panels[0] else prec.get(panel)
             if y is None or np.all(np.isnan(y)):
                 continue
-            ax.plot(recall, y, color=colour(name, i), linewidth=1.8 if name == "real+synthetic" else 1.3, label=name)
+            ax.plot(recall, y, color=colour(name, i), linewidth=1.8 if name == "real+synthetic" else 1.3,
+                    label=name)
     for ax, panel in zip(axes, panels):
         ax.set_title(panel, fontsize=9, loc="left")
         ax.set_xlim(0, 1)

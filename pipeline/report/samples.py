@@ -54,7 +54,8 @@ def draw_boxes(rgb: np.ndarray, boxes: list[tuple[list[float], str]], colour_rgb
             (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
             ty = max(th + 3, p1[1])
             cv2.rectangle(out, (p1[0], ty - th - 3), (p1[0] + tw + 4, ty), colour_rgb, -1)
-            cv2.putText(out, label, (p1[0] + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(out, label, (p1[0] + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
+                        cv2.LINE_AA)
     return out
 
 
@@ -166,8 +167,8 @@ def detections_grid(metrics: dict[str, Any], compare_dir: Path, dataset: Dataset
                 continue
             dets = sorted(p.get(im.id, []), key=lambda d: -d["score"])
             img = draw_boxes(base.copy(), [(a_.bbox, "") for a_ in gt.get(im.id, [])], GT_RGB, s, dashed=True)
-            img = draw_boxes(img, [(d["bbox"], f"{names.get(d['category_id'], '?')} {d['score']:.2f}") for d in dets],
-                             PRED_RGB, s)
+            labels = [(d["bbox"], f"{names.get(d['category_id'], '?')} {d['score']:.2f}") for d in dets]
+            img = draw_boxes(img, labels, PRED_RGB, s)
             row.append(img)
             info["detections"][a["name"]] = len(dets)
         cells.append(row)

@@ -39,8 +39,8 @@ def comparisons(f: ReportFacts) -> Table:
              f"{num(c['ci_low'], sign=True)} to {num(c['ci_high'], sign=True)}", str(c.get("resamples", "")),
              ", ".join(str(s) for s in c.get("seeds") or []), "yes" if c.get("significant") else "no"]
             for c in f.comparisons]
-    return Table(["comparison", "Δ mAP@[.5:.95]", f"{f.ci_percent}% CI", "resamples", "paired seeds", "significant"],
-                 rows, [False, True, True, True, False, False],
+    return Table(["comparison", "Δ mAP@[.5:.95]", f"{f.ci_percent}% CI", "resamples", "paired seeds",
+                  "significant"], rows, [False, True, True, True, False, False],
                  "paired bootstrap over test images (same images resampled for both arms)")
 
 
@@ -50,7 +50,8 @@ def per_class(f: ReportFacts) -> Table:
     arms_ok = [a for a in f.arms if a.seeds_ok]
     rows = [[c, str(inst.get(c, 0))] + [num(a.per_class_ap.get(c)) for a in arms_ok] for c in cats]
     return Table(["class", "test instances"] + [a.name for a in arms_ok], rows,
-                 [False, True] + [True] * len(arms_ok), "AP@[.5:.95] per class, mean over seeds; – = no instances")
+                 [False, True] + [True] * len(arms_ok),
+                 "AP@[.5:.95] per class, mean over seeds; – = no instances")
 
 
 def timings(f: ReportFacts) -> Table:
@@ -60,8 +61,8 @@ def timings(f: ReportFacts) -> Table:
                 else a.ultralytics_map - a.summary["map"]["mean"])
         rows.append([a.name, num(a.train_seconds, 1), num(a.train_images_per_s, 1), num(a.ultralytics_map),
                      num(diff, sign=True)])
-    return Table(["arm", "train s (mean/seed)", "train images/s", "ultralytics val mAP", "ultralytics − pycocotools"],
-                 rows, [False, True, True, True, True],
+    return Table(["arm", "train s (mean/seed)", "train images/s", "ultralytics val mAP",
+                  "ultralytics − pycocotools"], rows, [False, True, True, True, True],
                  "training cost per run; ultralytics' own validator on the same test split as a cross-check")
 
 
@@ -83,7 +84,8 @@ def dataset_splits(summary: dict[str, Any]) -> Table:
     counts = summary.get("counts") or {}
     inst = summary.get("instances") or {}
     cats = list(summary.get("categories") or [])
-    rows = [[name, str(c.get("images", 0)), str(c.get("boxes", 0))] + [str((inst.get(name) or {}).get(k, 0)) for k in cats]
+    rows = [[name, str(c.get("images", 0)), str(c.get("boxes", 0))]
+            + [str((inst.get(name) or {}).get(k, 0)) for k in cats]
             for name, c in counts.items() if c.get("images")]
     return Table(["split", "images", "boxes"] + cats, rows, [False, True, True] + [True] * len(cats),
                  "images and boxes per domain/split (A = replica, B = metal); class columns count boxes")
@@ -105,7 +107,9 @@ def gate_summary(summary: dict[str, Any]) -> Table | None:
     rows = [[k, _value(v)] for k, v in counts.items() if not isinstance(v, (dict, list))]
     for check, d in (gate.get("by_check") or {}).items():
         rows.append([f"rejected by {check}", f"{d.get('count')} (threshold {_value(d.get('threshold'))})"])
-    return Table(["quality gate", "value"], rows, [False, True], "synthesis counts and quality-gate rejections") if rows else None
+    if not rows:
+        return None
+    return Table(["quality gate", "value"], rows, [False, True], "synthesis counts and quality-gate rejections")
 
 
 def gan_quality(q: dict[str, Any]) -> Table:
@@ -119,14 +123,16 @@ def gan_quality(q: dict[str, Any]) -> Table:
 
     rows = [["realism: critic accuracy, real B vs images (0.5 = indistinguishable)", acc(r), acc(r0)],
             ["KID on critic features (lower = closer to real B)", kid(r), kid(r0)],
-            ["diversity vs real B (1 = as varied)", num(r.get("diversity_ratio")), num(r0.get("diversity_ratio"))]]
+            ["diversity vs real B (1 = as varied)", num(r.get("diversity_ratio")),
+             num(r0.get("diversity_ratio"))]]
     return Table(["metric", "translated A→B", "raw A (no GAN)"], rows, [False, True, True],
                  f"{q.get('n_a', '?')} A and {q.get('n_b', '?')} real B images ({q.get('b_reference', '?')})")
 
 
 def gan_structure(q: dict[str, Any]) -> Table:
     s = q.get("structure") or {}
-    rows = [["edge F1, A vs G(A)", num(s.get("edge_f1"))], ["gradient SSIM, A vs G(A)", num(s.get("gradient_ssim"))],
+    rows = [["edge F1, A vs G(A)", num(s.get("edge_f1"))],
+            ["gradient SSIM, A vs G(A)", num(s.get("gradient_ssim"))],
             [f"edge F1 inside {s.get('n_boxes', '?')} boxes", num(s.get("box_edge_f1"))],
             ["gradient SSIM inside boxes", num(s.get("box_gradient_ssim"))],
             ["cycle error |A − F(G(A))| (fraction of 255)", num(q.get("cycle_l1"))]]

@@ -158,4 +158,5 @@ def test_bsdata_attribution_when_its_photos_are_used(tmp_path: Path) -> None:
     own = tmp_path / "mine"
     (own / "images").mkdir(parents=True)
     (own / "LICENSE").write_text("MIT License\n\nCopyright (c) 2026 Someone")
-    assert any("MIT License" in c for c in attributions({"source": "folders", "a": [{"images": str(own / "images")}]}))
+    mine = attributions({"source": "folders", "a": [{"images": str(own / "images")}]})
+    assert any("MIT License" in c for c in mine)

@@ -90,7 +90,8 @@ def test_report_flow_publishes_the_arms_table(real_run, prefect_harness, tmp_pat
     from flows.report import report_flow
 
     cfg, ds, gan_dir, aug, run_dir = real_run
-    res = report_flow(cfg, run_dir / "compare", tmp_path / "flow-report", dataset=ds, gan_dir=gan_dir, augmented=aug)
+    res = report_flow(cfg, run_dir / "compare", tmp_path / "flow-report", dataset=ds, gan_dir=gan_dir,
+                      augmented=aug)
     assert res.html.is_file() and not res.cached
 
     async def latest():
