@@ -96,3 +96,14 @@ def test_checkpoint_of_another_config_is_not_resumed(tiny_dataset, tmp_path):
     assert r.resumed_from == 0 and r.step == 4
     r = fit(tiny_opt(iterations=6), fopt, a, b, tmp_path, config_hash="two", progress=False)
     assert r.resumed_from == 4 and r.step == 6
+
+
+@pytest.mark.parametrize("mode,precision", [("vanilla", "fp32"), ("wgangp", "fp32"), ("hinge", "bf16"), ("lsgan", "fp16")])
+def test_every_gan_mode_and_precision_trains(tiny_dataset, tmp_path, mode, precision):
+    a, b = training_images(tiny_dataset)
+    opt = tiny_opt(gan_mode=mode, precision=precision, iterations=3, lambda_identity=0.0 if mode == "hinge" else 0.5)
+    r = fit(opt, FitOptions(64, 32, batch_size=2, log_every=1, checkpoint_every=3, image_every=3), a, b, tmp_path,
+            progress=False)
+    assert r.step == 3 and all(torch.isfinite(torch.tensor(list(row.values()))).all() for row in r.history)
+    assert ("idt_A" in r.history[-1]) == (opt.lambda_identity > 0)
+    assert r.model.scaler.is_enabled() == (precision == "fp16")
