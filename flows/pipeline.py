@@ -20,7 +20,7 @@ from flows.report import report_flow
 from flows.synthesize import synthesize_flow
 from flows.train_gan import train_gan_flow
 from pipeline.config import load_config
-from pipeline.run import record_run, report_html, run_dir_for
+from pipeline.run import record_run, run_dir_for
 from pipeline.store import dir_lock
 
 
@@ -48,14 +48,11 @@ def metalize_pipeline(config: str | None = None, overrides: list[str] | None = N
     with dir_lock(run_dir):  # a second run of the same experiment waits, then finds it cached
         compared = compare_flow(cfg, dataset, augmented, run_dir / "compare")
         stages["compare"] = _stage(compared.out_dir, compared.cached)
-        html = report_html(run_dir)
-        if html is not None and not compared.cached:
-            html = None  # new numbers: the report must be rebuilt
-        stages["report"] = _stage(run_dir, html is not None)
-        if html is None:
-            html = report_flow(
-                cfg, run_dir / "compare", run_dir, dataset=dataset, gan_dir=gan.model_dir, augmented=augmented
-            ).html
+        report = report_flow(
+            cfg, run_dir / "compare", run_dir, dataset=dataset, gan_dir=gan.model_dir, augmented=augmented
+        )
+        stages["report"] = _stage(run_dir, report.cached)
+    html = report.html
     record_run(cfg, run_dir, html, dataset.root, augmented.root, gan.model_dir, flow_run.get_id())
     for name, st in stages.items():
         log.info("%-10s %-6s %s", name, "cached" if st["cached"] else "ran", st["dir"])

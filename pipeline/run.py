@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RunConfig
-from pipeline.store import read_manifest, stage_key, verify_manifest
+from pipeline.store import read_manifest, stage_key
 
 LEDGER = "runs.jsonl"
 
@@ -45,14 +45,6 @@ def run_dir_for(cfg: RunConfig, dataset_dir: Path, augmented_dir: Path | None) -
         parents,
     )
     return cfg.runtime.reports_dir / f"{cfg.data.name}-{key[:12]}"
-
-
-def report_html(run_dir: Path) -> Path | None:
-    """The run's report.html when it is complete and unaltered (its manifest verifies), else None."""
-    html = run_dir / "report.html"
-    if not html.is_file() or read_manifest(run_dir) is None or verify_manifest(run_dir):
-        return None
-    return html
 
 
 def record_run(
