@@ -13,12 +13,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline.data.coco import CocoSet, ImageRecord
 from pipeline.data.version import DatasetError, DatasetVersion
-from pipeline.report.plots import colour
+from pipeline.report.plots import colour, figure_png
 
 GT_RGB = (46, 204, 113)  # green: ground truth everywhere
 PRED_RGB = (230, 57, 70)  # red: detections
@@ -96,12 +95,7 @@ def _grid_png(cells: list[list[np.ndarray | str | None]], col_titles: list[str],
             if c == 0 and row_titles[r]:
                 ax.set_ylabel(row_titles[r], fontsize=8)
     fig.subplots_adjust(wspace=0.04, hspace=0.08)
-    FigureCanvasAgg(fig)
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    return buf.getvalue()
+    return figure_png(fig, dpi)
 
 
 # --------------------------------------------------------------------------- test detections
