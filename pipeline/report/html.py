@@ -35,7 +35,9 @@ h3 { font-size:15px; margin:18px 0 8px; color:#344054; }
 .no-difference .pill { background:#fef3e2; color:#93500b; }
 table { border-collapse:collapse; width:100%; font-size:13.5px; margin:6px 0 2px; }
 th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
-th { background:#f2f4f7; font-weight:600; color:#344054; white-space:nowrap; }
+th { background:#f2f4f7; font-weight:600; color:#344054; }
+th.num { white-space:normal; }
+td.status { min-width:130px; max-width:240px; overflow-wrap:break-word; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 tr.treatment td { background:#f0f6fc; } tr.failed td { color:#a1261b; background:#fff6f5; }
 caption { caption-side:bottom; text-align:left; color:var(--muted); font-size:12.5px; padding-top:6px; }
@@ -43,7 +45,7 @@ caption { caption-side:bottom; text-align:left; color:var(--muted); font-size:12
 figure { margin:8px 0 4px; } figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
 figcaption { color:var(--muted); font-size:12.5px; margin-top:6px; }
 .note { color:var(--muted); font-style:italic; }
-.sub { color:var(--muted); font-size:12px; font-weight:400; max-width:300px; white-space:normal; }
+.sub { color:var(--muted); font-size:12px; font-weight:400; max-width:190px; white-space:normal; }
 code, pre { font-family:ui-monospace,"DejaVu Sans Mono",Menlo,monospace; font-size:12.5px; }
 td code { word-break:break-all; font-size:11.5px; }
 pre { background:#f6f8fa; border:1px solid var(--line); border-radius:6px; padding:12px; overflow-x:auto; }
@@ -70,7 +72,8 @@ def table_html(t: Table, code_cols: tuple[int, ...] = ()) -> str:
             text = f"<code>{escape(c)}</code>" if j in code_cols and c else escape(c)
             if j == 0 and t.row_notes and t.row_notes[i]:
                 text = f"<strong>{text}</strong><div class=\"sub\">{escape(t.row_notes[i])}</div>"
-            cells.append(f'<td class="num">{text}</td>' if n else f"<td>{text}</td>")
+            klass = "num" if n else "status" if t.headers[j] == "status" else ""
+            cells.append(f'<td class="{klass}">{text}</td>' if klass else f"<td>{text}</td>")
         body.append((f'<tr class="{cls}">' if cls else "<tr>") + "".join(cells) + "</tr>")
     cap = f"<caption>{escape(t.caption)}</caption>" if t.caption else ""
     return (f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead>'
@@ -131,8 +134,9 @@ def render_html(f: ReportFacts) -> str:
     parts.append(_section("arms", "Arms", body))
     parts.append(_section("accuracy", "Accuracy per arm", _figure(
         f, "map_bars", "mAP per arm with uplift CIs",
-        "Bars: mean over seeds, error bars: std, dots: single seeds. Right: paired-bootstrap uplift with its CI; "
-        "an interval that does not cross zero is significant.")))
+        "Bars: mean over seeds, error bars: std, dots: single seeds."
+        + (" Right: paired-bootstrap uplift with its CI; an interval that does not cross zero is significant."
+           if f.comparisons else ""))))
     parts.append(_section("pr", "Precision–recall curves", _figure(
         f, "pr_curves", "PR curves", "IoU .5:.95 averaged, all object sizes, 100 detections per image; "
         "mean over seeds.")))
