@@ -84,10 +84,11 @@ def arms_table(metrics: dict, *, cached: bool = False) -> Table:
     for a in metrics["arms"]:
         s = a["summary"]
         fmt = lambda d: "–" if d["mean"] is None else f"{d['mean']:.3f}" + (f" ± {d['std']:.3f}" if d["std"] else "")  # noqa: E731
-        status = a["status"] + (f" ({a['error'][:60]})" if a["error"] else "")
-        table.add_row(a["name"], status, fmt(s["map"]), fmt(s["map50"]), str(s["map"]["n"]), str(a["images_per_epoch"]))
-    for c in metrics["comparisons"]:
-        table.caption = (table.caption or "") + (
-            f"{c['treatment']} vs {c['baseline']}: Δ mAP {c['delta']:+.3f} "
-            f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{' significant' if c['significant'] else ''}\n")
+        table.add_row(a["name"], a["status"], fmt(s["map"]), fmt(s["map50"]), str(s["map"]["n"]),
+                      str(a["images_per_epoch"]))
+    notes = [f"{a['name']}: {a['error'].splitlines()[0][:200]}" for a in metrics["arms"] if a["error"]]
+    notes += [f"{c['treatment']} vs {c['baseline']}: Δ mAP {c['delta']:+.3f} [{c['ci_low']:+.3f}, "
+              f"{c['ci_high']:+.3f}]{' significant' if c['significant'] else ' not significant'}"
+              for c in metrics["comparisons"]]
+    table.caption = "\n".join(notes) or None
     return table
