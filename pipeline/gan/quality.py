@@ -241,16 +241,25 @@ def inception_features(images: list[np.ndarray], weights: str | Path, device: st
 
 
 def fid(f1: np.ndarray, f2: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets."""
-    from scipy import linalg
+    """Fréchet distance between Gaussians fitted to two (N,d) feature sets.
 
-    mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
-    if not np.isfinite(covmean).all():
-        eps = np.eye(len(s1)) * 1e-6
-        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * np.real(covmean)))
+    tr sqrt(S1·S2) is the nuclear norm of X1ᵀ-centred products: with S = XcᵀXc/(n−1),
+    tr sqrt(S1 S2) = ‖X1c X2cᵀ‖_* / sqrt((n1−1)(n2−1)), an n1×n2 SVD instead of a d×d sqrtm
+    (exact, and fast when n < d = 2048). With more samples than dimensions, symmetric
+    eigendecompositions of the d×d covariances are used.
+    """
+    x1, x2 = f1.astype(np.float64), f2.astype(np.float64)
+    mu1, mu2 = x1.mean(0), x2.mean(0)
+    c1, c2 = x1 - mu1, x2 - mu2
+    n1, n2 = len(x1) - 1, len(x2) - 1
+    if min(len(x1), len(x2)) <= x1.shape[1]:
+        tr_covmean = np.linalg.svd(c1 @ c2.T, compute_uv=False).sum() / np.sqrt(n1 * n2)
+    else:
+        s1, s2 = c1.T @ c1 / n1, c2.T @ c2 / n2
+        w, v = np.linalg.eigh(s1)
+        a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(a @ s2 @ a), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + (c1 ** 2).sum() / n1 + (c2 ** 2).sum() / n2 - 2 * tr_covmean)
 
 
 # ------------------------------------------------------------------------------------ evaluation

@@ -110,3 +110,21 @@ def test_realism_two_sample_test_sanity():
     rng = np.random.default_rng(0)
     f1, f2 = rng.normal(size=(100, 8)), rng.normal(size=(100, 8))  # two samples of one distribution
     assert abs(kid(f1, f2)[0]) < 0.1 and kid(f1, f2 + 1.0)[0] > 1.0
+
+
+@pytest.mark.slow
+def test_fid_and_kid_with_user_supplied_inception_weights(tmp_path):
+    """FID/KID run from a local weights file (here randomly initialised: no download possible)."""
+    from torchvision.models import inception_v3
+
+    from pipeline.gan.quality import fid, inception_features
+
+    torch.manual_seed(0)
+    path = tmp_path / "inception.safetensors"
+    save_weights(path, inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict())
+    imgs = [scene(80, 80, i) for i in range(4)]
+    f = inception_features(imgs, path, batch=4)
+    assert f.shape == (4, 2048) and np.isfinite(f).all()
+    assert abs(fid(f, f)) < 1e-6 * float((f ** 2).sum())
+    g = inception_features([255 - i for i in imgs], path, batch=4)
+    assert fid(f, g) > 0.01 * float((f ** 2).sum() / len(f))
