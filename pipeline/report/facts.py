@@ -135,6 +135,8 @@ def verdict(metrics: dict[str, Any], alpha: float) -> tuple[str, str, list[str]]
         treat = arms.get(TREATMENT)
         if treat is None:
             why = "the real+synthetic arm was not part of this comparison"
+        elif treat.get("status") != "ok" and not treat.get("runs"):
+            why = f"the real+synthetic arm did not run ({_short(treat.get('error'))})"
         elif treat.get("status") != "ok":
             why = f"the real+synthetic arm failed ({_short(treat.get('error'))})"
         elif arms.get("real", {}).get("status") != "ok":

@@ -148,7 +148,8 @@ def render_html(f: ReportFacts) -> str:
     parts.append(_section("detections", "Test detections per arm", _figure(
         f, "detections", "test detections",
         f"The same held-out test images for every arm (lowest successful seed). Green: ground truth "
-        f"(dashed under detections); red: detections with score ≥ {thr}.")))
+        f"(dashed under detections); red: detections with score ≥ {thr}.")
+        + (_note(f.notes["detections"]) if f.notes.get("detections") and "detections" in f.figures else "")))
     if "synthetic" in f.figures:
         syn = _figure(f, "synthetic", "synthetic samples", "Replica photo (left) and the synthetic metal image "
                       "translated from it (right), with the transferred boxes.")

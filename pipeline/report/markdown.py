@@ -55,6 +55,7 @@ def render_markdown(f: ReportFacts) -> str:
         "Green: ground truth; red: detections with score ≥ "
         f"{f.config.get('report', {}).get('detection_threshold')}.",
         "", _figure(f, "detections", "test detections per arm"), "",
+        *([f"*{f.notes['detections']}*", ""] if f.notes.get("detections") and "detections" in f.figures else []),
         "## Synthetic samples", "",
     ]
     if "synthetic" in f.figures:

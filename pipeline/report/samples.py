@@ -126,23 +126,25 @@ def detections_grid(metrics: dict[str, Any], compare_dir: Path, dataset: Dataset
     if not images:
         return Grid(None, note="the test split has no images")
     gt = test.anns_by_image()
-    arms = metrics.get("arms") or []
-    preds: dict[str, dict[int, list[dict[str, Any]]] | str] = {}
-    for a in arms:
+    preds: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    missing = []
+    for a in metrics.get("arms") or []:
         run = _first_ok_run(a)
         if run is None:
-            preds[a["name"]] = f"{a['name']}: no successful run"
+            missing.append(f"{a['name']} (no successful run)")
             continue
         try:
             res = json.loads((compare_dir / run["predictions"]).read_text())
         except (OSError, ValueError) as e:
-            preds[a["name"]] = f"predictions unreadable: {type(e).__name__}"
+            missing.append(f"{a['name']} ({run['predictions']} unreadable: {type(e).__name__})")
             continue
         by_img: dict[int, list[dict[str, Any]]] = {}
         for d in res:
             if d.get("score", 0) >= threshold:
                 by_img.setdefault(d["image_id"], []).append(d)
         preds[a["name"]] = by_img
+    arms = [a for a in metrics.get("arms") or [] if a["name"] in preds]
+    note = ("Not shown: " + ", ".join(missing) + ".") if missing else None
     cells, shown = [], []
     for im in images:
         try:
@@ -156,9 +158,6 @@ def detections_grid(metrics: dict[str, Any], compare_dir: Path, dataset: Dataset
         info = {"image_id": im.id, "file_name": im.file_name, "gt": len(gt_boxes), "detections": {}}
         for a in arms:
             p = preds[a["name"]]
-            if isinstance(p, str):
-                row.append(p)
-                continue
             dets = sorted(p.get(im.id, []), key=lambda d: -d["score"])
             img = draw_boxes(base.copy(), [(a_.bbox, "") for a_ in gt.get(im.id, [])], GT_RGB, s, dashed=True)
             labels = [(d["bbox"], f"{names.get(d['category_id'], '?')} {d['score']:.2f}") for d in dets]
@@ -170,7 +169,7 @@ def detections_grid(metrics: dict[str, Any], compare_dir: Path, dataset: Dataset
     titles = ["ground truth"] + [a["name"] for a in arms]
     colours = ["#111"] + [colour(a["name"], i) for i, a in enumerate(arms)]
     png = _grid_png(cells, titles, [f"#{im.id}" for im in images], colours, dpi)
-    return Grid(png, shown)
+    return Grid(png, shown, note)
 
 
 # -------------------------------------------------------------------------- synthetic samples
