@@ -15,7 +15,7 @@ from prefect.cache_policies import NONE
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.report.build import ReportResult, build_report, load_compare_metrics
-from pipeline.report.facts import arm_facts, ci_percent, verdict
+from pipeline.report.facts import arm_facts
 from pipeline.report.markdown import arms_markdown
 
 
@@ -42,9 +42,9 @@ def artifact_markdown(cfg: RunConfig, result: ReportResult) -> str:
     from pipeline.report.facts import ReportFacts
 
     m = load_compare_metrics(result.metrics)
-    head, kind, secondary = verdict(m, cfg.report.alpha)
-    f = ReportFacts(title=cfg.report.title, verdict=head, verdict_kind=kind, secondary=secondary,
-                    ci_percent=ci_percent(cfg.report.alpha), metrics=m,
+    rep = m["report"]
+    f = ReportFacts(title=cfg.report.title, verdict=rep["verdict"], verdict_kind=rep["verdict_kind"],
+                    secondary=rep.get("verdict_more", []), ci_percent=rep["ci_percent"], metrics=m,
                     arms=[arm_facts(a, list(m["categories"])) for a in m["arms"]],
                     comparisons=list(m["comparisons"]), dataset=None, augmented=None, gan=None, lineage=[],
                     attributions=[], notes={}, config={})

@@ -118,8 +118,9 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
            parents: list[dict[str, Any]], notes: dict[str, str]) -> ReportFacts:
     """Everything the report shows, figures included (each figure failing alone, with a note)."""
     r = cfg.report
+    alpha = comparison_alpha(compare_dir, r.alpha)
     categories = list(metrics.get("categories") or [])
-    head, kind, secondary = verdict(metrics, r.alpha)
+    head, kind, secondary = verdict(metrics, alpha)
     gan = None
     if gan_dir is not None and gan_manifest is not None:
         gm = _read_json(gan_dir / "metrics.json") or gan_manifest.get("summary", {}).get("metrics") or {}
@@ -133,7 +134,7 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
     recorded = dataset.manifest.get("config", {}).get("data") if dataset else None
     data_cfg = recorded or cfg.data.model_dump(mode="json")
     facts = ReportFacts(
-        title=r.title, verdict=head, verdict_kind=kind, secondary=secondary, ci_percent=ci_percent(r.alpha),
+        title=r.title, verdict=head, verdict_kind=kind, secondary=secondary, ci_percent=ci_percent(alpha),
         metrics=metrics, arms=[arm_facts(a, categories) for a in metrics["arms"]],
         comparisons=list(metrics.get("comparisons") or []),
         dataset={"id": dataset.id, "summary": dataset.manifest.get("summary", {})} if dataset else None,
@@ -176,6 +177,18 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
     facts.notes.update({k: v for k, v in shown.pop("_notes", {}).items() if v})
     facts.samples = shown
     return facts
+
+
+def comparison_alpha(compare_dir: Path, default: float) -> float:
+    """The CI level the comparison's bootstrap used (its saved config), so the report's "95% CI"
+    label matches the interval even when the report is built with another config."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((Path(compare_dir) / "config.yaml").read_text()) or {}
+        return float(saved["report"]["alpha"])
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return default
 
 
 def _grid(shown: dict[str, Any], name: str, grid: samples.Grid, facts: ReportFacts) -> bytes | None:

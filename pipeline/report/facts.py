@@ -88,6 +88,7 @@ class ReportFacts:
         return {
             "verdict": self.verdict,
             "verdict_kind": self.verdict_kind,
+            "verdict_more": self.secondary,
             "ci_percent": self.ci_percent,
             "arms": {
                 a.name: {"per_class_ap_mean": a.per_class_ap, "train_seconds_mean": a.train_seconds,

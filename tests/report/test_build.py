@@ -160,3 +160,15 @@ def test_bsdata_attribution_when_its_photos_are_used(tmp_path: Path) -> None:
     (own / "LICENSE").write_text("MIT License\n\nCopyright (c) 2026 Someone")
     mine = attributions({"source": "folders", "a": [{"images": str(own / "images")}]})
     assert any("MIT License" in c for c in mine)
+
+
+def test_ci_label_follows_the_comparisons_own_alpha(report_cfg, fixture_run: Path) -> None:
+    """The interval was computed at the comparison's alpha; a report built with another config
+    must not relabel it."""
+    saved = report_cfg.model_copy(deep=True)
+    saved.report.alpha = 0.10
+    (fixture_run / "compare" / "config.yaml").write_text(saved.to_yaml())
+    res = build_report(report_cfg, fixture_run / "compare", fixture_run)  # report_cfg.alpha = 0.05
+    md = read(res.markdown)
+    assert "90% CI +0.021 to +0.099" in md and "95% CI" not in md
+    assert json.loads(res.metrics.read_text())["report"]["ci_percent"] == 90
