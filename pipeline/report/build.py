@@ -215,10 +215,11 @@ def write_report(cfg: RunConfig, facts: ReportFacts, metrics: dict[str, Any], ou
     fig_dir = out_dir / FIGURE_DIR
     for name, png in facts.figures.items():
         written.append(atomic_write_bytes(fig_dir / f"{name}.png", png))
-    if fig_dir.is_dir():  # figures of an earlier build that this one no longer draws
-        for stale in fig_dir.glob("*.png"):
-            if stale not in written:
-                stale.unlink(missing_ok=True)
+    previous = read_manifest(out_dir) or {}
+    if previous.get("kind") == KIND:  # figures an earlier report wrote that this one no longer draws
+        for rel in previous.get("files", {}):
+            if rel.startswith(f"{FIGURE_DIR}/") and out_dir / rel not in written:
+                (out_dir / rel).unlink(missing_ok=True)
     report_block = {
         "title": facts.title,
         "code_version": code_version(),

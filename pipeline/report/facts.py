@@ -94,6 +94,9 @@ class ReportFacts:
                 a.name: {"per_class_ap_mean": a.per_class_ap, "train_seconds_mean": a.train_seconds,
                          "train_images_per_s_mean": a.train_images_per_s,
                          "ultralytics_map_mean": a.ultralytics_map,
+                         "ultralytics_minus_pycocotools": (None if a.ultralytics_map is None
+                                                           or a.summary["map"]["mean"] is None
+                                                           else a.ultralytics_map - a.summary["map"]["mean"]),
                          "seeds_ok": a.seeds_ok, "seeds_total": a.seeds_total}
                 for a in self.arms
             },

@@ -7,12 +7,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 
-def md_table(md: str, first_header: str) -> list[dict[str, str]]:
-    """Rows of the Markdown table whose first header cell is `first_header`."""
+def md_table(md: str, first_header: str, having: str | None = None) -> list[dict[str, str]]:
+    """Rows of the Markdown table whose first header cell is `first_header` (and which has a
+    column named `having`, when given)."""
     lines = md.splitlines()
     for i, line in enumerate(lines):
         cells = _cells(line)
-        if cells and cells[0] == first_header:
+        if cells and cells[0] == first_header and (having is None or having in cells):
             rows = []
             for row in lines[i + 2:]:
                 if not row.startswith("|"):

@@ -172,3 +172,23 @@ def test_ci_label_follows_the_comparisons_own_alpha(report_cfg, fixture_run: Pat
     md = read(res.markdown)
     assert "90% CI +0.021 to +0.099" in md and "95% CI" not in md
     assert json.loads(res.metrics.read_text())["report"]["ci_percent"] == 90
+
+
+def test_timings_and_stale_figures(report_cfg, fixture_run: Path) -> None:
+    res = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    derived = json.loads(res.metrics.read_text())["report"]["arms"]
+    rows = {r["arm"]: r for r in md_table(read(res.markdown), "arm", having="train s (mean/seed)")}
+    for name, d in derived.items():
+        assert rows[name]["train s (mean/seed)"] == f"{d['train_seconds_mean']:.1f}"
+        assert rows[name]["ultralytics − pycocotools"] == f"{d['ultralytics_minus_pycocotools']:+.3f}"
+    mine = fixture_run / "figures" / "notes.png"  # not the report's: must survive a rebuild
+    mine.write_bytes(b"user file")
+    for r in json.loads((fixture_run / "compare" / "metrics.json").read_text())["arms"][0]["runs"]:
+        (fixture_run / "compare" / r["results_csv"]).unlink()
+    m = json.loads((fixture_run / "compare" / "metrics.json").read_text())
+    for a in m["arms"]:
+        for r in a["runs"]:
+            r["results_csv"] = None
+    (fixture_run / "compare" / "metrics.json").write_text(json.dumps(m))
+    build_report(report_cfg, fixture_run / "compare", fixture_run)
+    assert not (fixture_run / "figures" / "training_curves.png").exists() and mine.read_bytes() == b"user file"
