@@ -75,9 +75,11 @@ def run_one(n: int, args) -> dict:
                                                        "synth.shard_size=256", f"gan.translate_batch={args.batch}"])
     gen = _generator(args.ngf, args.blocks, args.device, args.batch)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     res = generate(cfg, ds, [gen], work / "staging", progress=False)
     t_gen = time.perf_counter() - t0
+    cpu_gen = time.process_time() - cpu0  # robust to other jobs sharing the machine
     rss_gen = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tot = res.totals()
     t1 = time.perf_counter()
@@ -94,6 +96,7 @@ def run_one(n: int, args) -> dict:
         "rejected": tot.rejected,
         "generate_s": round(t_gen, 2),
         "images_per_s": round(outputs / t_gen, 1),
+        "cpu_s_per_image": round(cpu_gen / max(outputs, 1), 4),
         "export_s": round(t_exp, 2),
         "images_per_s_with_export": round(outputs / (t_gen + t_exp), 1),
         "seconds": {k: round(v, 2) for k, v in sec.items()},
@@ -103,6 +106,7 @@ def run_one(n: int, args) -> dict:
         "peak_rss_mb_before": round(rss0 / 1024, 1),
         "peak_rss_mb_generate": round(rss_gen / 1024, 1),
         "peak_rss_mb_export": round(rss_exp / 1024, 1),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),  # other jobs on the machine
     }
 
 
