@@ -61,34 +61,59 @@ def bootstrap_map(pe: PerImageEval, counts: np.ndarray, iou: float | None = None
 def _class_ap(cls: dict[str, np.ndarray], counts: np.ndarray, npig: np.ndarray, t_sel: np.ndarray,
               rec_thrs: np.ndarray) -> np.ndarray:
     """AP of one class per resample, averaged over IoU thresholds t_sel: COCO accumulate() with
-    detection weights = their image's multiplicity."""
+    detection weights = their image's multiplicity.
+
+    Only true-positive positions are materialised per threshold: precision is highest right at a
+    true positive (a false positive only grows the denominator), so the precision envelope, and
+    the first position reaching each recall level, are both found among them. Counts of scored
+    detections come from one cumulative sum over all detections."""
     R = counts.shape[0]
-    tp_all, counted = cls["tp"][t_sel].astype(np.float64), cls["counted"][t_sel].astype(np.float64)
+    tp_all, counted_all = cls["tp"][t_sel], cls["counted"][t_sel]
     T, n = tp_all.shape
-    if n == 0:
-        return np.zeros(R)
-    fp_all = counted - tp_all
     out = np.zeros(R)
-    step = max(1, _CHUNK_ELEMENTS // (T * n))
+    if n == 0:
+        return out
+    same_counted = bool((counted_all == counted_all[:1]).all())  # no ignored GT: one cumsum serves all
+    positions = [np.flatnonzero(tp_all[t]) for t in range(T)]
+    step = max(1, _CHUNK_ELEMENTS // n)
     for r0 in range(0, R, step):
         w = counts[r0 : r0 + step][:, cls["img"]]  # (r, n) multiplicity of each detection
-        tp = np.cumsum(w[:, None, :] * tp_all[None], axis=2)  # (r, T, n)
-        fp = np.cumsum(w[:, None, :] * fp_all[None], axis=2)
         g = npig[r0 : r0 + step]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rc = tp / g[:, None, None]
-        pr = tp / (tp + fp + _EPS)
-        pr = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]  # precision envelope
-        for j in range(rc.shape[0]):
-            if g[j] <= 0:
-                continue
-            ap = 0.0
-            for t in range(T):
-                idx = np.searchsorted(rc[j, t], rec_thrs, side="left")
-                q = np.where(idx < n, pr[j, t, np.minimum(idx, n - 1)], 0.0)
-                ap += q.mean()
-            out[r0 + j] = ap / T
+        acc = np.zeros(w.shape[0])
+        scored = None
+        for t in range(T):
+            if scored is None or not same_counted:
+                scored = np.cumsum(w * counted_all[t], axis=1)  # (r, n) detections counted so far
+            pos = positions[t]
+            if pos.size == 0:
+                continue  # no true positive at this IoU: AP 0
+            tp = np.cumsum(w[:, pos], axis=1)  # (r, m) true positives so far, at each TP
+            pr = tp / (scored[:, pos] + _EPS)
+            env = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # precision envelope
+            idx = _first_reaching(tp, g, rec_thrs)  # (r, 101) first TP with recall >= threshold
+            m = pos.size
+            q = np.where(idx < m, np.take_along_axis(env, np.minimum(idx, m - 1), axis=1), 0.0)
+            acc += np.where(g > 0, q.mean(axis=1), 0.0)
+        out[r0 : r0 + w.shape[0]] = acc / T
     return out
+
+
+def _first_reaching(tp: np.ndarray, g: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
+    """For each row of cumulative true positives tp (r, m) with g ground truths, the index where
+    recall tp/g first reaches each threshold, as COCO's searchsorted(rc, recThrs, 'left'); m when
+    never. Done in integer counts so one searchsorted serves all rows without rounding: the
+    threshold becomes the least count k with k/g >= thr (the same float division COCO does)."""
+    r, m = tp.shape
+    gg = np.maximum(g, 1.0)[:, None]
+    thr = rec_thrs[None, :]
+    k = np.ceil(thr * gg)
+    k = np.where((k - 1) / gg >= thr, k - 1, k)
+    k = np.where(k / gg < thr, k + 1, k)
+    big = float(max(tp.max(initial=0.0), k.max()) + 1)  # rows never overlap once offset by this
+    off = np.arange(r, dtype=np.float64)[:, None] * big
+    flat = (tp + off).ravel()
+    idx = np.searchsorted(flat, (k + off).ravel(), side="left").reshape(r, -1)
+    return idx - np.arange(r)[:, None] * m
 
 
 @dataclass
