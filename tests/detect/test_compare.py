@@ -72,6 +72,7 @@ def test_tiny_arms_train_evaluate_and_write_metrics(tiny_compare, tiny_dataset):
     run = m["arms"][0]["runs"][0]
     assert run["ultralytics_map"] is not None
     assert run["ultralytics_map_diff"] == pytest.approx(run["ultralytics_map"] - run["metrics"]["map"])
+    assert 0 < run["train_cpu_seconds"] and run["images_seen"] == m["arms"][0]["images_per_epoch"] * cfg.detect.epochs
     manifest = json.loads((result.out_dir / "manifest.json").read_text())
     assert manifest["kind"] == "comparison" and {p["id"] for p in manifest["parents"]} >= {tiny_dataset.id}
 
