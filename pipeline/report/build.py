@@ -160,6 +160,10 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
     if augmented is not None:
         draw["synthetic"] = lambda: _grid(shown, "synthetic", samples.synthetic_grid(
             augmented, dataset, r.n_synthetic_samples, r.dpi), facts)
+    for name, version in (("dataset_card", dataset), ("augmented_card", augmented)):
+        card = version.root / "card" / "class_balance.png" if version is not None else None
+        if card is not None and card.is_file():
+            draw[name] = card.read_bytes
     if gan_dir is not None:
         pngs = sorted((gan_dir / "samples").glob("*.png"))
         draw["gan_samples"] = lambda: pngs[-1].read_bytes() if pngs else None

@@ -162,11 +162,17 @@ def render_html(f: ReportFacts) -> str:
     if f.dataset:
         ds += f"<h3>Dataset version <code>{escape(f.dataset['id'])}</code></h3>"
         ds += table_html(tables.dataset_splits(f.dataset["summary"]))
+        if "dataset_card" in f.figures:
+            ds += _img(f.figures["dataset_card"], "dataset class balance", "From the dataset card "
+                       "(card/README.md in the dataset version).", width=720)
     else:
         ds += _note(f.notes.get("dataset", "dataset version not given"))
     if f.augmented:
         ds += f"<h3>Augmented version <code>{escape(f.augmented['id'])}</code></h3>"
         ds += table_html(tables.augmented_summary(f.augmented["summary"]))
+        if "augmented_card" in f.figures:
+            ds += _img(f.figures["augmented_card"], "augmented class balance", "From the augmented "
+                       "dataset's card: boxes per class, real vs synthetic.", width=820)
         gate = tables.gate_summary(f.augmented["summary"])
         ds += two_columns(gate) if gate else ""
     else:

@@ -69,11 +69,15 @@ def render_markdown(f: ReportFacts) -> str:
     if f.dataset:
         out += [f"Dataset version `{f.dataset['id']}`:", "",
                 table_md(tables.dataset_splits(f.dataset["summary"])), ""]
+        if "dataset_card" in f.figures:
+            out += [_figure(f, "dataset_card", "dataset class balance"), ""]
     else:
         out += [f"*{f.notes.get('dataset', 'dataset version not given')}*", ""]
     if f.augmented:
         out += [f"Augmented version `{f.augmented['id']}`:", "",
                 table_md(tables.augmented_summary(f.augmented["summary"])), ""]
+        if "augmented_card" in f.figures:
+            out += [_figure(f, "augmented_card", "augmented class balance"), ""]
         gate = tables.gate_summary(f.augmented["summary"])
         if gate:
             out += [table_md(gate), ""]
