@@ -42,7 +42,7 @@ def test_report_on_a_real_run(real_run, tmp_path: Path) -> None:
     res = build_report(cfg, run_dir / "compare", out, dataset=ds, gan_dir=gan_dir, augmented=aug)
     m = json.loads(res.metrics.read_text())
     assert {"map_bars", "pr_curves", "per_class_ap", "training_curves", "detections", "synthetic",
-            "gan_samples"} <= set(m["report"]["figures"]), m["report"]["omitted"]
+            "gan_samples", "dataset_card", "augmented_card"} <= set(m["report"]["figures"]), m["report"]["omitted"]
     shown = m["report"]["samples"]
     assert len(shown["detections"]) == cfg.report.n_detection_samples
     test_ids = {im.id for im in ds.coco("B", "test").images}
