@@ -60,17 +60,16 @@ def class_balance_png(path: Path, names: list[str], real: dict[str, int], synthe
     _save_fig(fig, path)
 
 
-def box_sizes_png(path: Path, real: CocoSet, synthetic: CocoSet) -> None:
+def box_sizes_png(path: Path, real: CocoSet, synthetic_sizes: np.ndarray) -> None:
+    """Histograms of sqrt(w·h) (pixels): real B boxes vs synthetic boxes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def sizes(c: CocoSet) -> np.ndarray:
-        return np.array([np.sqrt(max(a.area, 0.0)) for a in c.annotations])
-
-    r, s = sizes(real), sizes(synthetic)
-    top = max([1.0, *(r.tolist() or [0]), *(s.tolist() or [0])])
+    r = np.array([np.sqrt(max(a.area, 0.0)) for a in real.annotations])
+    s = np.asarray(synthetic_sizes, dtype=np.float64)
+    top = max(1.0, float(r.max()) if len(r) else 0.0, float(s.max()) if len(s) else 0.0)
     bins = np.linspace(0, top, 25)
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.hist(r, bins=bins, alpha=0.6, density=True, label=f"real B ({len(r)})")
@@ -88,19 +87,21 @@ def _draw(img: np.ndarray, boxes: list[list[float]], color=(0, 255, 0)) -> np.nd
     return img
 
 
-def pairs_png(path: Path, dataset: DatasetVersion, root: Path, synthetic: CocoSet, n: int) -> int:
-    """Grid of up to n rows `A (mapped) | synthetic`, both with the transferred boxes."""
-    by_img = synthetic.anns_by_image()
+def pairs_png(path: Path, dataset: DatasetVersion, root: Path, sample: list, n: int) -> int:
+    """Grid of up to n rows `A (mapped) | synthetic`, both with the transferred boxes.
+
+    sample: [(synthetic ImageRecord, its annotations)], e.g. the first n written.
+    """
     a_train = {im.file_name: im for im in dataset.coco("A", "train").images}
     rows = []
-    for im in synthetic.images[:n]:
+    for im, anns in sample[:n]:
         src = a_train.get(im.extra.get("source_file", ""))
         if src is None:
             continue
         t = geo.ImageTransform(np.array(im.extra["affine"], dtype=np.float64), (im.width, im.height))
         a = geo.warp_image(dataset.read_rgb(src), t)
         s = cv2.cvtColor(cv2.imread(str(root / im.file_name), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        boxes = [a_.bbox for a_ in by_img.get(im.id, [])]
+        boxes = [a_.bbox for a_ in anns]
         pair = np.concatenate([_draw(a, boxes), np.full((a.shape[0], 4, 3), 255, np.uint8), _draw(s, boxes)], 1)
         rows.append(cv2.resize(pair, (256 * pair.shape[1] // pair.shape[0], 256)) if pair.shape[0] != 256 else pair)
     if not rows:
@@ -133,19 +134,19 @@ def write_card(
     root: Path,
     dataset: DatasetVersion,
     real: CocoSet,
-    synthetic: CocoSet,
+    synthetic,  # export.SyntheticStats: counts, box sizes, a sample and rejection examples
     summary: dict[str, Any],
-    rejection_examples: list[dict[str, Any]],
     n_examples: int,
 ) -> Path:
     """Write root/card/{README.md, *.png}; returns the README path."""
     card = root / "card"
     card.mkdir(parents=True, exist_ok=True)
     names = real.category_names
-    real_counts, syn_counts = real.class_counts(), synthetic.class_counts()
+    real_counts, syn_counts = real.class_counts(), dict(synthetic.class_counts)
     class_balance_png(card / "class_balance.png", names, real_counts, syn_counts, summary["balance"])
-    box_sizes_png(card / "box_sizes.png", real, synthetic)
-    n_pairs = pairs_png(card / "pairs.png", dataset, root, synthetic, n_examples)
+    box_sizes_png(card / "box_sizes.png", real, np.frombuffer(synthetic.box_sizes, dtype=np.float32))
+    n_pairs = pairs_png(card / "pairs.png", dataset, root, synthetic.sample, n_examples)
+    rejection_examples = synthetic.examples
     thumbs = [r["thumbnail"] for r in rejection_examples if r.get("thumbnail")]
     thumbs = list(dict.fromkeys(thumbs))[:n_examples]
     n_rej = rejected_png(card / "rejected.png", root, thumbs)

@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from array import array
 from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from pipeline.config import RunConfig
@@ -27,7 +30,7 @@ from pipeline.data.coco import Annotation, CocoSet, ImageRecord
 from pipeline.data.version import DatasetVersion
 from pipeline.store import atomic_write_text, write_manifest
 from pipeline.synth.card import write_card
-from pipeline.synth.generate import collect
+from pipeline.synth.journal import collect
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -40,20 +43,55 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def build_synthetic(root: Path, n_shards: int, categories) -> tuple[CocoSet, dict[str, Any], list[dict[str, Any]]]:
-    """Read the shard journals (streaming) into one COCO set, writing rejected.jsonl on the way.
+@dataclass
+class SyntheticStats:
+    """What the card and summary need from the synthetic images, without holding them all."""
 
-    Returns (synthetic set with ids 1..n, gate counters, rejection rows that have thumbnails).
+    images: int = 0
+    class_counts: Counter[str] = field(default_factory=Counter)
+    box_sizes: array = field(default_factory=lambda: array("f"))  # sqrt(w*h) per box, pixels
+    sample: list[tuple[ImageRecord, list[Annotation]]] = field(default_factory=list)  # first n, for the card
+    gate: dict[str, Any] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)  # rejection rows with thumbnails
+
+
+def _json_list(f, items, first: bool) -> bool:
+    for d in items:
+        f.write(("" if first else ",") + json.dumps(d, separators=(",", ":"), default=str))
+        first = False
+    return first
+
+
+def stream_synthetic(root: Path, n_shards: int, real: CocoSet, info: dict[str, Any], *, n_sample: int,
+                     yolo_chunk: int = 256) -> SyntheticStats:
+    """One pass over the shard journals writing annotations/B_train.json (real + synthetic),
+    rejected.jsonl and the synthetic half of yolo/train; memory stays flat in the number of images.
+
+    Synthetic ids continue after the real ones (images and annotations), as `CocoSet.merged` does.
     """
-    images: list[ImageRecord] = []
-    anns: list[Annotation] = []
+    from pipeline.data.formats import write_yolo
+
+    names = {c.id: c.name for c in real.categories}
+    st = SyntheticStats()
     by_check: Counter[str] = Counter()
     thresholds: dict[str, Any] = {}
-    examples: list[dict[str, Any]] = []
     rejected_images: set[str] = set()
-    dropped_boxes = 0
-    tmp = root / ".rejected.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as rej:
+    dropped = 0
+    img_id = max((im.id for im in real.images), default=0)
+    ann_id = max((a.id for a in real.annotations), default=0)
+    tmp_i, tmp_a, tmp_r = root / ".images.json.tmp", root / ".annotations.json.tmp", root / ".rejected.jsonl.tmp"
+    chunk: list[tuple[ImageRecord, list[Annotation]]] = []
+
+    def flush() -> None:
+        if chunk:
+            write_yolo(CocoSet([c[0] for c in chunk], [a for c in chunk for a in c[1]], list(real.categories)),
+                       root, root / "yolo" / "train")
+            chunk.clear()
+
+    with open(tmp_i, "w", encoding="utf-8") as fi, open(tmp_a, "w", encoding="utf-8") as fa, \
+            open(tmp_r, "w", encoding="utf-8") as rej:
+        first_i = _json_list(fi, (im.to_dict() for im in real.images), True)
+        first_a = _json_list(fa, (a.to_dict() for a in real.annotations), True)
         for row in collect(root, n_shards):
             for r in row["rejections"]:
                 rej.write(json.dumps(r, separators=(",", ":")) + "\n")
@@ -62,23 +100,49 @@ def build_synthetic(root: Path, n_shards: int, categories) -> tuple[CocoSet, dic
                 if r["action"] == "reject_image":
                     rejected_images.add(f"{r['image']}|{r['source_image_id']}")
                 elif r["box"] is not None:
-                    dropped_boxes += 1
+                    dropped += 1
                 if r.get("thumbnail"):
-                    examples.append(r)
+                    st.examples.append(r)
             for out in row["outputs"]:
+                img_id += 1
                 im = CocoSet.from_dict({"images": [out["image"]]}).images[0]
-                im.id = len(images) + 1
-                images.append(im)
+                im.id = img_id
+                anns = []
                 for a in out["annotations"]:
+                    ann_id += 1
                     extra = {k: v for k, v in a.items() if k not in ("category_id", "bbox")}
-                    anns.append(Annotation(len(anns) + 1, im.id, int(a["category_id"]), list(a["bbox"]), 0, extra))
-    os.replace(tmp, root / "rejected.jsonl")
-    gate = {
-        "rejected_images": len(rejected_images),
-        "dropped_boxes": dropped_boxes,
-        "by_check": {k: (v, thresholds[k]) for k, v in by_check.items()},
-    }
-    return CocoSet(images, anns, list(categories)), gate, examples
+                    anns.append(Annotation(ann_id, img_id, int(a["category_id"]), list(a["bbox"]), 0, extra))
+                    st.class_counts[names[int(a["category_id"])]] += 1
+                    st.box_sizes.append(float(np.sqrt(max(anns[-1].area, 0.0))))
+                first_i = _json_list(fi, [im.to_dict()], first_i)
+                first_a = _json_list(fa, (a.to_dict() for a in anns), first_a)
+                st.images += 1
+                if len(st.sample) < n_sample:
+                    st.sample.append((im, anns))
+                chunk.append((im, anns))
+                if len(chunk) >= yolo_chunk:
+                    flush()
+        flush()
+    out = root / "annotations" / "B_train.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write('{"info":' + json.dumps(info) + ',"images":[')
+        with open(tmp_i, encoding="utf-8") as part:
+            shutil.copyfileobj(part, f)
+        f.write('],"annotations":[')
+        with open(tmp_a, encoding="utf-8") as part:
+            shutil.copyfileobj(part, f)
+        f.write('],"categories":' + json.dumps([asdict(c) for c in real.categories]) + "}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    os.replace(tmp_r, root / "rejected.jsonl")
+    tmp_i.unlink()
+    tmp_a.unlink()
+    st.gate = {"rejected_images": len(rejected_images), "dropped_boxes": dropped,
+               "by_check": {k: (v, thresholds[k]) for k, v in by_check.items()}}
+    return st
 
 
 def write_data_yaml(yolo_dir: Path, names: list[str], has_val: bool) -> Path:
@@ -110,33 +174,32 @@ def export_version(
     # A killed run can leave the hidden temp file of an interrupted atomic write behind.
     for stale in root.rglob(".*.tmp"):
         stale.unlink()
-    real = dataset.coco("B", "train") if dataset.has("B", "train") else CocoSet(categories=dataset.coco("A", "train").categories)
-    real.info = {}
     a_categories = dataset.coco("A", "train").categories
-    synthetic, gate, examples = build_synthetic(root, n_shards, a_categories)
+    real = dataset.coco("B", "train") if dataset.has("B", "train") else CocoSet(categories=a_categories)
+    if real.category_names != [c.name for c in sorted(a_categories, key=lambda c: c.id)]:
+        raise ValueError(f"{dataset.root}: B_train categories {real.category_names} differ from A_train's")
     for im in real.images:
         _link_or_copy(dataset.image_path(im), root / im.file_name)
-    merged = real.merged(synthetic)
-    merged.info = {"description": f"{version_id}: real B train + synthetic B", "parent": dataset.id}
-    merged.save(root / "annotations" / "B_train.json")
-
-    write_yolo(merged, root, root / "yolo" / "train")
+    write_yolo(real, root, root / "yolo" / "train")
+    info = {"description": f"{version_id}: real B train + synthetic B", "parent": dataset.id}
+    syn = stream_synthetic(root, n_shards, real, info, n_sample=cfg.synth.n_card_examples)
     has_val = dataset.has("B", "val")
     if has_val:
         write_yolo(dataset.coco("B", "val"), dataset.root, root / "yolo" / "val")
-    write_data_yaml(root / "yolo", merged.category_names, has_val)
+    write_data_yaml(root / "yolo", real.category_names, has_val)
+    gate = syn.gate
 
     summary = {
         "id": version_id,
-        "categories": merged.category_names,
-        "images": {"real": len(real.images), "synthetic": len(synthetic.images)},
-        "boxes": {"real": real.class_counts(), "synthetic": synthetic.class_counts()},
+        "categories": real.category_names,
+        "images": {"real": len(real.images), "synthetic": syn.images},
+        "boxes": {"real": real.class_counts(), "synthetic": {n: syn.class_counts.get(n, 0) for n in real.category_names}},
         "generators": generators,
         "balance": balance,
         "gate": gate,
         "counts": counts,
     }
-    write_card(root, dataset, real, synthetic, summary, examples, cfg.synth.n_card_examples)
+    write_card(root, dataset, real, syn, summary, cfg.synth.n_card_examples)
     atomic_write_text(root / "config.yaml", cfg.to_yaml())
     # Journals were the resumption record; everything they held now lives in the outputs above.
     shutil.rmtree(root / "shards", ignore_errors=True)

@@ -52,7 +52,13 @@ def test_coco_loads_with_pycocotools_and_carries_provenance(published, mini_data
         assert set(im["gate"]) >= {"saturated", "std", "checkerboard"}
         assert (v.root / im["file_name"]).is_file()
     assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == mini_dataset.category_names
-    assert len(coco.getAnnIds()) == sum(1 for _ in coco.anns)
+    raw = json.loads(v.annotation_path("B", "train").read_text())
+    assert len({im["id"] for im in raw["images"]}) == len(raw["images"])  # ids never collide
+    assert len({a["id"] for a in raw["annotations"]}) == len(raw["annotations"])
+    assert {a["image_id"] for a in raw["annotations"]} <= {im["id"] for im in raw["images"]}
+    syn_ids = {im["id"] for im in syn}
+    n_syn_boxes = sum(1 for a in raw["annotations"] if a["image_id"] in syn_ids)
+    assert n_syn_boxes == sum(v.manifest["summary"]["boxes"]["synthetic"].values())
 
 
 def test_yolo_layout_and_data_yaml(published):
