@@ -89,7 +89,7 @@ def build_report(cfg: RunConfig, compare_dir: Path, out_dir: Path, *, dataset: D
         if (hit := cached_report(out_dir, key)) is not None:
             return hit
         facts = gather(cfg, metrics, compare_dir, dataset, augmented, gan_dir if gan_manifest else None,
-                       gan_manifest, parents, notes)
+                       gan_manifest, notes)
         return write_report(cfg, facts, metrics, out_dir, key, parents)
 
 
@@ -115,7 +115,7 @@ def _gan_manifest(gan_dir: Path | None, notes: dict[str, str]) -> dict[str, Any]
 # ------------------------------------------------------------------------------------ gathering
 def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: DatasetVersion | None,
            augmented: DatasetVersion | None, gan_dir: Path | None, gan_manifest: dict[str, Any] | None,
-           parents: list[dict[str, Any]], notes: dict[str, str]) -> ReportFacts:
+           notes: dict[str, str]) -> ReportFacts:
     """Everything the report shows, figures included (each figure failing alone, with a note)."""
     r = cfg.report
     alpha = comparison_alpha(compare_dir, r.alpha)
