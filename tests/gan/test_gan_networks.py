@@ -103,3 +103,17 @@ def test_image_pool_fills_swaps_and_restores():
 def test_linear_decay_schedule():
     f = LinearDecay(100, 0.5)
     assert [f(0), f(49), f(50), f(75), f(100)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_gan_package_imports_on_a_bare_gpu_host():
+    """Training and translation need only torch, numpy, OpenCV, safetensors, PyYAML and rich."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\nfor m in ('pydantic', 'albumentations', 'prefect', 'ultralytics', 'typer'): sys.modules[m] = None\n"
+            "import pipeline.gan.train, pipeline.gan.trainer, pipeline.gan.translate, pipeline.gan.stage, "
+            "pipeline.gan.quality\n")
+    repo = Path(__file__).resolve().parents[2]
+    p = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-1500:]
