@@ -264,7 +264,7 @@ def main() -> None:
     if args.only:
         keep = set(args.only.split(","))
         todo = [c for c in todo if c["kind"] in keep or c.get("variant") in keep or c.get("precision") in keep]
-    results = []
+    results: list[dict] = []
     t0 = time.time()
     for rep in range(args.repeats):  # round-robin: a noisy minute hurts every variant alike
         for case in todo:
@@ -273,15 +273,22 @@ def main() -> None:
             val = r.get("s_per_iter") or r.get("img_per_s") or r.get("error")
             print(f"[{rep}] {case['kind']} {case['size'] or (case['w'], case['h'])} {case.get('variant') or case['precision']}"
                   f" b{case['batch']}: {val}", file=sys.stderr, flush=True)
-    summary = summarise(results)
+            write(args, device, results, t0)  # partial results survive an interrupted run
+    for s in summarise(results)["speedups"]:
+        print(s, file=sys.stderr)
+
+
+def write(args, device: str, results: list[dict], t0: float) -> None:
+    import torch
+
     out = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
            "cpu": platform.processor(), "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-           "repeats": args.repeats, "loadavg_at_end": os.getloadavg(), "wall_s": time.time() - t0, **summary,
-           "raw": results}
+           "repeats": args.repeats, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+           "loadavg_at_end": os.getloadavg(), "wall_s": time.time() - t0, **summarise(results), "raw": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    for s in summary["speedups"]:
-        print(s, file=sys.stderr)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1) + "\n")
+    os.replace(tmp, args.out)
 
 
 if __name__ == "__main__":
