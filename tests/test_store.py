@@ -93,3 +93,10 @@ def test_code_version_mentions_package_version() -> None:
 
     assert store.code_version().startswith(__version__)
     assert os.path.basename(store.utcnow_id())
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path: Path) -> None:
+    p = store.atomic_write_text(tmp_path / "x.txt", "x")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert p.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
