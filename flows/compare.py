@@ -45,7 +45,8 @@ def arms_markdown(result: CompareResult) -> str:
     """The table of arms (mean ± std mAP over seeds) and the bootstrap comparisons."""
     m = result.metrics
     lines = [f"# Detector comparison: {m['dataset']['id']}", "",
-             f"Test: {m['test']['images']} real B images; {'cached' if result.cached else 'new'} results.", "",
+             f"Test: {m['test']['images']} real B images; "
+             f"{'cached' if result.cached else 'new'} results.", "",
              "| arm | status | mAP@[.5:.95] | mAP50 | mAP75 | seeds | train images | images/epoch |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
 
@@ -57,19 +58,22 @@ def arms_markdown(result: CompareResult) -> str:
     for a in m["arms"]:
         s = a["summary"]
         status = a["status"] if not a["error"] else f"{a['status']}: {a['error'][:80]}"
-        lines.append(f"| {a['name']} | {status} | {cell(s['map'])} | {cell(s['map50'])} | {cell(s['map75'])} | "
-                     f"{s['map']['n']} | {a['train_images']} | {a['images_per_epoch']} |")
+        lines.append(f"| {a['name']} | {status} | {cell(s['map'])} | {cell(s['map50'])} | "
+                     f"{cell(s['map75'])} | {s['map']['n']} | {a['train_images']} | "
+                     f"{a['images_per_epoch']} |")
     if m["comparisons"]:
         lines += ["", "| uplift | Δ mAP | 95% CI | significant |", "|---|---:|---|---|"]
         for c in m["comparisons"]:
             lines.append(f"| {c['treatment']} vs {c['baseline']} | {c['delta']:+.3f} | "
-                         f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {'yes' if c['significant'] else 'no'} |")
+                         f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | "
+                         f"{'yes' if c['significant'] else 'no'} |")
     lines += ["", f"metrics: `{result.metrics_path}`"]
     return "\n".join(lines)
 
 
 @flow(name="compare", validate_parameters=False)
-def _compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, out_dir: Path) -> CompareResult:
+def _compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None,
+                  out_dir: Path) -> CompareResult:
     log = get_run_logger()
     t0 = time.perf_counter()
     out_dir = Path(out_dir)

@@ -40,9 +40,11 @@ def compare(
     config: Path = CONFIG_ARG,
     overrides: list[str] = OVERRIDES_ARG,
     dataset: Path = typer.Option(None, "--dataset", help="dataset version dir (default: cached ingest)"),
-    augmented: Path = typer.Option(None, "--augmented", help="augmented version dir (default: cached synthesis)"),
+    augmented: Path = typer.Option(None, "--augmented",
+                                   help="augmented version dir (default: cached synthesis)"),
     out: Path = typer.Option(None, "--out", help="output dir (default: reports/<run-id>/compare)"),
-    flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (a task per arm x seed, artifact)"),
+    flow: bool = typer.Option(False, "--flow",
+                              help="run as the Prefect flow (a task per arm x seed, artifact)"),
 ) -> None:
     """Train every detector arm x seed under one budget and evaluate on the real B test split.
 
@@ -56,7 +58,8 @@ def compare(
         ds = DatasetVersion.open(dataset) if dataset else _default_dataset(cfg)
         aug = DatasetVersion.open(augmented) if augmented else _default_augmented(cfg, ds)
         if aug is None:
-            console.print("[yellow]no augmented dataset: the real+synthetic arm will be reported unavailable[/]")
+            console.print("[yellow]no augmented dataset: "
+                          "the real+synthetic arm will be reported unavailable[/]")
         if out is None:
             from pipeline.run import run_dir_for
 
@@ -76,6 +79,13 @@ def compare(
     typer.echo(str(result.metrics_path))
 
 
+def _fmt(d: dict) -> str:
+    """mean ± std of one metric over seeds."""
+    if d["mean"] is None:
+        return "–"
+    return f"{d['mean']:.3f}" + (f" ± {d['std']:.3f}" if d["std"] else "")
+
+
 def arms_table(metrics: dict, *, cached: bool = False) -> Table:
     table = Table(title=f"{metrics['dataset']['id']}: {metrics['test']['images']} real B test images"
                   + (" (cached)" if cached else ""))
@@ -83,8 +93,7 @@ def arms_table(metrics: dict, *, cached: bool = False) -> Table:
         table.add_column(col, justify="left" if col in ("arm", "status") else "right")
     for a in metrics["arms"]:
         s = a["summary"]
-        fmt = lambda d: "–" if d["mean"] is None else f"{d['mean']:.3f}" + (f" ± {d['std']:.3f}" if d["std"] else "")  # noqa: E731
-        table.add_row(a["name"], a["status"], fmt(s["map"]), fmt(s["map50"]), str(s["map"]["n"]),
+        table.add_row(a["name"], a["status"], _fmt(s["map"]), _fmt(s["map50"]), str(s["map"]["n"]),
                       str(a["images_per_epoch"]))
     notes = [f"{a['name']}: {a['error'].splitlines()[0][:200]}" for a in metrics["arms"] if a["error"]]
     notes += [f"{c['treatment']} vs {c['baseline']}: Δ mAP {c['delta']:+.3f} [{c['ci_low']:+.3f}, "

@@ -93,7 +93,8 @@ def plan_arms(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
         if arm == "real+replica":
             extra, why = _split_or_reason(dataset, "A", "train", "no labelled A photos")
         elif arm == "oracle":
-            extra, why = _split_or_reason(dataset, "B", "oracle", "no extra labelled B (only demo data has an oracle split)")
+            extra, why = _split_or_reason(dataset, "B", "oracle",
+                                          "no extra labelled B (only demo data has an oracle split)")
         elif arm == "real+synthetic":
             if augmented is None:
                 why = "no augmented dataset given (run synthesis first)"
@@ -102,7 +103,8 @@ def plan_arms(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
             else:
                 syn = augmented.coco("B", "train").subset(lambda im: bool(im.synthetic))
                 if syn.category_names != real.coco.category_names:
-                    why = f"{augmented.root}: categories {syn.category_names} differ from {real.coco.category_names}"
+                    why = (f"{augmented.root}: categories {syn.category_names} "
+                           f"differ from {real.coco.category_names}")
                 elif not syn.images:
                     why = f"{augmented.root}: no accepted synthetic images"
                 else:
@@ -114,7 +116,8 @@ def plan_arms(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
     return plans
 
 
-def _split_or_reason(dataset: DatasetVersion, domain: str, split: str, missing: str) -> tuple[ImageSet | None, str | None]:
+def _split_or_reason(dataset: DatasetVersion, domain: str, split: str,
+                     missing: str) -> tuple[ImageSet | None, str | None]:
     if not dataset.has(domain, split):
         return None, f"{missing}: {dataset.root} has no {domain}_{split} split"
     coco = dataset.coco(domain, split)
@@ -158,7 +161,9 @@ def build_training_set(
         shutil.rmtree(out_dir)  # a half-written layout from an interrupted run
     names = plan.real.coco.category_names
     real = write_yolo(plan.real.coco, plan.real.root, out_dir / "train" / plan.real.label)
-    extra = write_yolo(plan.extra.coco, plan.extra.root, out_dir / "train" / plan.extra.label) if plan.extra else []
+    extra = []
+    if plan.extra:
+        extra = write_yolo(plan.extra.coco, plan.extra.root, out_dir / "train" / plan.extra.label)
     train = epoch_list(real, extra, cfg.detect.real_oversample, n_per_epoch, seed)
     val = write_yolo(dataset.coco("B", "val"), dataset.root, out_dir / "val")
     train_list = atomic_write_text(out_dir / "train.txt", "".join(f"{p}\n" for p in train))

@@ -52,7 +52,8 @@ class Detector(ABC):
         """Train from scratch (or configured weights) with this seed; write everything under out_dir."""
 
     @abstractmethod
-    def predict(self, weights: Path, images: list[tuple[int, Path]], category_ids: list[int]) -> list[dict[str, Any]]:
+    def predict(self, weights: Path, images: list[tuple[int, Path]],
+                category_ids: list[int]) -> list[dict[str, Any]]:
         """COCO results [{image_id, category_id, bbox xywh pixels, score}] for (image_id, path) pairs;
         class index i maps to category_ids[i]."""
 

@@ -89,7 +89,8 @@ def plan_runs(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
         for seed in cfg.detect.seeds:
             key = stage_key("detect-run", {"detect": _run_config(cfg), "arm": plan.name, "seed": seed,
                                            "images_per_epoch": n, "device": device.split(":")[0]}, parents)
-            specs.append(RunSpec(plan.name, seed, Path(out_dir) / "runs" / slug(plan.name) / f"seed{seed}", key, n))
+            run_dir = Path(out_dir) / "runs" / slug(plan.name) / f"seed{seed}"
+            specs.append(RunSpec(plan.name, seed, run_dir, key, n))
     return plans, n, specs
 
 
@@ -133,8 +134,9 @@ def run_arm_seed(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
     predictions = write_results(spec.run_dir / "predictions.json", results)
     ev = coco_eval(dataset.annotation_path("B", "test"), results, cfg.detect.max_det)
     pr_curve = atomic_write_json(spec.run_dir / "pr_curve.json", ev.pr_curve, indent=None)
-    own = detector.self_check(trained.weights, write_eval_set(dataset, "B", "test", spec.run_dir / "data" / "eval"),
-                              spec.run_dir)
+    test_yaml = write_eval_set(dataset, "B", "test", spec.run_dir / "data" / "eval")
+    own = detector.self_check(trained.weights, test_yaml, spec.run_dir)
+    ours = ev.metrics["map"]
 
     rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
     rec = {
@@ -145,9 +147,10 @@ def run_arm_seed(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
         "per_class_ap": ev.per_class_ap,
         "ultralytics_map": own["map"] if own else None,
         "ultralytics_map50": own["map50"] if own else None,
-        "ultralytics_map_diff": (own["map"] - ev.metrics["map"]) if own and ev.metrics["map"] is not None else None,
+        "ultralytics_map_diff": (own["map"] - ours) if own and ours is not None else None,
         "train_seconds": round(trained.train_seconds, 2),
-        "train_images_per_s": round(trained.images_seen / trained.train_seconds, 2) if trained.train_seconds else None,
+        "train_images_per_s": round(trained.images_seen / trained.train_seconds, 2)
+        if trained.train_seconds else None,
         "train_cpu_seconds": round(trained.cpu_seconds, 2) if trained.cpu_seconds is not None else None,
         "images_seen": trained.images_seen,
         "weights": rel(trained.weights),
@@ -175,7 +178,8 @@ def failed_record(spec: RunSpec, error: BaseException | str) -> dict[str, Any]:
     return rec
 
 
-def _child(cfg_json: str, dataset_root: str, augmented_root: str | None, spec: RunSpec, threads: int | None) -> dict:
+def _child(cfg_json: str, dataset_root: str, augmented_root: str | None, spec: RunSpec,
+           threads: int | None) -> dict:
     """Entry point of a spawned worker process."""
     cfg = RunConfig.model_validate_json(cfg_json)
     aug = DatasetVersion.open(augmented_root) if augmented_root else None
@@ -212,7 +216,9 @@ def run_isolated(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
 
 def _first_line(e: BaseException) -> str:
     text = str(e)
-    return text.split("\nTraceback")[0].strip() if isinstance(e, RuntimeError) else f"{type(e).__name__}: {text}"
+    if isinstance(e, RuntimeError):  # from _child: drop the traceback it carries
+        return text.split("\nTraceback")[0].strip()
+    return f"{type(e).__name__}: {text}"
 
 
 def threads_per_run(cfg: RunConfig) -> int:
@@ -240,9 +246,7 @@ def compare(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion |
             for fut in cf.as_completed(futs):
                 s = futs[fut]
                 records[(s.arm, s.seed)] = rec = fut.result()
-                say(f"  {s.arm} seed {s.seed}: {rec['status']}"
-                    + (f" mAP {rec['metrics']['map']:.3f}" if rec["status"] == "ok" and rec["metrics"]["map"] is not None
-                       else f" ({rec['error']})" if rec["error"] else ""))
+                say(f"  {s.arm} seed {s.seed}: {rec['status']} " + _outcome(rec))
         return finish(cfg, dataset, augmented, out_dir, plans, n, records, t0)
 
 
@@ -259,7 +263,8 @@ def cached_result(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVer
 
     m = read_manifest(out_dir)
     path = out_dir / "metrics.json"
-    if m is None or m.get("summary", {}).get("key") != _compare_key(cfg, [s.key for s in specs]) or not path.is_file():
+    key = _compare_key(cfg, [s.key for s in specs])
+    if m is None or m.get("summary", {}).get("key") != key or not path.is_file():
         return None
     if m["summary"].get("failed_runs", 1) or any(cached_record(s) is None for s in specs):
         return None  # failed runs are retried
@@ -267,7 +272,8 @@ def cached_result(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVer
 
 
 def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, out_dir: Path,
-           plans: list[ArmPlan], n: int, records: dict[tuple[str, int], dict[str, Any]], t0: float) -> CompareResult:
+           plans: list[ArmPlan], n: int, records: dict[tuple[str, int], dict[str, Any]],
+           t0: float) -> CompareResult:
     """Evaluate finished runs, summarise over seeds, bootstrap the uplifts, write metrics.json."""
     out_dir = Path(out_dir)
     gt_path = dataset.annotation_path("B", "test")
@@ -306,8 +312,8 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
         if not seeds:
             continue
         ci = paired_bootstrap([per_image[TREATMENT][s] for s in seeds], [per_image[base][s] for s in seeds],
-                              resamples=cfg.detect.bootstrap_resamples, seed=cfg.runtime.seed, alpha=cfg.report.alpha,
-                              cache=memo)
+                              resamples=cfg.detect.bootstrap_resamples, seed=cfg.runtime.seed,
+                              alpha=cfg.report.alpha, cache=memo)
         comparisons.append({"treatment": TREATMENT, "baseline": base, "metric": "map", "delta": ci.delta,
                             "ci_low": ci.ci_low, "ci_high": ci.ci_high, "resamples": ci.resamples,
                             "significant": ci.significant, "seeds": seeds})
@@ -341,6 +347,12 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
     write_manifest(out_dir, kind="comparison", id=f"compare-{(key or 'partial')[:12]}",
                    config=cfg.detect.model_dump(mode="json"), parents=parents, summary=summary, files=files)
     return CompareResult(out_dir, path, False, metrics)
+
+
+def _outcome(rec: dict[str, Any]) -> str:
+    if rec["status"] == "ok" and rec["metrics"]["map"] is not None:
+        return f"mAP {rec['metrics']['map']:.3f}"
+    return f"({rec['error']})" if rec["error"] else ""
 
 
 def _public(rec: dict[str, Any]) -> dict[str, Any]:

@@ -70,7 +70,8 @@ def coco_eval(gt, results: list[dict[str, Any]], max_dets: int = 100) -> CocoEva
     img_ids = set(gt.getImgIds())
     unknown = {r["image_id"] for r in results} - img_ids
     if unknown:
-        raise ValueError(f"results name {len(unknown)} image ids not in the ground truth, e.g. {sorted(unknown)[:3]}")
+        raise ValueError(f"results name {len(unknown)} image ids not in the ground truth, "
+                         f"e.g. {sorted(unknown)[:3]}")
 
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results) if results else _empty_results(gt)
@@ -80,7 +81,7 @@ def coco_eval(gt, results: list[dict[str, Any]], max_dets: int = 100) -> CocoEva
         E.accumulate()
         E.summarize()
     stats = E.stats  # -1 where no ground truth falls in that area range
-    metrics = {k: (None if stats[i] < 0 else float(stats[i])) for k, i in zip(METRIC_KEYS, (0, 1, 2, 3, 4, 5))}
+    metrics = {k: (None if stats[i] < 0 else float(stats[i])) for i, k in enumerate(METRIC_KEYS)}
     if all(v == 0 for v in instances.values()):
         metrics = {k: None for k in METRIC_KEYS}
     precision = E.eval["precision"]  # (T, R, K, A, M)
@@ -102,7 +103,8 @@ def _empty_results(gt):
     from pycocotools.coco import COCO
 
     dt = COCO()
-    dt.dataset = {"images": list(gt.dataset["images"]), "annotations": [], "categories": list(gt.dataset["categories"])}
+    dt.dataset = {"images": list(gt.dataset["images"]), "annotations": [],
+                  "categories": list(gt.dataset["categories"])}
     dt.createIndex()
     return dt
 
@@ -136,7 +138,8 @@ def per_image_eval(E) -> PerImageEval:
             s = np.concatenate(scores)
             order = np.argsort(-s, kind="mergesort")  # as accumulate() sorts
             cls = {"scores": s[order], "img": np.concatenate(img)[order],
-                   "tp": np.concatenate(tp, axis=1)[:, order], "counted": np.concatenate(counted, axis=1)[:, order]}
+                   "tp": np.concatenate(tp, axis=1)[:, order],
+                   "counted": np.concatenate(counted, axis=1)[:, order]}
         else:
             cls = {"scores": np.zeros(0), "img": np.zeros(0, dtype=np.int64),
                    "tp": np.zeros((T, 0), bool), "counted": np.zeros((T, 0), bool)}

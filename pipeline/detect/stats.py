@@ -45,7 +45,10 @@ def bootstrap_map(pe: PerImageEval, counts: np.ndarray, iou: float | None = None
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim == 1:
         counts = counts[None]
-    t_sel = np.arange(len(pe.iou_thrs)) if iou is None else np.array([int(np.argmin(np.abs(pe.iou_thrs - iou)))])
+    if iou is None:
+        t_sel = np.arange(len(pe.iou_thrs))
+    else:
+        t_sel = np.array([int(np.argmin(np.abs(pe.iou_thrs - iou)))])
     total = np.zeros(counts.shape[0])
     n_valid = np.zeros(counts.shape[0])
     for cls in pe.classes:

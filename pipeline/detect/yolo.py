@@ -55,7 +55,8 @@ class YoloDetector(Detector):
         if self.d.weights is not None:
             w = Path(self.d.weights)
             if not w.is_file():
-                raise DetectorError(f"detect.weights {w}: file not found (only local weights; nothing is downloaded)")
+                raise DetectorError(f"detect.weights {w}: file not found "
+                                    "(only local weights are used; nothing is downloaded)")
             return str(w), True
         if not self.d.model.endswith((".yaml", ".yml")):
             raise DetectorError(
@@ -112,7 +113,8 @@ class YoloDetector(Detector):
         )
 
     # ---------------------------------------------------------------------------------- predict
-    def predict(self, weights: Path, images: list[tuple[int, Path]], category_ids: list[int]) -> list[dict[str, Any]]:
+    def predict(self, weights: Path, images: list[tuple[int, Path]],
+                category_ids: list[int]) -> list[dict[str, Any]]:
         model = self._model(weights)
         out: list[dict[str, Any]] = []
         step = max(1, self.d.batch)
