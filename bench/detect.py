@@ -40,7 +40,8 @@ def synthetic_eval(n_images: int, per_image: int, seed: int = 0):
             w, h = rng.uniform(8, 40, 2)
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(rng.integers(1, 5)),
                          "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
-    gt = {"images": images, "annotations": anns, "categories": [{"id": k, "name": f"c{k}"} for k in range(1, 5)]}
+    cats = [{"id": k, "name": f"c{k}"} for k in range(1, 5)]
+    gt = {"images": images, "annotations": anns, "categories": cats}
     path = Path(tempfile.mkdtemp()) / "gt.json"
     path.write_text(json.dumps(gt))
 
@@ -49,12 +50,14 @@ def synthetic_eval(n_images: int, per_image: int, seed: int = 0):
         for a in anns:
             if rng.random() < 0.85:
                 x, y, w, h = a["bbox"]
-                res.append({"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.uniform(0.3, 1)),
+                res.append({"image_id": a["image_id"], "category_id": a["category_id"],
+                            "score": float(rng.uniform(0.3, 1)),
                             "bbox": [x + rng.normal(0, noise), y + rng.normal(0, noise), w, h]})
         for im in images:
             n_fp = per_image - 3  # ~3 true boxes per image, the rest background
             for _ in range(max(0, n_fp)):
-                res.append({"image_id": im["id"], "category_id": int(rng.integers(1, 5)), "score": float(rng.uniform(0.001, 0.6)),
+                res.append({"image_id": im["id"], "category_id": int(rng.integers(1, 5)),
+                            "score": float(rng.uniform(0.001, 0.6)),
                             "bbox": [*rng.uniform(0, 90, 2).tolist(), *rng.uniform(5, 40, 2).tolist()]})
         return coco_eval(path, res)
 
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("config", nargs="?", default=str(REPO / "configs" / "demo.yaml"))
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per arm to measure")
-    ap.add_argument("--parallel", type=int, default=None, help="arms side by side (default: detect.parallel_arms)")
+    ap.add_argument("--parallel", type=int, default=None,
+                    help="arms side by side (default: detect.parallel_arms)")
     ap.add_argument("--arms", default="real,real+replica", help="comma-separated arms to time")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "detect.json"))
     args = ap.parse_args(argv)
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(max_workers=parallel) as ex:
-        records = list(ex.map(lambda s: run_isolated(cfg, dataset, None, s, threads=threads_per_run(cfg)), specs))
+        threads = threads_per_run(cfg)
+        records = list(ex.map(lambda s: run_isolated(cfg, dataset, None, s, threads=threads), specs))
     wall = time.perf_counter() - t0
     arms = {}
     for s, r in zip(specs, records):
@@ -150,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         "evaluate_s_per_run": round(eval_s, 3) if eval_s is not None else None,
         "bootstrap_demo": boot_demo, "bootstrap_500": boot_500,
         "projection_full_profile": projection,
-        "load_average_1_5_15": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load]},
+        "load_average_1_5_15": {"before": [round(x, 2) for x in load_before],
+                                "after": [round(x, 2) for x in load]},
         "hardware": {**hardware(cfg), "platform": platform.platform()},
     }
     out = Path(args.out)

@@ -19,7 +19,8 @@ RUN_KEYS = {"seed", "status", "error", "metrics", "per_class_ap", "ultralytics_m
 
 def check_schema(m: dict, out_dir: Path) -> None:
     """Contract 5, key by key; relative paths must exist under out_dir."""
-    assert set(m) >= {"dataset", "augmented", "categories", "test", "config", "arms", "comparisons", "timings", "hardware"}
+    assert set(m) >= {"dataset", "augmented", "categories", "test", "config", "arms", "comparisons",
+                      "timings", "hardware"}
     assert isinstance(m["dataset"]["id"], str)
     assert m["augmented"] is None or isinstance(m["augmented"]["id"], str)
     assert isinstance(m["test"]["images"], int) and set(m["test"]["instances"]) == set(m["categories"])
@@ -72,7 +73,8 @@ def test_tiny_arms_train_evaluate_and_write_metrics(tiny_compare, tiny_dataset):
     run = m["arms"][0]["runs"][0]
     assert run["ultralytics_map"] is not None
     assert run["ultralytics_map_diff"] == pytest.approx(run["ultralytics_map"] - run["metrics"]["map"])
-    assert 0 < run["train_cpu_seconds"] and run["images_seen"] == m["arms"][0]["images_per_epoch"] * cfg.detect.epochs
+    assert 0 < run["train_cpu_seconds"]
+    assert run["images_seen"] == m["arms"][0]["images_per_epoch"] * cfg.detect.epochs
     manifest = json.loads((result.out_dir / "manifest.json").read_text())
     assert manifest["kind"] == "comparison" and {p["id"] for p in manifest["parents"]} >= {tiny_dataset.id}
 
@@ -96,7 +98,8 @@ def test_rerun_reuses_finished_runs(tiny_compare, tiny_dataset, fake_augmented):
 
 @pytest.mark.slow
 def test_crashing_arm_is_reported_failed_with_its_error(tiny_root, tiny_dataset, tmp_path):
-    cfg = compare_config(tiny_root, "detect.arms=[real, real+replica]", "detect.extra_args={not_a_yolo_arg: 1}")
+    cfg = compare_config(tiny_root, "detect.arms=[real, real+replica]",
+                         "detect.extra_args={not_a_yolo_arg: 1}")
     result = compare(cfg, tiny_dataset, None, tmp_path / "compare", progress=False)
     m = json.loads(result.metrics_path.read_text())
     check_schema(m, result.out_dir)

@@ -46,7 +46,8 @@ def test_cli_compare_prints_metrics_path(tiny_compare, tiny_root, tiny_dataset, 
     cfg, first = tiny_compare
     res = CliRunner().invoke(app, ["compare", "configs/tiny.yaml", f"runtime.output_root={tiny_root}",
                                    "detect.arms=[real, real+synthetic]", "detect.parallel_arms=2",
-                                   "--dataset", str(tiny_dataset.root), "--augmented", str(fake_augmented.root),
+                                   "--dataset", str(tiny_dataset.root),
+                                   "--augmented", str(fake_augmented.root),
                                    "--out", str(first.out_dir)])
     assert res.exit_code == 0, res.output
     assert str(first.metrics_path) in res.stdout

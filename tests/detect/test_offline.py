@@ -75,5 +75,6 @@ def test_ensure_offline_settings_and_fonts(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got == {"sync": False, "online": False, "autoinstall": False, "fonts": ["Arial.Unicode.ttf", "Arial.ttf"]}
+    assert got == {"sync": False, "online": False, "autoinstall": False,
+                   "fonts": ["Arial.Unicode.ttf", "Arial.ttf"]}
     assert json.loads((Path(tmp_path) / "Ultralytics" / "settings.json").read_text())["sync"] is False

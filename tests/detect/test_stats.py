@@ -43,7 +43,8 @@ def _gt_and_runs(tmp_path, n_images=60, seed=0):
         for a in anns:
             if rng.random() < recall:
                 x, y, w, h = a["bbox"]
-                res.append({"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.uniform(0.3, 1)),
+                res.append({"image_id": a["image_id"], "category_id": a["category_id"],
+                            "score": float(rng.uniform(0.3, 1)),
                             "bbox": [x + rng.normal(0, noise), y + rng.normal(0, noise), w, h]})
         for i in range(1, n_images + 1):
             res.append({"image_id": i, "category_id": 1, "score": float(rng.uniform(0, 0.5)),
