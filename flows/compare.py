@@ -16,22 +16,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.common import retry_on_oserror
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.detect.compare import (CompareResult, RunSpec, cached_result, failed_record, finish, plan_runs,
                                      run_isolated, threads_per_run)
 from pipeline.store import dir_lock
-
-
-def retry_on_oserror(task, task_run, state) -> bool:
-    """Retry a failed task only when it failed with an OSError (disk, network filesystem)."""
-    try:
-        state.result(raise_on_failure=True)
-    except OSError:
-        return True
-    except BaseException:
-        return False
-    return False
 
 
 @task(name="train-arm", task_run_name="{spec.arm} seed {spec.seed}", retries=2, retry_delay_seconds=5,

@@ -24,7 +24,7 @@ from pipeline.run import record_run, run_dir_for
 from pipeline.store import dir_lock
 
 
-@flow(name="metalize-pipeline", log_prints=True, validate_parameters=True)
+@flow(name="metalize-pipeline", validate_parameters=True)
 def metalize_pipeline(config: str | None = None, overrides: list[str] | None = None) -> dict:
     """Run the whole experiment for one profile.
 

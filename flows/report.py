@@ -12,22 +12,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
+from flows.common import retry_on_oserror
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.report.build import ReportResult, build_report, load_compare_metrics
 from pipeline.report.facts import arm_facts
 from pipeline.report.markdown import arms_markdown
-
-
-def retry_on_oserror(task, task_run, state) -> bool:
-    """Retry a failed task only when it failed with an OSError."""
-    try:
-        state.result(raise_on_failure=True)
-    except OSError:
-        return True
-    except BaseException:
-        return False
-    return False
 
 
 @task(name="build-report", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror,
