@@ -19,7 +19,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.synth.generate import ShardSummary
-from pipeline.synth.stage import SynthPlan, SynthResult, cached_result, finalize, prepare, run_plan_shard, synth_lock
+from pipeline.synth.stage import (
+    SynthPlan,
+    SynthResult,
+    cached_result,
+    finalize,
+    prepare,
+    run_plan_shard,
+    synth_lock,
+)
 
 
 def retry_on_oserror(task, task_run, state) -> bool:
@@ -48,7 +56,8 @@ def task_runner(cfg: RunConfig):
     if cfg.synth.dask:
         from prefect_dask import DaskTaskRunner
 
-        return DaskTaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": max(1, cfg.runtime.workers),
+        threads = max(1, cfg.runtime.workers)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": threads,
                                               "processes": False, "dashboard_address": None})
     return ThreadPoolTaskRunner(max_workers=max(1, cfg.runtime.workers))
 
@@ -87,7 +96,8 @@ def synthesize_flow(cfg: RunConfig, dataset: DatasetVersion, model_dir) -> Synth
         with synth_lock(plan):
             result = cached_result(plan)
             if result is None:
-                log.info("synthesizing %d work items in %d shards", sum(map(len, plan.shards)), len(plan.shards))
+                n_items = sum(map(len, plan.shards))
+                log.info("synthesizing %d work items in %d shards", n_items, len(plan.shards))
                 summaries = shards_flow.with_options(task_runner=task_runner(cfg))(plan)
                 result = finalize_task(plan, summaries)
     create_markdown_artifact(

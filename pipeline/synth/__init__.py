@@ -1,4 +1,6 @@
-"""Synthetic metal images: translate labelled A, carry boxes through one affine map per image, gate on quality, export an augmented COCO/YOLO dataset.
+"""Synthetic metal images: translate labelled A, carry boxes through one affine map per image,
+gate on quality, export an augmented COCO/YOLO dataset.
+
 
 geometry.py  affine maps (resize, letterbox, crop, tiles) applied to pixels and boxes
 generate.py  streaming, resumable generation with an injected translate callable

@@ -30,10 +30,13 @@ def build_augment(cfg: RunConfig):
 
 def _on_border(b: np.ndarray, w: int, h: int) -> np.ndarray:
     b = np.asarray(b, dtype=float).reshape(-1, 4)
-    return (b[:, 0] <= 0.5) | (b[:, 1] <= 0.5) | (b[:, 0] + b[:, 2] >= w - 0.5) | (b[:, 1] + b[:, 3] >= h - 0.5)
+    x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    return (x0 <= 0.5) | (y0 <= 0.5) | (x1 >= w - 0.5) | (y1 >= h - 0.5)
 
 
-def augment(transform, image: np.ndarray, boxes: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def augment(
+    transform, image: np.ndarray, boxes: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Returns (image, boxes (M, 4), kept indices (M,), newly clipped count)."""
     transform.set_random_seed(seed)
     h, w = image.shape[:2]
@@ -41,5 +44,7 @@ def augment(transform, image: np.ndarray, boxes: np.ndarray, seed: int) -> tuple
     kept = np.asarray(out["ids"], dtype=int)
     nb = np.asarray(out["bboxes"], dtype=np.float64).reshape(-1, 4)
     # "Clipped" = now touches the border but did not before (the box got cut by the image edge).
-    clipped = int(np.sum(_on_border(nb, w, h) & ~_on_border(np.asarray(boxes)[kept], w, h))) if len(kept) else 0
+    if not len(kept):
+        return out["image"], nb, kept, 0
+    clipped = int(np.sum(_on_border(nb, w, h) & ~_on_border(np.asarray(boxes)[kept], w, h)))
     return out["image"], nb, kept, clipped

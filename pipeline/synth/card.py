@@ -102,12 +102,16 @@ def pairs_png(path: Path, dataset: DatasetVersion, root: Path, sample: list, n: 
         a = geo.warp_image(dataset.read_rgb(src), t)
         s = cv2.cvtColor(cv2.imread(str(root / im.file_name), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         boxes = [a_.bbox for a_ in anns]
-        pair = np.concatenate([_draw(a, boxes), np.full((a.shape[0], 4, 3), 255, np.uint8), _draw(s, boxes)], 1)
-        rows.append(cv2.resize(pair, (256 * pair.shape[1] // pair.shape[0], 256)) if pair.shape[0] != 256 else pair)
+        gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
+        pair = np.concatenate([_draw(a, boxes), gap, _draw(s, boxes)], 1)
+        if pair.shape[0] != 256:
+            pair = cv2.resize(pair, (256 * pair.shape[1] // pair.shape[0], 256))
+        rows.append(pair)
     if not rows:
         return 0
     w = max(r.shape[1] for r in rows)
-    grid = np.concatenate([np.pad(r, ((2, 2), (0, w - r.shape[1]), (0, 0)), constant_values=255) for r in rows], 0)
+    padded = [np.pad(r, ((2, 2), (0, w - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    grid = np.concatenate(padded, 0)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     atomic_write_bytes(path, buf.tobytes())
     return len(rows)
@@ -120,7 +124,8 @@ def rejected_png(path: Path, root: Path, thumbnails: list[str]) -> int:
         return 0
     h = max(i.shape[0] for i in imgs)
     w = max(i.shape[1] for i in imgs)
-    tiles = [np.pad(i, ((0, h - i.shape[0] + 4), (0, w - i.shape[1] + 4), (0, 0)), constant_values=255) for i in imgs]
+    tiles = [np.pad(i, ((0, h - i.shape[0] + 4), (0, w - i.shape[1] + 4), (0, 0)), constant_values=255)
+             for i in imgs]
     cols = 2
     while len(tiles) % cols:
         tiles.append(np.full_like(tiles[0], 255))
@@ -159,7 +164,8 @@ def write_card(
         f"boxes transferred through one affine map per image and checked by the quality gate.",
         "",
         f"Parent dataset: `{dataset.id}`. Images: {summary['images']['real']} real + "
-        f"{summary['images']['synthetic']} synthetic; {summary['gate']['rejected_images']} synthetic images rejected, "
+        f"{summary['images']['synthetic']} synthetic; "
+        f"{summary['gate']['rejected_images']} synthetic images rejected, "
         f"{summary['gate']['dropped_boxes']} boxes dropped by the gate.",
         "",
         "| class | real B boxes | synthetic boxes | planned before balancing | planned after |",
@@ -172,7 +178,8 @@ def write_card(
         )
     lines += ["", "![class balance](class_balance.png)", "", "![box sizes](box_sizes.png)", ""]
     if n_pairs:
-        lines += [f"## A | synthetic ({n_pairs} examples, boxes as transferred)", "", "![pairs](pairs.png)", ""]
+        lines += [f"## A | synthetic ({n_pairs} examples, boxes as transferred)", "",
+                  "![pairs](pairs.png)", ""]
     lines += ["## Gate", "", "| check | rejections | threshold |", "|---|---:|---:|"]
     for check, (count, thr) in sorted(summary["gate"]["by_check"].items()):
         lines.append(f"| {check} | {count} | {thr} |")
@@ -182,7 +189,8 @@ def write_card(
         for r in rejection_examples[: n_examples * 2]:
             if r.get("thumbnail") in thumbs:
                 score = "—" if r["score"] is None else f"{r['score']:.3f}"
-                lines.append(f"- `{r['image']}` {r['check']} = {score} (threshold {r['threshold']}), {r['action']}")
+                lines.append(f"- `{r['image']}` {r['check']} = {score} "
+                             f"(threshold {r['threshold']}), {r['action']}")
     lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()), ""]
     return atomic_write_text(card / "README.md", "\n".join(lines))
 

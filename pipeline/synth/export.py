@@ -79,13 +79,14 @@ def stream_synthetic(root: Path, n_shards: int, real: CocoSet, info: dict[str, A
     dropped = 0
     img_id = max((im.id for im in real.images), default=0)
     ann_id = max((a.id for a in real.annotations), default=0)
-    tmp_i, tmp_a, tmp_r = root / ".images.json.tmp", root / ".annotations.json.tmp", root / ".rejected.jsonl.tmp"
+    tmp_i, tmp_a = root / ".images.json.tmp", root / ".annotations.json.tmp"
+    tmp_r = root / ".rejected.jsonl.tmp"
     chunk: list[tuple[ImageRecord, list[Annotation]]] = []
 
     def flush() -> None:
         if chunk:
-            write_yolo(CocoSet([c[0] for c in chunk], [a for c in chunk for a in c[1]], list(real.categories)),
-                       root, root / "yolo" / "train")
+            part = CocoSet([c[0] for c in chunk], [a for c in chunk for a in c[1]], list(real.categories))
+            write_yolo(part, root, root / "yolo" / "train")
             chunk.clear()
 
     with open(tmp_i, "w", encoding="utf-8") as fi, open(tmp_a, "w", encoding="utf-8") as fa, \
@@ -193,7 +194,8 @@ def export_version(
         "id": version_id,
         "categories": real.category_names,
         "images": {"real": len(real.images), "synthetic": syn.images},
-        "boxes": {"real": real.class_counts(), "synthetic": {n: syn.class_counts.get(n, 0) for n in real.category_names}},
+        "boxes": {"real": real.class_counts(),
+                  "synthetic": {n: syn.class_counts.get(n, 0) for n in real.category_names}},
         "generators": generators,
         "balance": balance,
         "gate": gate,

@@ -197,7 +197,9 @@ def gate(
     for i, s in enumerate(per_box):
         for c, sc, t in box_failures(s, cfg):
             keep[i] = False
-            box_rows.append({"check": c, "score": sc, "threshold": t, "box": i, "bbox": boxes[i].round(2).tolist()})
+            box_rows.append(
+                {"check": c, "score": sc, "threshold": t, "box": i, "bbox": boxes[i].round(2).tolist()}
+            )
     dropped = n - sum(keep)
     reject = bool(dropped) and (
         cfg.box_rule == "reject_image" or dropped / n > cfg.max_dropped_fraction or dropped == n

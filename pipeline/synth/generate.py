@@ -32,7 +32,14 @@ from pipeline.store import atomic_write_bytes, atomic_write_json, atomic_write_t
 from pipeline.synth import geometry as geo
 from pipeline.synth.augment import augment, build_augment
 from pipeline.synth.gate import GateResult, Realism, as_uint8, gate
-from pipeline.synth.journal import append_row, journal_paths, outputs_intact, collect, read_journal, shard_done
+from pipeline.synth.journal import (
+    append_row,
+    collect,
+    journal_paths,
+    outputs_intact,
+    read_journal,
+    shard_done,
+)
 from pipeline.synth.plan import WorkItem, plan_items, shard_items, target_fractions
 
 __all__ = ["Generator", "GenerateResult", "ShardSummary", "WorkItem", "collect", "generate", "plan_items",
@@ -66,7 +73,10 @@ class ShardSummary:
     boxes_dropped_gate: int = 0
     aug_boxes_clipped: int = 0
     aug_boxes_dropped: int = 0
-    seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "translate": 0.0, "checks": 0.0, "write": 0.0})
+    # read = decode + geometry; write = augmentation, PNG encode and atomic write
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"read": 0.0, "translate": 0.0, "checks": 0.0, "write": 0.0}
+    )
 
     def add(self, other: dict[str, Any]) -> None:
         for k, v in other.items():
@@ -155,7 +165,8 @@ def run_shard(
             t0 = time.perf_counter()
             cache: dict[int, np.ndarray] = {}
             per_item: dict[str, dict[str, Any]] = {
-                it.key: {"item": it.key, "outputs": [], "rejections": [], "stats": {"items": 1}} for it in chunk
+                it.key: {"item": it.key, "outputs": [], "rejections": [], "stats": {"items": 1}}
+                for it in chunk
             }
             for it in chunk:
                 rec = images[it.source_id]
@@ -165,7 +176,8 @@ def run_shard(
                 except Exception as e:  # one unreadable source never stops the run
                     per_item[it.key]["rejections"].append(
                         {"image": None, "source_image_id": it.source_id, "source_file": rec.file_name,
-                         "generator": generators[it.generator].sha256, "variant": it.variant, "thumbnail": None,
+                         "generator": generators[it.generator].sha256, "variant": it.variant,
+                         "thumbnail": None,
                          "check": "unreadable_source", "score": None, "threshold": None, "box": None,
                          "action": "reject_image", "error": str(e)}
                     )
@@ -179,7 +191,9 @@ def run_shard(
             for g, idx in by_gen.items():
                 outs = generators[g].translate([jobs[j]["source"] for j in idx])
                 if len(outs) != len(idx):
-                    raise RuntimeError(f"generator {generators[g].name or g} returned {len(outs)} images for {len(idx)}")
+                    raise RuntimeError(
+                        f"generator {generators[g].name or g} returned {len(outs)} images for {len(idx)}"
+                    )
                 for j, out in zip(idx, outs):
                     jobs[j]["synthetic"] = out
             t2 = time.perf_counter()
@@ -188,7 +202,8 @@ def run_shard(
                 row, gen = per_item[job["item"].key], generators[job["item"].generator]
                 st = row["stats"]
                 st["boxes_in"] = st.get("boxes_in", 0) + job["n_boxes_in"]
-                st["boxes_dropped_geometry"] = st.get("boxes_dropped_geometry", 0) + job["n_boxes_in"] - len(job["boxes"])
+                lost = job["n_boxes_in"] - len(job["boxes"])
+                st["boxes_dropped_geometry"] = st.get("boxes_dropped_geometry", 0) + lost
                 if not job["boxes"].size:
                     st["empty"] = st.get("empty", 0) + 1
                     continue
@@ -196,7 +211,8 @@ def run_shard(
                 tc = time.perf_counter()
                 if np.shape(job["synthetic"])[:2] != job["source"].shape[:2]:
                     res = GateResult(False, [False] * len(job["boxes"]), {}, [], [
-                        {"check": "shape", "score": None, "threshold": None, "box": None, "action": "reject_image",
+                        {"check": "shape", "score": None, "threshold": None, "box": None,
+                         "action": "reject_image",
                          "error": f"output {np.shape(job['synthetic'])} vs input {job['source'].shape}"}])
                 else:
                     res = gate(job["source"], job["synthetic"], job["boxes"], cfg.synth.gate, realism=realism)
@@ -209,11 +225,13 @@ def run_shard(
                     if same_shape and thumbs < n_thumbs and (not res.accepted or thumbs < n_thumbs // 2):
                         thumb = f"card/rejected/{index:05d}-{Path(name).stem}.png"
                         bad = [r["box"] for r in res.rejections if r["box"] is not None]
-                        write_png(staging / thumb, _thumbnail(job["source"], job["synthetic"], job["boxes"], bad))
+                        pic = _thumbnail(job["source"], job["synthetic"], job["boxes"], bad)
+                        write_png(staging / thumb, pic)
                         thumbs += 1
                     for r in res.rejections:
                         row["rejections"].append(
-                            {"image": name, "source_image_id": job["item"].source_id, "source_file": job["source_file"],
+                            {"image": name, "source_image_id": job["item"].source_id,
+                             "source_file": job["source_file"],
                              "generator": gen.sha256, "variant": job["item"].variant, "thumbnail": thumb, **r}
                         )
                 if not res.accepted:
@@ -227,7 +245,8 @@ def run_shard(
             t3 = time.perf_counter()
             # Time split of the chunk goes to its first item (only totals are ever reported).
             first = per_item[chunk[0].key]["stats"]
-            first["seconds"] = {"read": t1 - t0, "translate": t2 - t1, "checks": t_checks, "write": t_write + (t3 - t2 - t_checks - t_write)}
+            rest = t3 - t2 - t_checks  # everything after translation that is not a check
+            first["seconds"] = {"read": t1 - t0, "translate": t2 - t1, "checks": t_checks, "write": rest}
             for it in chunk:
                 append_row(jf, per_item[it.key])
                 summary.add(per_item[it.key]["stats"])
@@ -235,12 +254,15 @@ def run_shard(
     return summary
 
 
-def _geometry_jobs(cfg: RunConfig, it: WorkItem, rec: ImageRecord, rgb: np.ndarray, anns: list[Annotation]) -> list[dict[str, Any]]:
+def _geometry_jobs(
+    cfg: RunConfig, it: WorkItem, rec: ImageRecord, rgb: np.ndarray, anns: list[Annotation]
+) -> list[dict[str, Any]]:
     """One job per output image of a work item: the warped source and its transferred boxes."""
     h, w = rgb.shape[:2]
     base = geo.fit_transform(w, h, cfg.synth.image_size, cfg.synth.fit)
     if it.variant > 0:
-        base = geo.jitter_transform(base, cfg.synth.jitter, np.random.default_rng(_seed(cfg.runtime.seed, it.key)))
+        rng = np.random.default_rng(_seed(cfg.runtime.seed, it.key))
+        base = geo.jitter_transform(base, cfg.synth.jitter, rng)
     tiles = geo.tile_transforms(base, cfg.synth.tile, cfg.synth.tile_overlap)
     src_boxes = np.array([a.bbox for a in anns], dtype=np.float64).reshape(-1, 4)
     jobs = []
@@ -256,7 +278,9 @@ def _geometry_jobs(cfg: RunConfig, it: WorkItem, rec: ImageRecord, rgb: np.ndarr
     return jobs
 
 
-def _finish_output(cfg, transform, job, res: GateResult, name: str, gen: Generator, staging: Path, st: dict) -> dict | None:
+def _finish_output(
+    cfg, transform, job, res: GateResult, name: str, gen: Generator, staging: Path, st: dict
+) -> dict | None:
     """Apply the gate's box decisions and optional augmentation, write the PNG, return its record."""
     keep = np.array(res.keep, dtype=bool)
     st["boxes_dropped_gate"] = st.get("boxes_dropped_gate", 0) + int((~keep).sum())
@@ -288,8 +312,9 @@ def _finish_output(cfg, transform, job, res: GateResult, name: str, gen: Generat
     return {
         "image": record.to_dict(),
         "annotations": [
-            {"category_id": a.category_id, "bbox": [round(float(v), 3) for v in b], "source_annotation_id": a.id,
-             "visibility": round(float(v), 4), "gate": {k: (None if s is None else round(s, 5)) for k, s in sc.items()}}
+            {"category_id": a.category_id, "bbox": [round(float(v), 3) for v in b],
+             "source_annotation_id": a.id, "visibility": round(float(v), 4),
+             "gate": {k: (None if s is None else round(s, 5)) for k, s in sc.items()}}
             for a, b, v, sc in zip(anns, boxes, vis, box_scores)
         ],
     }
@@ -337,6 +362,8 @@ def generate(
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("synthesize", total=len(wanted))
         for k in wanted:
-            results.append(run_shard(cfg, dataset, a_train, generators, chunks[k], k, out_dir, realism=realism))
+            results.append(
+                run_shard(cfg, dataset, a_train, generators, chunks[k], k, out_dir, realism=realism)
+            )
             bar.advance(task)
     return GenerateResult(out_dir, len(items), results, balance)

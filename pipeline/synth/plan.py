@@ -79,7 +79,10 @@ def plan_items(
             counts += n_generators * per_image[best]
             extra += 1
     items = [
-        WorkItem(im.id, g, v) for i, im in enumerate(images) for g in range(n_generators) for v in range(variants[i])
+        WorkItem(im.id, g, v)
+        for i, im in enumerate(images)
+        for g in range(n_generators)
+        for v in range(variants[i])
     ]
     balance = {
         "categories": names,

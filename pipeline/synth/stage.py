@@ -96,7 +96,10 @@ def prepare(cfg: RunConfig, dataset: DatasetVersion, model_dir: Path) -> SynthPl
 def _translators(paths: tuple[str, ...], device: str, tile: int, overlap: int, batch: int) -> tuple[Any, ...]:
     from pipeline.gan.translate import Translator
 
-    return tuple(Translator.load(p, direction="AtoB", device=device, tile=tile, overlap=overlap, batch=batch) for p in paths)
+    return tuple(
+        Translator.load(p, direction="AtoB", device=device, tile=tile, overlap=overlap, batch=batch)
+        for p in paths
+    )
 
 
 def load_generators(plan: SynthPlan) -> list[Generator]:
@@ -104,7 +107,10 @@ def load_generators(plan: SynthPlan) -> list[Generator]:
     g = plan.cfg.gan
     trs = _translators(tuple(str(c) for c in plan.checkpoints), resolve_device(plan.cfg.runtime.device),
                        g.tile, g.tile_overlap, g.translate_batch)
-    return [Generator(sha, _serialised(tr), name=str(c)) for sha, tr, c in zip(plan.generator_shas, trs, plan.checkpoints)]
+    return [
+        Generator(sha, _serialised(tr), name=str(c))
+        for sha, tr, c in zip(plan.generator_shas, trs, plan.checkpoints)
+    ]
 
 
 def _serialised(translator: Any):
@@ -126,7 +132,8 @@ def run_plan_shard(plan: SynthPlan, index: int, generators: list[Generator] | No
     """Generate shard `index` of the plan into its staging directory (skips a verified done shard)."""
     plan.staging.mkdir(parents=True, exist_ok=True)
     gens = generators if generators is not None else load_generators(plan)
-    return run_shard(plan.cfg, plan.dataset, plan.dataset.coco("A", "train"), gens, plan.shards[index], index, plan.staging)
+    a_train = plan.dataset.coco("A", "train")
+    return run_shard(plan.cfg, plan.dataset, a_train, gens, plan.shards[index], index, plan.staging)
 
 
 def finalize(plan: SynthPlan, summaries: list[ShardSummary]) -> SynthResult:
@@ -156,7 +163,8 @@ def cached_result(plan: SynthPlan) -> SynthResult | None:
     if m is None:
         return None
     c = m.get("summary", {}).get("counts", {})
-    return SynthResult(DatasetVersion.open(plan.final), True, int(c.get("accepted", 0)), int(c.get("rejected", 0)))
+    accepted, rejected = int(c.get("accepted", 0)), int(c.get("rejected", 0))
+    return SynthResult(DatasetVersion.open(plan.final), True, accepted, rejected)
 
 
 def synth_lock(plan: SynthPlan):
@@ -164,7 +172,9 @@ def synth_lock(plan: SynthPlan):
     return dir_lock(plan.final.parent / ".locks" / plan.final.name)
 
 
-def synthesize(cfg: RunConfig, dataset: DatasetVersion, model_dir: Path, *, progress: bool = True) -> SynthResult:
+def synthesize(
+    cfg: RunConfig, dataset: DatasetVersion, model_dir: Path, *, progress: bool = True
+) -> SynthResult:
     """Translate labelled A_train with the CycleGAN at `model_dir`, gate, and publish the
     augmented version (real B train + accepted synthetic). Cached on (dataset, generator weights,
     synth config); resumes a killed run from its verified shards."""
