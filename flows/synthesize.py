@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.common import retry_on_oserror
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.synth.generate import ShardSummary
@@ -28,17 +29,6 @@ from pipeline.synth.stage import (
     run_plan_shard,
     synth_lock,
 )
-
-
-def retry_on_oserror(task, task_run, state) -> bool:
-    """Retry a failed task only when it failed with an OSError (disk, network filesystem)."""
-    try:
-        state.result(raise_on_failure=True)
-    except OSError:
-        return True
-    except BaseException:
-        return False
-    return False
 
 
 @task(name="synthesize-shard", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror,
