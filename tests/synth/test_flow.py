@@ -34,3 +34,37 @@ def test_flow_runs_shards_and_publishes(dask, prefect_harness, fake_generators, 
     assert direct.cached and direct.version.root == res.version.root
     again = synthesize_flow(cfg, mini_dataset, model)
     assert again.cached and again.accepted == res.accepted
+
+
+def test_shard_task_retries_only_on_oserror(prefect_harness, fake_generators, mini_dataset, tmp_path, monkeypatch):
+    import flows.synthesize as fs
+
+    calls = {"n": 0}
+    real_run = fs.run_plan_shard
+
+    def flaky(plan, index):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk hiccup")  # transient: retried
+        return real_run(plan, index)
+
+    cfg = RunConfig()
+    cfg.runtime.output_root = tmp_path
+    cfg.runtime.workers = 1
+    cfg.synth = cfg.synth.model_copy(update={"shard_size": 100})  # one shard
+    model = _model_dir(tmp_path)
+    monkeypatch.setattr(fs, "run_plan_shard", flaky)
+    res = fs.synthesize_flow(cfg, mini_dataset, model)
+    assert calls["n"] == 2 and res.accepted > 0
+
+    def broken(plan, index):
+        calls["n"] += 1
+        raise ValueError("a bug, not a transient error")
+
+    calls["n"] = 0
+    cfg2 = cfg.model_copy(deep=True)
+    cfg2.synth.gate.min_std = 5.0  # another cache key
+    monkeypatch.setattr(fs, "run_plan_shard", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        fs.synthesize_flow(cfg2, mini_dataset, model)
+    assert calls["n"] == 1
