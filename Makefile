@@ -15,6 +15,7 @@ export PREFECT_HOME := $(CURDIR)/.cache/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export MPLBACKEND := Agg
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test bench serve clean-venv
 
