@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flows.pipeline import metalize_pipeline
+from flows.end_to_end import metalize_pipeline
 
 
 def pipeline_deployment(

@@ -14,7 +14,7 @@ from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, load
 def run(config: Path = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG) -> None:
     """Run ingest → CycleGAN → synthesize → compare → report; prints the report path last."""
     load(config, overrides)  # fail fast on a bad config, before Prefect starts
-    from flows.pipeline import metalize_pipeline
+    from flows.end_to_end import metalize_pipeline
 
     result = metalize_pipeline(config=str(config) if config else None, overrides=list(overrides or []))
     for name, st in result["stages"].items():

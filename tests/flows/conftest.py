@@ -13,7 +13,7 @@ TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
 @pytest.fixture(scope="session")
 def pipeline_run(tiny_root: Path, prefect_harness):
     """(result dict of metalize_pipeline, seconds) for the tiny profile under the tiny root."""
-    from flows.pipeline import metalize_pipeline
+    from flows.end_to_end import metalize_pipeline
 
     t0 = time.perf_counter()
     result = metalize_pipeline(config=TINY, overrides=[f"runtime.output_root={tiny_root}"])

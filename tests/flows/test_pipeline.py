@@ -38,7 +38,7 @@ def test_tiny_pipeline_end_to_end(pipeline_run, tiny_root: Path) -> None:
 
 
 def test_second_run_is_fully_cached(pipeline_run, tiny_root: Path) -> None:
-    from flows.pipeline import metalize_pipeline
+    from flows.end_to_end import metalize_pipeline
 
     first, _ = pipeline_run
     before = _mtimes(Path(first["run_dir"]))
@@ -52,7 +52,7 @@ def test_second_run_is_fully_cached(pipeline_run, tiny_root: Path) -> None:
 
 
 def test_changed_gate_value_reruns_only_downstream(pipeline_run, tiny_root: Path) -> None:
-    from flows.pipeline import metalize_pipeline
+    from flows.end_to_end import metalize_pipeline
 
     first, _ = pipeline_run
     changed = metalize_pipeline(
@@ -67,7 +67,7 @@ def test_changed_gate_value_reruns_only_downstream(pipeline_run, tiny_root: Path
 
 def test_overlapping_runs_share_one_report_without_clobbering(pipeline_run, tiny_root: Path) -> None:
     """Two runs of a new report setting at once: one builds it under the lock, the other finds it."""
-    from flows.pipeline import metalize_pipeline
+    from flows.end_to_end import metalize_pipeline
 
     overrides = [f"runtime.output_root={tiny_root}", "report.title=Overlap check"]
     results: list[dict] = []
@@ -120,7 +120,7 @@ def test_killed_run_resumes_without_redoing_finished_work(pipeline_run, tiny_roo
     first_arm = done[0]
     kept = first_arm.stat().st_mtime_ns
 
-    from flows.pipeline import metalize_pipeline
+    from flows.end_to_end import metalize_pipeline
 
     result = metalize_pipeline(config=TINY, overrides=overrides)
     assert first_arm.stat().st_mtime_ns == kept  # finished arm not retrained

@@ -4,6 +4,9 @@ Each stage caches itself (its output directory is keyed by its inputs' manifests
 section and the code version), so a rerun of an unchanged flow only checks hashes, a changed
 value reruns just the stages downstream of it, and a killed run continues from the last finished
 stage (and, inside CycleGAN training and the comparison, from their checkpoints).
+
+Not named `flows/pipeline.py`: Prefect loads a deployment's entrypoint file with its folder first
+on `sys.path`, where such a file would shadow the `pipeline` package.
 """
 
 from __future__ import annotations
