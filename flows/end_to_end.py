@@ -11,6 +11,9 @@ on `sys.path`, where such a file would shadow the `pipeline` package.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -31,34 +34,40 @@ from pipeline.store import dir_lock
 def metalize_pipeline(config: str | None = None, overrides: list[str] | None = None) -> dict:
     """Run the whole experiment for one profile.
 
-    Returns {"report": <report.html>, "run_dir": ..., "stages": {stage: {"dir", "cached"}}}.
+    Returns {"report": <report.html>, "run_dir": ..., "stages": {stage: {"dir", "cached", "seconds"}}}.
     """
     log = get_run_logger()
     cfg = load_config(config, overrides or [])
     log.info("profile %s, output root %s", cfg.profile, cfg.runtime.output_root.resolve())
     stages: dict[str, dict] = {}
+    clock = _Clock()
 
-    ingested = ingest_flow(cfg)
+    with clock("ingest"):
+        ingested = ingest_flow(cfg)
     dataset = ingested.version
-    stages["ingest"] = _stage(dataset.root, ingested.cached)
-    gan = train_gan_flow(cfg, dataset)
-    stages["gan"] = _stage(gan.model_dir, gan.cached)
-    synth = synthesize_flow(cfg, dataset, gan.model_dir)
+    stages["ingest"] = _stage(dataset.root, ingested.cached, clock.seconds["ingest"])
+    with clock("gan"):
+        gan = train_gan_flow(cfg, dataset)
+    stages["gan"] = _stage(gan.model_dir, gan.cached, clock.seconds["gan"])
+    with clock("synthesize"):
+        synth = synthesize_flow(cfg, dataset, gan.model_dir)
     augmented = synth.version
-    stages["synthesize"] = _stage(augmented.root, synth.cached)
+    stages["synthesize"] = _stage(augmented.root, synth.cached, clock.seconds["synthesize"])
 
     run_dir = run_dir_for(cfg, dataset.root, augmented.root)
     with dir_lock(run_dir):  # a second run of the same experiment waits, then finds it cached
-        compared = compare_flow(cfg, dataset, augmented, run_dir / "compare")
-        stages["compare"] = _stage(compared.out_dir, compared.cached)
-        report = report_flow(
-            cfg, run_dir / "compare", run_dir, dataset=dataset, gan_dir=gan.model_dir, augmented=augmented
-        )
-        stages["report"] = _stage(run_dir, report.cached)
+        with clock("compare"):
+            compared = compare_flow(cfg, dataset, augmented, run_dir / "compare")
+        stages["compare"] = _stage(compared.out_dir, compared.cached, clock.seconds["compare"])
+        with clock("report"):
+            report = report_flow(
+                cfg, run_dir / "compare", run_dir, dataset=dataset, gan_dir=gan.model_dir, augmented=augmented
+            )
+        stages["report"] = _stage(run_dir, report.cached, clock.seconds["report"])
     html = report.html
     record_run(cfg, run_dir, html, dataset.root, augmented.root, gan.model_dir, flow_run.get_id())
     for name, st in stages.items():
-        log.info("%-10s %-6s %s", name, "cached" if st["cached"] else "ran", st["dir"])
+        log.info("%-10s %-6s %7.1f s  %s", name, "cached" if st["cached"] else "ran", st["seconds"], st["dir"])
     create_markdown_artifact(
         key="metalize-run",
         markdown=_summary(cfg.profile, Path(html), stages),
@@ -67,15 +76,32 @@ def metalize_pipeline(config: str | None = None, overrides: list[str] | None = N
     return {"report": str(html), "run_dir": str(run_dir), "stages": stages}
 
 
-def _stage(directory: Path, cached: bool) -> dict:
-    return {"dir": str(directory), "cached": bool(cached)}
+class _Clock:
+    """Wall seconds per stage; announces each stage on stderr so a long run shows where it is."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        print(f"== {name}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - t0
+
+
+def _stage(directory: Path, cached: bool, seconds: float) -> dict:
+    return {"dir": str(directory), "cached": bool(cached), "seconds": round(seconds, 2)}
 
 
 def _summary(profile: str, html: Path, stages: dict[str, dict]) -> str:
     rows = "\n".join(
-        f"| {name} | {'cached' if st['cached'] else 'ran'} | `{Path(st['dir']).name}` |" for name, st in stages.items()
+        f"| {name} | {'cached' if st['cached'] else 'ran'} | {st['seconds']:.0f} | `{Path(st['dir']).name}` |"
+        for name, st in stages.items()
     )
     return (
         f"# Metalize run ({profile})\n\n**Report:** [{html}](file://{html.resolve()})\n\n"
-        f"| stage | status | output |\n|---|---|---|\n{rows}\n"
+        f"| stage | status | seconds | output |\n|---|---|---:|---|\n{rows}\n"
     )

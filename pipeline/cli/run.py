@@ -18,7 +18,7 @@ def run(config: Path = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG) -> None
 
     result = metalize_pipeline(config=str(config) if config else None, overrides=list(overrides or []))
     for name, st in result["stages"].items():
-        console.print(f"  {name:<11} {'cached' if st['cached'] else 'ran':<7} {st['dir']}")
+        console.print(f"  {name:<11} {'cached' if st['cached'] else 'ran':<7} {st['seconds']:>7.1f} s  {st['dir']}")
     console.print("[bold green]report:[/]")
     typer.echo(result["report"])
 
