@@ -1,9 +1,9 @@
 """COCO evaluation with pycocotools, independent of the trainer.
 
-`coco_eval(gt_json, results)` runs COCOeval (bbox) once and returns mAP@[.5:.95], AP50, AP75,
-APs/m/l, per-class AP (None for a class with no instance in the split — never a number made up
+`coco_eval(gt_json, results, max_dets)` runs COCOeval (bbox) once, with `max_dets` detections
+per image for every number, and returns mAP@[.5:.95], AP50, AP75, APs/m/l, per-class AP (None for a class with no instance in the split — never a number made up
 from an empty split), PR curves (precision at COCO's 101 recall points, averaged over IoU
-0.5:0.95, area all, 100 detections) and the per-image matching that `stats.bootstrap_map`
+0.5:0.95, area all, max_dets detections) and the per-image matching that `stats.bootstrap_map`
 re-accumulates for confidence intervals.
 """
 
@@ -76,12 +76,13 @@ def coco_eval(gt, results: list[dict[str, Any]], max_dets: int = 100) -> CocoEva
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results) if results else _empty_results(gt)
         E = COCOeval(gt, dt, "bbox")
-        E.params.maxDets = [1, 10, max_dets]
+        # One detection limit only. COCOeval.summarize() reads AP at maxDets == 100 whatever the
+        # setting (a -1 otherwise), while the matching and the bootstrap use maxDets[-1]; so every
+        # metric is read from E.eval["precision"] at the one limit, and summarize() is not called.
+        E.params.maxDets = [max_dets]
         E.evaluate()
         E.accumulate()
-        E.summarize()
-    stats = E.stats  # -1 where no ground truth falls in that area range
-    metrics = {k: (None if stats[i] < 0 else float(stats[i])) for i, k in enumerate(METRIC_KEYS)}
+    metrics = ap_summary(E)
     if all(v == 0 for v in instances.values()):
         metrics = {k: None for k in METRIC_KEYS}
     precision = E.eval["precision"]  # (T, R, K, A, M)
@@ -96,6 +97,30 @@ def coco_eval(gt, results: list[dict[str, Any]], max_dets: int = 100) -> CocoEva
         curves[name] = [round(float(v), 5) for v in np.where(p > -1, p, np.nan).mean(axis=0)]
     pr = {"recall": [round(float(r), 2) for r in E.params.recThrs], "precision": curves}
     return CocoEvalResult(metrics, per_class, pr, per_image_eval(E), instances)
+
+
+def ap_summary(E) -> dict[str, float | None]:
+    """METRIC_KEYS from an accumulated COCOeval at its last maxDets, as COCOeval.summarize()
+    computes stats[0:6] at its default 100: the mean of precision (T, R, K, A, M) over the cells
+    that have ground truth (-1 marks none); None where no cell has any (e.g. no small boxes)."""
+    p = E.params
+    precision = E.eval["precision"][..., -1]  # (T, R, K, A) at maxDets[-1]
+    area = {lbl: i for i, lbl in enumerate(p.areaRngLbl)}
+    t_at = lambda iou: [int(np.argmin(np.abs(np.asarray(p.iouThrs) - iou)))]  # noqa: E731
+    sel = {
+        "map": (slice(None), area["all"]),
+        "map50": (t_at(0.5), area["all"]),
+        "map75": (t_at(0.75), area["all"]),
+        "map_small": (slice(None), area["small"]),
+        "map_medium": (slice(None), area["medium"]),
+        "map_large": (slice(None), area["large"]),
+    }
+    out: dict[str, float | None] = {}
+    for key in METRIC_KEYS:
+        t, a = sel[key]
+        s = precision[t][:, :, :, a]
+        out[key] = float(s[s > -1].mean()) if (s > -1).any() else None
+    return out
 
 
 def _empty_results(gt):

@@ -116,3 +116,51 @@ def test_reweighting_equals_evaluating_the_resampled_set(tmp_path):
         res_resampled += [{**r, "image_id": new_id} for r in res if r["image_id"] == old + 1]
     direct = coco_eval(gt_file(tmp_path, gt_resampled, "resampled.json"), res_resampled)
     assert bootstrap_map(ev.per_image, counts)[0] == pytest.approx(direct.metrics["map"], abs=1e-9)
+
+
+def _crowded(n_false: int):
+    """One gear on a 200 px image, found only by the lowest-scored of n_false + 1 detections."""
+    gt = [[(1, [100, 100, 40, 40])]]
+    res = [{"image_id": 1, "category_id": 1, "bbox": [float(i % 10) * 9, float(i // 10) * 6, 8, 5],
+            "score": 0.9 - i * 1e-4} for i in range(n_false)]
+    res.append({"image_id": 1, "category_id": 1, "bbox": [100, 100, 40, 40], "score": 0.01})
+    return gt, res
+
+
+@pytest.mark.parametrize("max_dets", [100, 300])
+def test_every_metric_uses_the_configured_detection_limit(tmp_path, max_dets):
+    """150 detections on one image, the hit ranked last: cut at 100 it is lost (AP 0); at 300 it
+    counts at precision 1/150. mAP, AP50/75, APm and the bootstrap all agree, never None."""
+    gt, res = _crowded(149)
+    ev = coco_eval(gt_file(tmp_path, gt), res, max_dets=max_dets)
+    want = 0.0 if max_dets == 100 else 1 / 150
+    for k in ("map", "map50", "map75"):
+        assert ev.metrics[k] == pytest.approx(want, abs=1e-9), k
+    # the false detections are small, so the medium range ignores them: only the hit is left
+    assert ev.metrics["map_medium"] == pytest.approx(0.0 if max_dets == 100 else 1.0)
+    assert ev.metrics["map_small"] is None and ev.metrics["map_large"] is None  # a 40 px box is medium
+    assert ev.per_class_ap["gear"] == pytest.approx(want, abs=1e-9)
+    assert bootstrap_map(ev.per_image, np.ones(1))[0] == pytest.approx(ev.metrics["map"], abs=1e-12)
+
+
+def test_metrics_equal_pycocotools_summarize_at_its_default(tmp_path):
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(7)
+    gt = [[(int(rng.integers(1, 3)), [*rng.uniform(0, 150, 2).tolist(), *rng.uniform(8, 90, 2).tolist()])
+           for _ in range(int(rng.integers(1, 5)))] for _ in range(20)]
+    res = noisy_predictions(gt, rng)
+    path = gt_file(tmp_path, gt)
+    ev = coco_eval(path, res)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(path))
+        E = COCOeval(coco, coco.loadRes(res), "bbox")
+        E.evaluate()
+        E.accumulate()
+        E.summarize()
+    for i, k in enumerate(("map", "map50", "map75", "map_small", "map_medium", "map_large")):
+        assert ev.metrics[k] == (None if E.stats[i] < 0 else pytest.approx(E.stats[i], abs=1e-12)), k
