@@ -303,19 +303,34 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: top level must be a mapping, got {type(raw).__name__}")
-    for item in overrides or []:
-        _apply_override(raw, item)
-    return validate_config(raw, where)
+    applied = {_apply_override(raw, item): item for item in overrides or []}
+    return validate_config(raw, where, applied)
 
 
-def validate_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
+def validate_config(raw: dict[str, Any], where: str = "config",
+                    overrides: dict[tuple[str, ...], str] | None = None) -> RunConfig:
+    """RunConfig from a raw mapping. Each error is prefixed with where it came from: the
+    override that set the key (`overrides`: key path -> "a.b=value" as typed), else `where`."""
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{where}: " + "; ".join(_explain(err) for err in e.errors())) from None
+        parts = [f"{_origin(err['loc'], where, overrides or {})}: {_explain(err)}" for err in e.errors()]
+        raise ConfigError("; ".join(parts)) from None
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
+def _origin(loc: tuple[Any, ...], where: str, overrides: dict[tuple[str, ...], str]) -> str:
+    """The override responsible for an error at `loc`: the one setting that key, a key below it
+    (a section-level check such as split fractions) or a section above it; else `where`."""
+    path = tuple(str(p) for p in loc)
+    for key, item in reversed(overrides.items()):  # the last override of a key is the one that counts
+        n = min(len(key), len(path))
+        if n and key[:n] == path[:n]:
+            return f"override '{item}'"
+    return where
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> tuple[str, ...]:
+    """Set raw[a][b] = value for "a.b=value"; returns the key path."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r}: expected section.key=value")
@@ -330,6 +345,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         node[parts[-1]] = value
+    return tuple(parts)
 
 
 def _explain(err: dict[str, Any]) -> str:
