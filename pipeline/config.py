@@ -244,6 +244,8 @@ class DetectConfig(Section):
     max_det: int = Field(100, ge=1, description="detections kept per test image (COCO maxDets)")
     nms_iou: float = Field(0.7, gt=0, lt=1, description="NMS IoU threshold at prediction")
     amp: Literal["auto", "off"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    crosscheck_tolerance: float = Field(0.05, ge=0, le=1, description="warn when ultralytics' own test mAP "
+                                        "differs from pycocotools' by more than this")
     extra_args: dict[str, Any] = Field(default_factory=dict, description="passed to YOLO.train")
 
 
