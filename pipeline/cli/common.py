@@ -21,6 +21,8 @@ def offline_env() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # Prefect's ephemeral API server gets 20 s to start by default: too short on a busy 2-core box.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def load(config: Path | None, overrides: list[str] | None) -> RunConfig:
