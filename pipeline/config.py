@@ -194,7 +194,13 @@ class GateConfig(Section):
     max_saturated_fraction: float = Field(0.1, ge=0, le=1, description="share of blown-out/crushed pixels")
     min_std: float = Field(4.0, ge=0, description="near-constant output (8-bit units)")
     max_checkerboard: float = Field(0.25, ge=0, le=1, description="share of HF energy on stride-2/4 bins")
-    min_realism: float | None = Field(None, description="optional critic score threshold")
+    max_seam: float | None = Field(6.0, ge=0, description="straight row/column step not in the source, "
+                                   "8-bit units (tiling seams); None = off")
+    max_box_offset: float | None = Field(0.15, ge=0, description="part displacement / box side; None = off")
+    min_box_offset_px: float = Field(3.0, ge=0, description="smaller displacements (px) never count")
+    box_offset_search: float = Field(0.5, gt=0, le=2, description="offset search radius / box side")
+    min_realism: float | None = Field(None, ge=0, le=1, description="min P(real metal) from the model's "
+                                      "realism critic; None = off (scores are recorded when a critic exists)")
 
 
 class SynthConfig(Section):
@@ -216,8 +222,10 @@ class SynthConfig(Section):
     min_visibility: float = Field(0.3, ge=0, le=1)
     min_area: float = Field(4.0, ge=0)
     gate: GateConfig = GateConfig()
-    shard_size: int = Field(64, ge=1)
+    # Run-only settings (not in the cache key: they change how the work is done, not its pixels).
+    shard_size: int = Field(64, ge=1, description="work items per shard (a resumed run keeps its own)")
     dask: bool = False
+    prefetch: bool = Field(True, description="translate the next batch while checking/writing this one")
     n_card_examples: int = Field(8, ge=0, description="A | synthetic pairs and rejects in the card")
 
 
