@@ -1,10 +1,10 @@
 """COCO evaluation with pycocotools, independent of the trainer.
 
 `coco_eval(gt_json, results, max_dets)` runs COCOeval (bbox) once, with `max_dets` detections
-per image for every number, and returns mAP@[.5:.95], AP50, AP75, APs/m/l, per-class AP (None for a class with no instance in the split — never a number made up
-from an empty split), PR curves (precision at COCO's 101 recall points, averaged over IoU
-0.5:0.95, area all, max_dets detections) and the per-image matching that `stats.bootstrap_map`
-re-accumulates for confidence intervals.
+per image for every number, and returns mAP@[.5:.95], AP50, AP75, APs/m/l, per-class AP (None
+for a class with no instance in the split — never a number made up from an empty split), PR
+curves (precision at COCO's 101 recall points, averaged over IoU 0.5:0.95, area all) and the
+per-image matching that `stats.bootstrap_map` re-accumulates for confidence intervals.
 """
 
 from __future__ import annotations
