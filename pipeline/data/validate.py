@@ -251,6 +251,11 @@ def check_box(
     x1, y1 = min(x + w, float(width)), min(y + h, float(height))
     inside = max(0.0, x1 - x0) * max(0.0, y1 - y0) / (w * h)
     reason = action = None
+    # Normalised formats (YOLO) round-trip with float error: 1e-6 px past an edge is not "outside".
+    eps = 1e-6
+    if x >= -eps and y >= -eps and x + w <= width + eps and y + h <= height + eps:
+        inside = 1.0
+        x, y, w, h = x0, y0, x1 - x0, y1 - y0
     if inside < 1.0:
         where = f"{inside:.0%} inside the {width}x{height} image"
         if inside < rule.clip_min_inside or inside == 0.0:

@@ -138,6 +138,19 @@ def test_box_rules():
     assert box is None and "not four numbers" in reason
 
 
+def test_float_error_at_an_edge_is_not_a_clipped_box():
+    # YOLO "0 0.2 0.2 0.1 0.1" on a 50 px image: (0.2 - 0.05) * 50 = 7.499999999999999 etc.
+    cx, w = 0.2, 0.1
+    bbox = [(cx - w / 2) * 50, (cx - w / 2) * 50, w * 50, w * 50]
+    box, reason, action = check_box(bbox, 50, 50, BoxCheck())
+    assert reason is None and action is None and box == pytest.approx([7.5, 7.5, 5, 5])
+    # A box touching the far edge, normalised and back (x + w = 1.0000000000000002 * W).
+    box, reason, _ = check_box([0.7 * 30, 0, 0.3 * 30 + 1e-9, 10], 30, 10, BoxCheck())
+    assert reason is None and box[0] + box[2] <= 30
+    # More than float error is still reported.
+    assert check_box([25, 0, 5.01, 10], 30, 10, BoxCheck())[2] == "box clipped"
+
+
 def test_paths_that_leave_the_root_are_refused(tmp_path):
     root = tmp_path / "images"
     root.mkdir()
