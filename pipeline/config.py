@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -148,8 +148,10 @@ class GanConfig(Section):
     batch_size: int = Field(1, ge=1)
     iterations: int = Field(200_000, ge=1, description="total optimisation steps")
     decay_from: float = Field(0.5, ge=0, le=1, description="fraction of steps at constant lr")
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
-    channels_last: bool = True
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32 (pipeline/gan/accel.py)"
+    )
+    channels_last: Literal["auto"] | bool = Field("auto", description="auto: on CUDA only (slower on CPU)")
     compile: bool = False
     object_aware_crops: bool = False
     num_workers: int = Field(2, ge=0)
@@ -157,8 +159,14 @@ class GanConfig(Section):
     log_every: int = Field(50, ge=1)
     image_every: int = Field(1000, ge=1)
     tile: int = Field(512, ge=32, description="translation tile side, pixels")
-    tile_overlap: int = Field(64, ge=0)
+    tile_overlap: int | None = Field(
+        None, ge=0, description="tile overlap, pixels; None = half the generator's receptive field (64 px at 6 blocks)"
+    )
     translate_batch: int = Field(8, ge=1)
+    translate_size: Literal["train", "native"] | Annotated[int, Field(ge=16)] = Field(
+        "train", description="translate at the training scale (short side = load_size), the photo's own "
+        "resolution (native; tiled when larger than the tile), or this short side in pixels"
+    )
     deterministic: bool = Field(True, description="CPU: torch deterministic algorithms during training")
     quality_images: int = Field(64, ge=4, description="A and real B photos for the quality metrics")
     quality_steps: int = Field(150, ge=1, description="training steps of the realism critic")

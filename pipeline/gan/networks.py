@@ -91,3 +91,20 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
 
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
+
+
+def receptive_field(net: nn.Module) -> int:
+    """Theoretical receptive field (pixels, one side) of a chain of convolutions, e.g. 121 for a
+    6-block ResnetGenerator and 169 for 9 blocks. Modules are taken in definition order, which is
+    the data path for these networks (a residual branch adds its convolutions' reach)."""
+    r, jump = 1.0, 1.0
+    for m in net.modules():
+        if isinstance(m, nn.ConvTranspose2d):
+            k, s = m.kernel_size[0], m.stride[0]
+            r += (-(-k // s) - 1) * jump  # an output pixel sees ceil(k/s) inputs
+            jump /= s
+        elif isinstance(m, nn.Conv2d):
+            k, s, d = m.kernel_size[0], m.stride[0], m.dilation[0]
+            r += (k - 1) * d * jump
+            jump *= s
+    return int(round(r))

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 KIND = "cyclegan"
 # gan fields that change how a trained model is used or how fast it trains, not what it learns
-NOT_TRAINING = ("tile", "tile_overlap", "translate_batch", "num_workers")
+NOT_TRAINING = ("tile", "tile_overlap", "translate_batch", "translate_size", "num_workers")
 
 
 @dataclass

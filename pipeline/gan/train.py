@@ -7,7 +7,8 @@ their Adam optimisers, linear-decay schedules, image pools and (fp16) grad scale
 Speed without changing the maths: instance norm is per sample, so the generator passes that share
 a network are batched together (G_AB on [a, b] gives G(a) and the identity G(b) at once) and each
 discriminator scores [real, fake] in one call; Adam is fused. bf16/fp16 autocast, channels_last and
-torch.compile are switches in the config. `opt` is any object with GanConfig's attribute names
+torch.compile are switches in the config ("auto" precision and channels_last: see accel.py).
+`opt` is any object with GanConfig's attribute names
 (pydantic is not needed to train, e.g. on a bare GPU host).
 """
 
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from pipeline.gan.accel import amp_dtype, resolve_precision, use_channels_last
 from pipeline.gan.losses import GANLoss, cyclegan_objective, gradient_penalty
 from pipeline.gan.networks import PatchDiscriminator, ResnetGenerator, init_weights
 from pipeline.gan.pool import ImagePool
@@ -40,8 +42,8 @@ class GanOptions(Protocol):
     beta1: float
     iterations: int
     decay_from: float
-    precision: str
-    channels_last: bool
+    precision: str  # auto | fp32 | bf16 | fp16
+    channels_last: bool | str  # auto | True | False
     compile: bool
 
 
@@ -100,7 +102,9 @@ class CycleGAN:
         self.G_BA = init_weights(ResnetGenerator(3, 3, opt.ngf, opt.n_blocks))
         self.D_A = init_weights(PatchDiscriminator(3, opt.ndf, opt.n_layers_d))
         self.D_B = init_weights(PatchDiscriminator(3, opt.ndf, opt.n_layers_d))
-        self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
+        self.precision = resolve_precision(opt.precision, self.device)
+        cl = use_channels_last(opt.channels_last, self.device)
+        self.memory_format = torch.channels_last if cl else torch.contiguous_format
         self.generators = Generators(self.G_AB, self.G_BA).to(self.device, memory_format=self.memory_format)
         self.discriminators = Discriminators(self.D_A, self.D_B).to(self.device, memory_format=self.memory_format)
 
@@ -124,8 +128,8 @@ class CycleGAN:
         self.optimizer_D = torch.optim.Adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), **adam)
         decay = LinearDecay(opt.iterations, opt.decay_from)
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in (self.optimizer_G, self.optimizer_D)]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=opt.precision == "fp16")
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.amp_dtype = amp_dtype(self.precision)
         self.criterionGAN = GANLoss(opt.gan_mode)
         self.fake_A_pool = ImagePool(opt.pool_size, seed=seed * 1000 + 2 * rank)
         self.fake_B_pool = ImagePool(opt.pool_size, seed=seed * 1000 + 2 * rank + 1)

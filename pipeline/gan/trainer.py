@@ -99,7 +99,13 @@ def fit(opt: GanOptions, fopt: FitOptions, a: list[ImageItem], b: list[ImageItem
     try:
         for batch in loader:
             model.set_input(batch)
-            model.optimize_parameters()
+            try:
+                model.optimize_parameters()
+            except torch.cuda.OutOfMemoryError as e:
+                raise TrainingOutOfMemoryError(
+                    f"CUDA out of memory in a CycleGAN training step at gan.batch_size={fopt.batch_size}, "
+                    f"gan.crop_size={fopt.crop_size}: lower gan.batch_size (or gan.crop_size, gan.ngf) and rerun; "
+                    f"it resumes from the last checkpoint. ({e})") from e
             step += 1
             for k, v in model.losses.items():  # accumulate on device: no sync per step
                 sums[k] = sums.get(k, 0) + v.detach().float()
@@ -131,6 +137,12 @@ def fit(opt: GanOptions, fopt: FitOptions, a: list[ImageItem], b: list[ImageItem
             writer.close()
     elapsed += time.perf_counter() - t0
     return FitResult(step, history, elapsed, start, samples, model)
+
+
+class TrainingOutOfMemoryError(RuntimeError):
+    """CUDA ran out of memory in a training step; the message names gan.batch_size. Training never
+    shrinks the batch by itself: it is a hyper-parameter, and the model key would no longer
+    describe the run."""
 
 
 # ----------------------------------------------------------------------------------- checkpoints

@@ -1,21 +1,31 @@
 """Translate images A→B (or B→A) with a trained generator: batched, any size, tiled when large.
 
-Images are first resized so the short side equals the training load_size (the scale the generator
-learned), translated, and resized back, so the output has the input's shape and boxes stay valid.
-A working image larger than `tile` is cut into overlapping tiles; tiles are blended with
-raised-cosine weights that taper only where a neighbour overlaps, so there are no seams. Instance
-norm statistics for the tiles come from one pass over the whole image (downscaled to at most
-`stats_pixels` pixels when larger), so every tile is normalised like the whole image would be.
-Device memory is bounded by batch × tile² (and stats_pixels), not by the image size.
+Scale: `load_size` "train" resizes each image so its short side is the generator's training
+load_size (the scale it learned), translates, and resizes back; "native" (None) translates at the
+photo's own resolution. Either way the output has the input's shape, so boxes stay valid.
+
+Tiling: a working image larger than `tile` is cut into overlapping tiles. A tile's pixels near an
+inner edge see reflection padding instead of their neighbours, so each tile's weight is zero for
+the outer 3/8 of the overlap and rises with a raised cosine over the middle 1/4 (the weights of
+neighbours sum to one). The default overlap is half the generator's receptive field (64 px for 6
+blocks, 88 px for 9). Instance norm statistics for the tiles come from one pass over the whole
+image (downscaled to at most `stats_pixels` pixels), so every tile is normalised like the whole.
+
+Memory: device memory is bounded by batch × tile² (and stats_pixels); host working memory by one
+row strip of tiles (tile × width float32) besides the uint8 input and output, not by the area.
+On CUDA out-of-memory the batch is halved (down to 1) and the chunk retried: outputs do not depend
+on the batch.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,12 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.gan.accel import amp_dtype, resolve_precision
 from pipeline.gan.checkpoint import CheckpointError, load_weights, read_metadata
 from pipeline.gan.data import resize_short_side
-from pipeline.gan.networks import ResnetGenerator
+from pipeline.gan.networks import ResnetGenerator, receptive_field
 from pipeline.store import sha256_file
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+MARGIN, RAMP = 3 / 8, 1 / 4  # of the overlap, per side: ignored border, cross-fade (2·MARGIN + RAMP = 1)
 
 
 class _TileNorm(nn.Module):
@@ -63,31 +76,39 @@ def _swap_norms(net: nn.Module) -> list[_TileNorm]:
 
 
 def _ramp(n: int, overlap: int, taper_start: bool, taper_end: bool) -> np.ndarray:
-    """1-D raised-cosine weights: 1 inside, rising over `overlap` pixels at tapered ends."""
+    """1-D tile weights: 0 over the first MARGIN·overlap pixels of a tapered end, a raised cosine
+    over the next RAMP·overlap, 1 inside. Two neighbours overlapping by `overlap` sum to 1."""
     w = np.ones(n, np.float32)
-    k = min(overlap, n // 2)
-    if k > 0:
-        rise = (0.5 - 0.5 * np.cos(np.pi * (np.arange(k) + 0.5) / k)).astype(np.float32)
-        if taper_start:
-            w[:k] = rise
-        if taper_end:
-            w[n - k:] = rise[::-1]
+    overlap = min(overlap, n // 2)
+    m = int(round(overlap * MARGIN))
+    k = overlap - 2 * m
+    rise = (0.5 - 0.5 * np.cos(np.pi * (np.arange(k) + 0.5) / k)).astype(np.float32) if k > 0 else np.ones(0, np.float32)
+    if taper_start:
+        w[:m], w[m:m + k] = 0.0, rise
+    if taper_end:
+        w[n - m:], w[n - m - k:n - m] = 0.0, rise[::-1]
     return w
 
 
 def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis, multiples of 4 when size and tile are (stride-2 layers stay in phase)."""
     if size <= tile:
         return [0]
-    stride = max(4, tile - overlap)
+    stride = max(4, (tile - overlap) // 4 * 4)
     n = math.ceil((size - tile) / stride) + 1
     return sorted({min(i * stride, size - tile) for i in range(n)})
+
+
+def default_overlap(net: nn.Module, tile: int) -> int:
+    """Half the generator's receptive field, a multiple of 4, at most half the tile."""
+    return min(tile // 2, -(-receptive_field(net) // 8) * 4)
 
 
 class Translator:
     """`Translator.load(model_dir)(images)` -> translated images (uint8 RGB (H,W,3), same shapes)."""
 
     def __init__(self, net: ResnetGenerator, *, sha256: str = "", load_size: int | None = None,
-                 device: str | torch.device = "cpu", tile: int = 512, overlap: int = 64, batch: int = 8,
+                 device: str | torch.device = "cpu", tile: int = 512, overlap: int | None = None, batch: int = 8,
                  precision: str = "auto", stats_pixels: int = 1024 * 1024):
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
@@ -95,31 +116,35 @@ class Translator:
         self.norms = _swap_norms(self.net)
         self.sha256, self.load_size = sha256, load_size
         self.tile = max(16, tile // 4 * 4)  # the generator needs sides divisible by 4
-        self.overlap = min(overlap, self.tile // 2)
-        self.batch, self.stats_pixels = batch, stats_pixels
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.overlap = default_overlap(net, self.tile) if overlap is None else min(overlap, self.tile // 2)
+        self.batch, self.stats_pixels = max(1, batch), stats_pixels
+        self.precision = resolve_precision(precision, self.device)
+        self.amp_dtype = amp_dtype(self.precision)
         if self.device.type == "cuda":
             self.net = self.net.to(memory_format=torch.channels_last)
         self._lock = threading.Lock()  # calls switch the norm layers' mode: one call at a time
 
     @classmethod
     def load(cls, model: str | Path, direction: str = "AtoB", device: str | torch.device = "cpu", *,
-             tile: int = 512, overlap: int = 64, batch: int = 8, load_size: int | None | str = "train",
+             tile: int = 512, overlap: int | None = None, batch: int = 8, load_size: int | str | None = "train",
              precision: str = "auto") -> "Translator":
         """Build from a model directory (G_AB/G_BA.safetensors) or one weights file.
 
-        load_size="train" resizes to the generator's training scale (from the weights' metadata);
-        None translates at the input's own resolution.
+        load_size: "train" resizes to the generator's training scale (from the weights' metadata),
+        "native" or None translates at each input's own resolution (tiled when larger than `tile`),
+        an int resizes the short side to that many pixels. overlap None = default_overlap.
         """
         if direction not in ("AtoB", "BtoA"):
             raise ValueError(f"direction must be AtoB or BtoA, got {direction!r}")
+        if not (load_size in ("train", "native", None) or (isinstance(load_size, int) and load_size >= 16)):
+            raise ValueError(f"load_size must be 'train', 'native' or an int >= 16, got {load_size!r}")
         path = Path(model)
         if path.is_dir():
             path = path / ("G_AB.safetensors" if direction == "AtoB" else "G_BA.safetensors")
         meta = read_metadata(path) if path.is_file() else {}
         state = load_weights(path)
+        if "model.1.weight" not in state:
+            raise CheckpointError(f"{path}: not a ResnetGenerator state dict (no model.1.weight)")
         ngf = int(meta.get("ngf") or state["model.1.weight"].shape[0])
         n_blocks = int(meta.get("n_blocks") or len({k.split(".")[1] for k in state if ".conv_block." in k}))
         net = ResnetGenerator(3, 3, ngf, n_blocks)
@@ -127,34 +152,66 @@ class Translator:
             net.load_state_dict(state)
         except RuntimeError as e:
             raise CheckpointError(f"{path}: not a ResnetGenerator state dict ({e})") from None
-        size = meta.get("load_size") if load_size == "train" else load_size
+        size = meta.get("load_size") if load_size == "train" else (None if load_size == "native" else load_size)
         return cls(net, sha256=sha256_file(path), load_size=int(size) if size else None, device=device, tile=tile,
                    overlap=overlap, batch=batch, precision=precision)
 
+    @classmethod
+    def for_config(cls, model: str | Path, gan: Any, direction: str = "AtoB",
+                   device: str | torch.device = "cpu") -> "Translator":
+        """Load with a GanConfig's translation settings (tile, tile_overlap, translate_batch, translate_size)."""
+        return cls.load(model, direction, device, tile=gan.tile, overlap=gan.tile_overlap, batch=gan.translate_batch,
+                        load_size=getattr(gan, "translate_size", "train"))
+
     # ------------------------------------------------------------------------------------ calls
     def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return self.translate_checked(images)[0]
+
+    def translate_checked(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+        """Translated images and, per image, the number of non-finite values (NaN/inf) the network
+        produced before the uint8 cast (such pixels come out mid-grey; a gate should reject them)."""
         with self._lock, torch.inference_mode():
             return self._translate(images)
 
-    def _translate(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def _translate(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
         work = []
         for i, img in enumerate(images):
-            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ValueError(f"image {i}: expected uint8 (H,W,3), got {img.dtype} {img.shape}")
+            if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                got = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+                raise ValueError(f"image {i}: expected uint8 (H,W,3), got {got}")
             work.append(resize_short_side(img, self.load_size)[0] if self.load_size else img)
-        out: list[np.ndarray | None] = [None] * len(images)
+        out: list[Any] = [None] * len(images)
+        bad = [0] * len(images)
         small: dict[tuple[int, int], list[int]] = {}
         for i, w in enumerate(work):
             if w.shape[0] <= self.tile and w.shape[1] <= self.tile:
                 small.setdefault(w.shape[:2], []).append(i)
             else:
-                out[i] = self._tiled(w)
+                out[i], bad[i] = self._tiled(w)
         for idx in small.values():  # same-shape small images share batches
-            for s in range(0, len(idx), self.batch):
-                chunk = idx[s:s + self.batch]
-                for i, y in zip(chunk, self._whole([work[i] for i in chunk])):
-                    out[i] = y
-        return [_resize_to(y, img.shape[:2]) for y, img in zip(out, images)]
+            for i, (y, n) in zip(idx, self._batched(idx, lambda chunk: self._whole([work[i] for i in chunk]))):
+                out[i], bad[i] = y, n
+        return [_resize_to(y, img.shape[:2]) for y, img in zip(out, images)], bad
+
+    def _batched(self, items: list, fn: Callable[[list], list]) -> Iterator:
+        """fn over chunks of `self.batch` items, yielding results in order. On CUDA out-of-memory
+        the batch is halved (it stays halved for later calls) and the chunk retried; at 1 it raises."""
+        s = 0
+        while s < len(items):
+            chunk = items[s:s + self.batch]
+            try:
+                results = fn(chunk)
+            except torch.cuda.OutOfMemoryError:
+                if self.batch <= 1:
+                    raise
+                self.batch = max(1, self.batch // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                log.warning("translate: CUDA out of memory at batch %d; retrying with batch %d",
+                            len(chunk), self.batch)
+                continue
+            yield from results
+            s += len(chunk)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -169,7 +226,7 @@ class Translator:
         for n in self.norms:
             n.mode = mode
 
-    def _whole(self, imgs: list[np.ndarray]) -> list[np.ndarray]:
+    def _whole(self, imgs: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
         self._set_mode("instance")
         h, w = imgs[0].shape[:2]
         x = torch.stack([_to_tensor(i) for i in imgs])
@@ -177,11 +234,59 @@ class Translator:
         if ph or pw:  # reflect-pad to a multiple of 4, as the network's own padding does
             x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
         y = self._forward(x)[:, :, :h, :w]
-        return [_to_uint8(t) for t in y]
+        bad = (~torch.isfinite(y)).sum((1, 2, 3)).tolist()
+        return [(_to_uint8(t), int(n)) for t, n in zip(y, bad)]
 
-    def _tiled(self, img: np.ndarray) -> np.ndarray:
+    def _tiled(self, img: np.ndarray) -> tuple[np.ndarray, int]:
+        h0, w0 = img.shape[:2]
+        if h0 % 4 or w0 % 4:  # pad as _whole does, so every tile origin is a multiple of 4
+            img = cv2.copyMakeBorder(img, 0, -h0 % 4, 0, -w0 % 4, cv2.BORDER_REFLECT_101)
         h, w = img.shape[:2]
-        # 1) instance-norm statistics of the whole image (downscaled if it has too many pixels)
+        self._record_stats(img)
+        self._set_mode("fixed")
+        th, tw = min(self.tile, h), min(self.tile, w)
+        ys, xs = _starts(h, th, self.overlap), _starts(w, tw, self.overlap)
+        wx = {x0: _ramp(tw, self.overlap, x0 > 0, x0 + tw < w) for x0 in xs}
+        out = np.empty((h, w, 3), np.uint8)
+        # a strip of rows [base, base+th): rows above the current tile row are final and leave it
+        acc = np.zeros((th, w, 3), np.float32)
+        wsum = np.zeros((th, w, 1), np.float32)
+        base, bad = 0, 0
+
+        def flush(upto: int) -> None:
+            nonlocal base, bad
+            n = upto - base
+            if n <= 0:
+                return
+            y = acc[:n]  # finished rows, normalised and cast in place (no full-size temporaries)
+            y /= np.maximum(wsum[:n], 1e-8)
+            bad += int((~np.isfinite(y[:max(0, min(upto, h0) - base), :w0])).sum())  # not the padding
+            out[base:upto] = _float_to_uint8(y)
+            acc[:th - n], wsum[:th - n] = acc[n:], wsum[n:]  # numpy buffers overlapping copies
+            acc[th - n:], wsum[th - n:] = 0.0, 0.0
+            base = upto
+
+        def run(chunk: list[tuple[int, int]]) -> list[np.ndarray]:
+            x = torch.stack([_to_tensor(img[y0:y0 + th, x0:x0 + tw]) for y0, x0 in chunk])
+            return list(self._forward(x).permute(0, 2, 3, 1).cpu().numpy())
+
+        boxes = [(y0, x0) for y0 in ys for x0 in xs]  # row-major: the strip moves down only
+        for (y0, x0), t in zip(boxes, self._batched(boxes, run)):
+            if y0 > base:
+                flush(y0)
+            wgt = _ramp(th, self.overlap, y0 > 0, y0 + th < h)[:, None, None] * wx[x0][None, :, None]
+            if not np.isfinite(t).all():  # keep a NaN in a zero-weight border from spreading
+                t = np.where(wgt > 0, t, 0.0)
+            r = y0 - base
+            acc[r:r + th, x0:x0 + tw] += np.clip(t, -1.0, 1.0) * wgt
+            wsum[r:r + th, x0:x0 + tw] += wgt
+        flush(h)
+        self._set_mode("instance")
+        return out[:h0, :w0], bad
+
+    def _record_stats(self, img: np.ndarray) -> None:
+        """Instance-norm statistics of the whole image (downscaled if it has too many pixels)."""
+        h, w = img.shape[:2]
         scale = min(1.0, math.sqrt(self.stats_pixels / (h * w)))
         small = img if scale == 1.0 else cv2.resize(img, (max(4, round(w * scale)), max(4, round(h * scale))),
                                                     interpolation=cv2.INTER_AREA)
@@ -189,25 +294,6 @@ class Translator:
         x = F.pad(_to_tensor(small)[None], (0, -sw % 4, 0, -sh % 4), mode="replicate")
         self._set_mode("record")
         self._forward(x)
-        # 2) overlapping tiles, normalised with those statistics, blended by raised-cosine weights
-        self._set_mode("fixed")
-        th, tw = min(self.tile, h // 4 * 4 or 4), min(self.tile, w // 4 * 4 or 4)
-        acc = np.zeros((h, w, 3), np.float32)
-        wsum = np.zeros((h, w, 1), np.float32)
-        boxes = [(y0, x0) for y0 in _starts(h, th, self.overlap) for x0 in _starts(w, tw, self.overlap)]
-        for s in range(0, len(boxes), self.batch):
-            chunk = boxes[s:s + self.batch]
-            x = torch.stack([_to_tensor(img[y0:y0 + th, x0:x0 + tw]) for y0, x0 in chunk])
-            y = self._forward(x).clamp_(-1, 1).permute(0, 2, 3, 1).cpu().numpy()
-            for (y0, x0), t in zip(chunk, y):
-                wy = _ramp(th, self.overlap, y0 > 0, y0 + th < h)
-                wx = _ramp(tw, self.overlap, x0 > 0, x0 + tw < w)
-                wgt = (wy[:, None] * wx[None, :])[..., None]
-                acc[y0:y0 + th, x0:x0 + tw] += t * wgt
-                wsum[y0:y0 + th, x0:x0 + tw] += wgt
-        self._set_mode("instance")
-        out = acc / np.maximum(wsum, 1e-8)
-        return np.clip((out + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -215,7 +301,19 @@ def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 def _to_uint8(t: torch.Tensor) -> np.ndarray:
+    """(3,H,W) in [-1,1] -> (H,W,3) uint8; non-finite values become mid-grey (counted by the caller)."""
+    t = torch.nan_to_num(t, nan=0.0, posinf=1.0, neginf=-1.0)
     return ((t.clamp(-1, 1) + 1.0) * 127.5 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _float_to_uint8(y: np.ndarray) -> np.ndarray:
+    """(H,W,3) float32 in [-1,1] -> uint8, overwriting y (non-finite values become mid-grey)."""
+    np.nan_to_num(y, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    y += 1.0
+    y *= 127.5
+    y += 0.5
+    np.clip(y, 0, 255, out=y)
+    return y.astype(np.uint8)
 
 
 def _resize_to(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -233,41 +331,47 @@ def iter_images(root: Path) -> Iterator[Path]:
             yield p
 
 
-def translate_files(translator: Translator, pairs: Iterable[tuple[Path, Path]], *, progress: bool = False,
-                    chunk: int = 32) -> tuple[list[Path], list[dict]]:
-    """Translate (input, output) image path pairs in chunks; unreadable inputs are reported, not fatal."""
+def translate_files(translator: Translator, pairs: Iterable[tuple[Path, Path]], *,
+                    progress: bool = False) -> tuple[list[Path], list[dict]]:
+    """Translate (input, output) image path pairs; unreadable inputs are reported, not fatal.
+
+    Streams: images are read, translated and written in groups of at most `translator.batch`
+    images and batch × tile² pixels (a larger image goes alone), so host memory holds one group.
+    """
+    from pipeline.progress import stage_progress
     from pipeline.store import atomic_write_bytes
 
     pairs = list(pairs)
-    done, failed = [], []
-    bar = None
-    if progress:
-        from rich.progress import Progress
+    done: list[Path] = []
+    failed: list[dict] = []
+    budget = translator.batch * translator.tile ** 2
 
-        bar = Progress()
-        task = bar.add_task("translate", total=len(pairs))
-        bar.start()
-    try:
-        for s in range(0, len(pairs), chunk):
-            part = pairs[s:s + chunk]
-            imgs, ok = [], []
-            for src, dst in part:
-                bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
-                if bgr is None:
-                    failed.append({"file": str(src), "reason": "unreadable image"})
-                    continue
-                imgs.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                ok.append(dst)
-            for dst, y in zip(ok, translator(imgs) if imgs else []):
-                good, buf = cv2.imencode(dst.suffix or ".png", cv2.cvtColor(y, cv2.COLOR_RGB2BGR))
-                if not good:
-                    failed.append({"file": str(dst), "reason": "cannot encode"})
-                    continue
-                atomic_write_bytes(dst, buf.tobytes())
-                done.append(dst)
-            if bar is not None:
-                bar.update(task, advance=len(part))
-    finally:
-        if bar is not None:
-            bar.stop()
+    def write(group: list[tuple[Path, np.ndarray]]) -> None:
+        for dst, y in zip([d for d, _ in group], translator([img for _, img in group])):
+            good, buf = cv2.imencode(dst.suffix or ".png", cv2.cvtColor(y, cv2.COLOR_RGB2BGR))
+            if not good:
+                failed.append({"file": str(dst), "reason": "cannot encode"})
+                continue
+            atomic_write_bytes(dst, buf.tobytes())
+            done.append(dst)
+
+    with stage_progress("translate", len(pairs), unit="img", enabled=progress) as bar:
+        group: list[tuple[Path, np.ndarray]] = []
+        pixels = 0
+        for src, dst in pairs:
+            bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
+            if bgr is None:
+                failed.append({"file": str(src), "reason": "unreadable image"})
+                bar.advance(1)
+                continue
+            n = bgr.shape[0] * bgr.shape[1]
+            if group and (len(group) >= translator.batch or pixels + n > budget):
+                write(group)
+                bar.advance(len(group))
+                group, pixels = [], 0
+            group.append((dst, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+            pixels += n
+        if group:
+            write(group)
+            bar.advance(len(group))
     return done, failed

@@ -114,3 +114,16 @@ def test_every_gan_mode_and_precision_trains(tiny_dataset, tmp_path, mode, preci
     assert r.step == 3 and all(torch.isfinite(torch.tensor(list(row.values()))).all() for row in r.history)
     assert ("idt_A" in r.history[-1]) == (opt.lambda_identity > 0)
     assert r.model.scaler.is_enabled() == (precision == "fp16")
+
+
+def test_training_out_of_memory_names_gan_batch_size(tiny_dataset, tmp_path, monkeypatch):
+    from pipeline.gan.train import CycleGAN
+    from pipeline.gan.trainer import TrainingOutOfMemoryError
+
+    def oom(self):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+
+    monkeypatch.setattr(CycleGAN, "optimize_parameters", oom)
+    a, b = training_images(tiny_dataset)
+    with pytest.raises(TrainingOutOfMemoryError, match=r"gan\.batch_size=2.*lower gan\.batch_size"):
+        fit(tiny_opt(iterations=2), FitOptions(64, 32, batch_size=2), a, b, tmp_path, progress=False)

@@ -128,3 +128,76 @@ def test_fid_and_kid_with_user_supplied_inception_weights(tmp_path):
     assert abs(fid(f, f)) < 1e-6 * float((f ** 2).sum())
     g = inception_features([255 - i for i in imgs], path, batch=4)
     assert fid(f, g) > 0.01 * float((f ** 2).sum() / len(f))
+
+
+def test_translate_checked_counts_non_finite_outputs_before_the_cast(weights):
+    tr = Translator.load(weights, tile=64, overlap=16, load_size=None, precision="fp32")
+    imgs = [scene(48, 48, 1), scene(96, 130, 2)]  # one whole, one tiled
+    out, bad = tr.translate_checked(imgs)
+    assert bad == [0, 0] and all(np.array_equal(o, p) for o, p in zip(out, tr(imgs)))
+    broken = Translator(tr.net, tile=64, overlap=16, precision="fp32")
+    last = [m for m in broken.net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.bias[0] = float("nan")  # the red channel of every pixel becomes NaN
+    out, bad = broken.translate_checked(imgs)
+    assert bad == [48 * 48, 96 * 130]
+    assert [o.shape for o in out] == [i.shape for i in imgs] and (out[1][..., 0] == 128).all()
+
+
+def test_cuda_out_of_memory_halves_the_translation_batch(weights, monkeypatch, caplog):
+    imgs = [scene(64, 64, i) for i in range(5)] + [scene(100, 160, 9)]
+    ref = Translator.load(weights, tile=64, overlap=16, batch=2, load_size=None, precision="fp32")(imgs)
+    tr = Translator.load(weights, tile=64, overlap=16, batch=8, load_size=None, precision="fp32")
+    real_forward = tr._forward
+    seen = []
+
+    def forward(x):
+        seen.append(x.shape[0])
+        if x.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_forward(x)
+
+    monkeypatch.setattr(tr, "_forward", forward)
+    with caplog.at_level("WARNING", logger="pipeline.gan.translate"):
+        out = tr(imgs)
+    assert tr.batch == 2 and max(seen) > 2  # 8 -> 4 -> 2, then kept for the rest
+    assert all(np.array_equal(o, r) for o, r in zip(out, ref))  # outputs do not depend on the batch
+    assert "retrying with batch 4" in caplog.text and "retrying with batch 2" in caplog.text
+    monkeypatch.setattr(tr, "_forward", lambda x: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("oom")))
+    tr.batch = 1
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        tr([imgs[0]])
+
+
+def test_tiling_at_demo_width_with_the_configured_overlap():
+    """ngf 32, 6 blocks (the demo generator), tile 128 and the config's default overlap."""
+    from pipeline.config import GanConfig
+
+    torch.manual_seed(0)
+    net = init_weights(ResnetGenerator(ngf=32, n_blocks=6))
+    img = scene(203, 301)  # sides not multiples of 4
+    whole = Translator(net, tile=512, precision="fp32")([img])[0]
+    tr = Translator(net, tile=128, overlap=GanConfig().tile_overlap, batch=4, precision="fp32")
+    assert tr.overlap == 64  # half the receptive field (121 px)
+    diff = np.abs(whole.astype(int) - tr([img])[0].astype(int))
+    assert diff.mean() < 0.3 and np.percentile(diff, 99) <= 2 and diff.max() <= 12, (
+        diff.mean(), np.percentile(diff, 99), diff.max())
+
+
+def test_tiled_host_memory_grows_with_width_not_area(weights):
+    """numpy allocations (accumulators, copies) while translating a 256² and a 1024² image."""
+    import tracemalloc
+
+    def extra(side: int) -> int:
+        tr = Translator.load(weights, tile=64, overlap=16, batch=2, load_size=None, precision="fp32")
+        tr.stats_pixels = 64 * 64  # the norm statistics pass costs the same at both sizes
+        img = scene(side, side, 3)
+        tracemalloc.start()
+        out = tr([img])[0]
+        peak = tracemalloc.get_traced_memory()[1] - out.nbytes
+        tracemalloc.stop()
+        return peak
+
+    small, large = extra(256), extra(1024)
+    assert large < 6 * small, (small, large)  # 4x the width; the area would give 16x
+    assert large < 16 * 1024 * 1024 / 8, large  # far below full-size float32 accumulators (16 B/pixel)
