@@ -4,6 +4,7 @@ The work is `pipeline.detect.compare`; this module only wires it. Tasks run on a
 `detect.parallel_arms` threads, each training its run in its own spawned process (so arms really
 train side by side on the CPU cores). A task is retried only on OSError; a crashed run is
 recorded "failed" in metrics.json with its error. Finished runs are not retrained on rerun.
+Progress (runs done, rate, time left) goes through `pipeline.progress`, as in `compare()`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import retry_on_oserror
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.detect.compare import (CompareResult, RunSpec, cached_result, failed_record, finish, plan_runs,
-                                     run_isolated, threads_per_run)
+from pipeline.detect.compare import (CompareResult, RunSpec, cached_record, cached_result, failed_record,
+                                     finish, plan_runs, run_isolated, run_status, runs_progress,
+                                     threads_per_run)
 from pipeline.store import dir_lock
 
 
@@ -52,18 +55,27 @@ def arms_markdown(result: CompareResult) -> str:
                      f"{cell(s['map75'])} | {s['map']['n']} | {a['train_images']} | "
                      f"{a['images_per_epoch']} |")
     if m["comparisons"]:
-        lines += ["", "| uplift | Δ mAP | 95% CI | significant |", "|---|---:|---|---|"]
+        lines += ["", "| uplift | Δ mAP | CI | significant |", "|---|---:|---|---|"]
         for c in m["comparisons"]:
             lines.append(f"| {c['treatment']} vs {c['baseline']} | {c['delta']:+.3f} | "
-                         f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | "
+                         f"{_level(c)}[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | "
                          f"{'yes' if c['significant'] else 'no'} |")
+    for c in m.get("comparisons_skipped") or []:
+        lines += ["", f"{c['treatment']} vs {c['baseline']} not computed: {c['reason']}"]
+    for w in m.get("warnings") or []:
+        lines += ["", f"Warning: {w['message']}"]
     lines += ["", f"metrics: `{result.metrics_path}`"]
     return "\n".join(lines)
 
 
+def _level(c: dict) -> str:
+    """'95% ' from the comparison's own alpha (the level its bootstrap used)."""
+    return f"{round(100 * (1 - c['alpha']))}% " if c.get("alpha") is not None else ""
+
+
 @flow(name="compare", validate_parameters=False)
 def _compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None,
-                  out_dir: Path) -> CompareResult:
+                  out_dir: Path, progress: bool = True) -> CompareResult:
     log = get_run_logger()
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -72,13 +84,20 @@ def _compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVer
         result = cached_result(cfg, dataset, augmented, out_dir, specs)
         if result is None:
             log.info("%d runs, %d images per epoch, %d at a time", len(specs), n, cfg.detect.parallel_arms)
-            futures = [train_arm_task.submit(cfg, dataset, augmented, s, threads_per_run(cfg)) for s in specs]
+            finished = {(s.arm, s.seed) for s in specs if cached_record(s) is not None}  # return at once
+            threads = threads_per_run(cfg)
+            futures = {train_arm_task.submit(cfg, dataset, augmented, s, threads): s for s in specs}
             records = {}
-            for spec, fut in zip(specs, futures):
-                try:
-                    records[(spec.arm, spec.seed)] = fut.result()
-                except Exception as e:  # retries exhausted: keep the run in the table as failed
-                    records[(spec.arm, spec.seed)] = failed_record(spec, e)
+            with runs_progress(cfg, n, specs, len(finished), enabled=progress) as bar:
+                for fut in as_completed(list(futures)):
+                    spec = futures[fut]
+                    try:
+                        rec = fut.result()
+                    except Exception as e:  # retries exhausted: keep the run in the table as failed
+                        rec = failed_record(spec, e)
+                    records[(spec.arm, spec.seed)] = rec
+                    if (spec.arm, spec.seed) not in finished:  # counted up front
+                        bar.advance(1, run_status(spec, rec))
             result = finish(cfg, dataset, augmented, out_dir, plans, n, records, t0)
     create_markdown_artifact(key="detector-comparison", markdown=arms_markdown(result),
                              description="Detector arms on held-out real B")
@@ -87,8 +106,8 @@ def _compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVer
 
 
 def compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None,
-                 out_dir: Path) -> CompareResult:
+                 out_dir: Path, progress: bool = True) -> CompareResult:
     """Run the comparison flow with `detect.parallel_arms` task threads (a subflow when called
-    from another flow)."""
+    from another flow); `progress` shows runs done, rate and time left on stderr."""
     runner = ThreadPoolTaskRunner(max_workers=max(1, cfg.detect.parallel_arms))
-    return _compare_flow.with_options(task_runner=runner)(cfg, dataset, augmented, Path(out_dir))
+    return _compare_flow.with_options(task_runner=runner)(cfg, dataset, augmented, Path(out_dir), progress)

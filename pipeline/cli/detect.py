@@ -96,8 +96,13 @@ def arms_table(metrics: dict, *, cached: bool = False) -> Table:
         table.add_row(a["name"], a["status"], _fmt(s["map"]), _fmt(s["map50"]), str(s["map"]["n"]),
                       str(a["images_per_epoch"]))
     notes = [f"{a['name']}: {a['error'].splitlines()[0][:200]}" for a in metrics["arms"] if a["error"]]
-    notes += [f"{c['treatment']} vs {c['baseline']}: Δ mAP {c['delta']:+.3f} [{c['ci_low']:+.3f}, "
-              f"{c['ci_high']:+.3f}]{' significant' if c['significant'] else ' not significant'}"
-              for c in metrics["comparisons"]]
+    for c in metrics["comparisons"]:
+        level = f"{round(100 * (1 - c['alpha']))}% CI " if c.get("alpha") is not None else ""
+        notes.append(f"{c['treatment']} vs {c['baseline']}: Δ mAP {c['delta']:+.3f} {level}"
+                     f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+                     f"{' significant' if c['significant'] else ' not significant'}")
+    notes += [f"{c['treatment']} vs {c['baseline']}: not computed ({c['reason']})"
+              for c in metrics.get("comparisons_skipped") or []]
+    notes += [f"warning: {w['message']}" for w in metrics.get("warnings") or []]
     table.caption = "\n".join(notes) or None
     return table

@@ -57,6 +57,11 @@ class Detector(ABC):
         """COCO results [{image_id, category_id, bbox xywh pixels, score}] for (image_id, path) pairs;
         class index i maps to category_ids[i]."""
 
+    def identity(self) -> dict[str, Any]:
+        """What decides a trained model besides the config: the backend library's version and the
+        sha256 of any start weights. It goes into every run's cache key and into metrics.json."""
+        return {"backend": self.name}
+
     def self_check(self, weights: Path, data_yaml: Path, out_dir: Path) -> dict[str, float] | None:
         """The backend's own mAP on data_yaml's `val` split ({"map", "map50"}), as a cross-check of
         our pycocotools numbers; None when the backend has no evaluator of its own."""

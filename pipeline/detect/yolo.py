@@ -65,6 +65,22 @@ class YoloDetector(Detector):
             )
         return self.d.model, False
 
+    def identity(self) -> dict[str, Any]:
+        """{"backend", "model" (YAML or weights path), "weights_sha256" (None for a YAML start),
+        "ultralytics" (version)}: a retrained .pt under the same path, or another ultralytics,
+        is another experiment. Raises DetectorError when the configured start point is unusable."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        from pipeline.store import sha256_file
+
+        source, pretrained = self._start_point()
+        try:  # metadata, not an import: importing ultralytics here would skip ensure_offline()
+            ul = version("ultralytics")
+        except PackageNotFoundError:
+            ul = None
+        return {"backend": self.name, "model": source,
+                "weights_sha256": sha256_file(source) if pretrained else None, "ultralytics": ul}
+
     # ------------------------------------------------------------------------------------ train
     def train(self, data: TrainingSet, out_dir: Path, *, seed: int) -> TrainOutcome:
         source, pretrained = self._start_point()

@@ -9,30 +9,36 @@ from pathlib import Path
 
 import pytest
 
-from detect_helpers import compare_config
-from pipeline.detect.compare import compare
+from pipeline.store import sha256_file
+
+from detect_helpers import compare_config, make_augmented
+from pipeline.detect.compare import RUN_FIELDS, compare
 
 METRIC_KEYS = {"map", "map50", "map75", "map_small", "map_medium", "map_large"}
-RUN_KEYS = {"seed", "status", "error", "metrics", "per_class_ap", "ultralytics_map", "ultralytics_map50",
-            "train_seconds", "train_images_per_s", "weights", "predictions", "results_csv", "pr_curve"}
+RUN_KEYS = set(RUN_FIELDS) - {"key"}  # the cache key stays in run.json
 
 
 def check_schema(m: dict, out_dir: Path) -> None:
     """Contract 5, key by key; relative paths must exist under out_dir."""
-    assert set(m) >= {"dataset", "augmented", "categories", "test", "config", "arms", "comparisons",
-                      "timings", "hardware"}
+    assert set(m) >= {"dataset", "augmented", "categories", "test", "config", "detector", "arms", "comparisons",
+                      "comparisons_skipped", "warnings", "timings", "hardware"}
+    assert set(m["detector"]) == {"backend", "model", "weights_sha256", "ultralytics"}
     assert isinstance(m["dataset"]["id"], str)
     assert m["augmented"] is None or isinstance(m["augmented"]["id"], str)
     assert isinstance(m["test"]["images"], int) and set(m["test"]["instances"]) == set(m["categories"])
     assert m["config"]["epochs"] >= 1
     for a in m["arms"]:
         assert a["name"] in {"real", "real+replica", "real+synthetic", "oracle"}
-        assert a["status"] in {"ok", "failed"} and (a["error"] is None or isinstance(a["error"], str))
+        assert a["status"] in {"ok", "failed", "unavailable"}
+        assert a["error"] is None or isinstance(a["error"], str)
+        assert (a["status"] == "unavailable") == (a["runs"] == [] and a["images_per_epoch"] == 0 and
+                                                  bool(a["error"]))
         assert isinstance(a["train_images"], int) and isinstance(a["images_per_epoch"], int)
-        for k in ("map", "map50", "map75"):
+        assert set(a["summary"]) == METRIC_KEYS
+        for k in METRIC_KEYS:
             assert set(a["summary"][k]) == {"mean", "std", "n"}
         for r in a["runs"]:
-            assert set(r) >= RUN_KEYS
+            assert set(r) == RUN_KEYS  # the same keys for ok and failed runs
             assert r["status"] in {"ok", "failed"}
             if r["status"] != "ok":
                 assert r["error"]
@@ -43,6 +49,7 @@ def check_schema(m: dict, out_dir: Path) -> None:
             assert r["train_seconds"] > 0 and r["train_images_per_s"] > 0
             for k in ("weights", "predictions", "results_csv", "pr_curve"):
                 assert (out_dir / r[k]).is_file(), k
+            assert r["weights_sha256"] == sha256_file(out_dir / r["weights"])
             pr = json.loads((out_dir / r["pr_curve"]).read_text())
             assert len(pr["recall"]) == 101 and set(pr["precision"]) == set(m["categories"])
             assert all(v is None or len(v) == 101 for v in pr["precision"].values())
@@ -51,7 +58,11 @@ def check_schema(m: dict, out_dir: Path) -> None:
     for c in m["comparisons"]:
         assert c["treatment"] == "real+synthetic" and c["baseline"] in {"real", "real+replica"}
         assert c["metric"] == "map" and c["ci_low"] <= c["ci_high"] and isinstance(c["significant"], bool)
-        assert isinstance(c["resamples"], int)
+        assert isinstance(c["resamples"], int) and 0 < c["alpha"] < 1
+    for c in m["comparisons_skipped"]:
+        assert c["treatment"] == "real+synthetic" and c["reason"]
+    for w in m["warnings"]:
+        assert w["kind"] == "crosscheck" and w["message"]
     assert m["timings"]["total_s"] >= 0 and m["timings"]["bootstrap_s"] >= 0
     assert m["hardware"]["device"]
 
@@ -68,7 +79,13 @@ def test_tiny_arms_train_evaluate_and_write_metrics(tiny_compare, tiny_dataset):
     assert m["test"]["images"] == len(tiny_dataset.coco("B", "test").images)
     (c,) = m["comparisons"]
     assert c["baseline"] == "real" and c["resamples"] == cfg.detect.bootstrap_resamples
-    assert c["ci_low"] <= c["delta"] <= c["ci_high"] or c["ci_low"] == c["ci_high"]
+    assert c["alpha"] == cfg.report.alpha
+    # the point estimate is the difference of the two arms' mAPs on the whole test split, and the
+    # percentile interval of the resampled differences holds it
+    maps = {a["name"]: a["runs"][0]["metrics"]["map"] for a in m["arms"]}
+    assert c["delta"] == pytest.approx(maps["real+synthetic"] - maps["real"], abs=1e-12)
+    assert c["ci_low"] <= c["delta"] <= c["ci_high"]
+    assert m["detector"]["model"] == "yolo11n.yaml" and m["detector"]["weights_sha256"] is None
     # the trainer's own mAP on the same test split is recorded beside ours
     run = m["arms"][0]["runs"][0]
     assert run["ultralytics_map"] is not None
@@ -98,15 +115,131 @@ def test_rerun_reuses_finished_runs(tiny_compare, tiny_dataset, fake_augmented):
 
 @pytest.mark.slow
 def test_crashing_arm_is_reported_failed_with_its_error(tiny_root, tiny_dataset, tmp_path):
-    cfg = compare_config(tiny_root, "detect.arms=[real, real+replica]",
+    cfg = compare_config(tiny_root, "detect.arms=[real, real+replica, real+synthetic]",
                          "detect.extra_args={not_a_yolo_arg: 1}")
     result = compare(cfg, tiny_dataset, None, tmp_path / "compare", progress=False)
     m = json.loads(result.metrics_path.read_text())
     check_schema(m, result.out_dir)
-    assert [a["name"] for a in m["arms"]] == ["real", "real+replica"]
-    for a in m["arms"]:
+    assert [a["name"] for a in m["arms"]] == ["real", "real+replica", "real+synthetic"]
+    for a in m["arms"][:2]:
         assert a["status"] == "failed" and "not_a_yolo_arg" in a["error"]
         assert a["runs"][0]["status"] == "failed" and "not_a_yolo_arg" in a["runs"][0]["error"]
+    # no augmented dataset: the arm could not run at all, which is not a crash
+    syn = m["arms"][2]
+    assert syn["status"] == "unavailable" and "no augmented dataset given" in syn["error"]
     assert m["comparisons"] == []
+    assert {c["baseline"]: c["reason"].split(":")[0] for c in m["comparisons_skipped"]} == {
+        "real": "real+synthetic unavailable", "real+replica": "real+synthetic unavailable"}
     manifest = json.loads((result.out_dir / "manifest.json").read_text())
     assert manifest["summary"]["failed_runs"] == 2  # and a rerun will retry them
+
+
+def _copy_compare(first, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(first.out_dir, dst)
+    (dst / "manifest.json").unlink()  # no finished comparison: runs are resumed from their records
+    return dst
+
+
+@pytest.mark.slow
+def test_one_arm_crashing_leaves_the_others_and_skips_its_comparisons(tiny_compare, tiny_dataset, tmp_path):
+    """real+synthetic crashes (its synthetic images vanished) while real succeeds: real keeps its
+    numbers, the comparison that needs real+synthetic is skipped with the reason, and the
+    verdict says so."""
+    from pipeline.report.facts import verdict
+
+    cfg, first = tiny_compare
+    from pipeline.data.version import DatasetVersion
+    from pipeline.store import write_manifest
+
+    broken = make_augmented(tiny_dataset, tmp_path / "broken-aug")
+    for p in (broken.root / "images" / "B" / "train").glob("syn_*"):
+        p.unlink()
+    # a new content hash (as a re-published version would have), so the cached run is not reused
+    write_manifest(broken.root, kind="augmented", id=broken.root.name, config={}, parents=[tiny_dataset.manifest],
+                   summary=broken.manifest["summary"])
+    broken = DatasetVersion.open(broken.root)
+    out = _copy_compare(first, tmp_path / "compare")
+    result = compare(cfg, tiny_dataset, broken, out, progress=False)
+    m = json.loads(result.metrics_path.read_text())
+    check_schema(m, out)
+    real, syn = m["arms"]
+    assert real["status"] == "ok" and real["error"] is None
+    assert real["runs"] == first.metrics["arms"][0]["runs"]  # reused, not retrained
+    assert syn["status"] == "failed" and syn["error"].startswith("FileNotFoundError") and "syn_" in syn["error"]
+    assert m["comparisons"] == []
+    (skip,) = m["comparisons_skipped"]
+    assert skip["baseline"] == "real" and skip["reason"].startswith("real+synthetic failed: FileNotFoundError")
+    head, kind, _ = verdict(m, cfg.report.alpha)
+    assert kind == "unknown" and head.startswith("No verdict: the real+synthetic arm failed (FileNotFoundError")
+
+
+@pytest.mark.slow
+def test_failed_control_skips_only_the_control_comparison(tiny_compare, tiny_dataset, fake_augmented, tmp_path):
+    from pipeline.detect.compare import failed_record, finish, plan_runs
+    from pipeline.report.facts import verdict
+
+    cfg, first = tiny_compare
+    cfg = cfg.model_copy(deep=True)
+    cfg.detect.arms = ["real", "real+replica", "real+synthetic"]
+    out = _copy_compare(first, tmp_path / "compare")
+    plans, n, specs = plan_runs(cfg, tiny_dataset, fake_augmented, out)
+    records = {(a["name"], r["seed"]): {**r, "key": "k"} for a in first.metrics["arms"] for r in a["runs"]}
+    replica = next(s for s in specs if s.arm == "real+replica")
+    records[("real+replica", replica.seed)] = failed_record(replica, RuntimeError("CUDA out of memory"))
+    m = finish(cfg, tiny_dataset, fake_augmented, out, plans, n, records, 0.0).metrics
+    check_schema(m, out)
+    assert [a["status"] for a in m["arms"]] == ["ok", "failed", "ok"]
+    assert [c["baseline"] for c in m["comparisons"]] == ["real"]
+    assert m["comparisons_skipped"] == [{"treatment": "real+synthetic", "baseline": "real+replica",
+                                         "reason": "real+replica failed: RuntimeError: CUDA out of memory"}]
+    head, _, _ = verdict(m, cfg.report.alpha)
+    assert "the replica control was not compared (the real+replica arm failed (RuntimeError: CUDA out of " \
+           "memory))" in head
+
+
+def test_worker_killed_mid_run_is_a_failed_run(tiny_config, tiny_dataset, tmp_path):
+    """SIGKILL of the spawned training process (as the OOM killer would) -> a failed record that
+    says the worker died; nothing is marked done."""
+    import multiprocessing as mp
+    import os
+    import signal
+    import threading
+
+    from pipeline.detect.compare import RUN_RECORD, plan_runs, run_isolated
+
+    tiny_config.detect.arms = ["real"]
+    _, _, (spec,) = plan_runs(tiny_config, tiny_dataset, None, tmp_path / "compare")
+    before = {p.pid for p in mp.active_children()}
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(rec=run_isolated(tiny_config, tiny_dataset, None, spec)))
+    t.start()
+    deadline = time.monotonic() + 60
+    child = None
+    while child is None and time.monotonic() < deadline and t.is_alive():
+        child = next((p for p in mp.active_children() if p.pid not in before and p.pid), None)
+        time.sleep(0.05)
+    assert child is not None, "the worker process never started"
+    os.kill(child.pid, signal.SIGKILL)  # our own child, by its id
+    t.join(timeout=60)
+    assert not t.is_alive()
+    rec = out["rec"]
+    assert rec["status"] == "failed" and "worker process died" in rec["error"]
+    assert set(rec) == set(RUN_FIELDS) and rec["metrics"] is None
+    assert not (spec.run_dir / RUN_RECORD).exists()
+
+
+def test_crosscheck_gap_beyond_tolerance_is_a_warning():
+    from pipeline.detect.compare import crosscheck_warnings
+
+    def run(seed, ours, theirs, status="ok"):
+        return {"seed": seed, "status": status, "metrics": {"map": ours}, "ultralytics_map": theirs,
+                "ultralytics_map_diff": theirs - ours}
+
+    arms = [{"name": "real", "runs": [run(0, 0.40, 0.42), run(1, 0.40, 0.52)]},
+            {"name": "oracle", "runs": [run(0, 0.30, 0.10, status="failed")]}]
+    (w,) = crosscheck_warnings(arms, tolerance=0.05)
+    assert (w["arm"], w["seed"]) == ("real", 1) and w["diff"] == pytest.approx(0.12)
+    assert "ultralytics' own mAP 0.520 vs pycocotools 0.400 (+0.120, tolerance 0.05)" in w["message"]
+    assert crosscheck_warnings(arms, tolerance=0.2) == []

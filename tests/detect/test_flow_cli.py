@@ -62,3 +62,23 @@ def test_cli_compare_bad_dataset_is_a_clear_error(tmp_path):
                                    "--dataset", str(tmp_path / "nope")])
     assert res.exit_code == 1
     assert "not a dataset version" in " ".join(res.output.split())  # rich wraps lines
+
+
+def test_flow_table_labels_the_ci_with_the_comparisons_own_level(tmp_path):
+    from flows.compare import arms_markdown
+    from pipeline.detect.compare import CompareResult
+
+    summary = {k: {"mean": 0.4, "std": None, "n": 1} for k in ("map", "map50", "map75")}
+    arm = {"status": "ok", "error": None, "summary": summary, "train_images": 6, "images_per_epoch": 12}
+    m = {"dataset": {"id": "tiny-1"}, "test": {"images": 10},
+         "arms": [{"name": "real", **arm}, {"name": "real+synthetic", **arm},
+                  {"name": "real+replica", **arm, "status": "failed", "error": "RuntimeError: boom"}],
+         "comparisons": [{"treatment": "real+synthetic", "baseline": "real", "delta": 0.0, "ci_low": -0.01,
+                          "ci_high": 0.02, "alpha": 0.1, "significant": False}],
+         "comparisons_skipped": [{"treatment": "real+synthetic", "baseline": "real+replica",
+                                  "reason": "real+replica failed: RuntimeError: boom"}],
+         "warnings": [{"kind": "crosscheck", "message": "real seed 0: ultralytics' own mAP 0.600 vs ..."}]}
+    md = arms_markdown(CompareResult(tmp_path, tmp_path / "metrics.json", False, m))
+    assert "| real+synthetic vs real | +0.000 | 90% [-0.010, +0.020] | no |" in md and "95%" not in md
+    assert "real+synthetic vs real+replica not computed: real+replica failed: RuntimeError: boom" in md
+    assert "Warning: real seed 0: ultralytics' own mAP 0.600" in md

@@ -1,0 +1,124 @@
+"""The YOLO backend's small pieces without training: start point, device, AMP, identity, and the
+conversion of ultralytics predictions to COCO results (a wrong one would only show as a low mAP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.detect.offline import amp_setting
+from pipeline.detect.yolo import DetectorError, YoloDetector, resolve_device
+
+
+def test_start_point_is_the_yaml_or_local_weights(tiny_config, tmp_path):
+    assert YoloDetector(tiny_config)._start_point() == ("yolo11n.yaml", False)  # from scratch
+    w = tmp_path / "start.pt"
+    w.write_bytes(b"not really a checkpoint")
+    tiny_config.detect.weights = w
+    assert YoloDetector(tiny_config)._start_point() == (str(w), True)
+    tiny_config.detect.weights = tmp_path / "missing.pt"
+    with pytest.raises(DetectorError, match=r"missing\.pt: file not found"):
+        YoloDetector(tiny_config)._start_point()
+    tiny_config.detect.weights = None
+    tiny_config.detect.model = "yolo11n.pt"  # a hub name: would download
+    with pytest.raises(DetectorError, match="expected a model YAML"):
+        YoloDetector(tiny_config)._start_point()
+
+
+def test_identity_hashes_the_start_weights(tiny_config, tmp_path):
+    import hashlib
+    from importlib.metadata import version
+
+    scratch = YoloDetector(tiny_config).identity()
+    assert scratch["weights_sha256"] is None and scratch["ultralytics"] == version("ultralytics")
+    w = tmp_path / "start.pt"
+    w.write_bytes(b"weights v1")
+    tiny_config.detect.weights = w
+    first = YoloDetector(tiny_config).identity()
+    assert first["weights_sha256"] == hashlib.sha256(b"weights v1").hexdigest()
+    w.write_bytes(b"weights v2")  # retrained in place: same path, another experiment
+    assert YoloDetector(tiny_config).identity()["weights_sha256"] != first["weights_sha256"]
+
+
+def test_run_key_follows_the_weights_content(tiny_config, tiny_dataset, tmp_path):
+    from pipeline.detect.compare import plan_runs
+
+    tiny_config.detect.arms = ["real"]
+    w = tmp_path / "start.pt"
+    w.write_bytes(b"weights v1")
+    tiny_config.detect.weights = w
+    key1 = plan_runs(tiny_config, tiny_dataset, None, tmp_path / "c")[2][0].key
+    w.write_bytes(b"weights v2")
+    key2 = plan_runs(tiny_config, tiny_dataset, None, tmp_path / "c")[2][0].key
+    assert key1 != key2
+    w.unlink()
+    with pytest.raises(ValueError, match=r"start\.pt: file not found"):
+        plan_runs(tiny_config, tiny_dataset, None, tmp_path / "c")
+
+
+def test_resolve_device(monkeypatch):
+    import torch
+
+    assert resolve_device("cpu") == "cpu" and resolve_device("cuda:1") == "cuda:1"  # explicit: as given
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda:0"
+
+
+def test_amp_setting(monkeypatch):
+    import torch
+
+    assert amp_setting("cpu") is False and amp_setting("cpu", "auto") is False  # no autocast on CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert amp_setting("cuda:0") == "bf16"
+    assert amp_setting("cuda:0", "off") is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert amp_setting("cuda:0") is False  # fp16 would run ultralytics' AMP check (a download)
+
+
+class _FakeYolo:
+    """Stands in for ultralytics.YOLO at predict time: returns real ultralytics Results built from
+    the boxes given per image path, and records the arguments it was called with."""
+
+    def __init__(self, boxes: dict[str, list[list[float]]], names: dict[int, str]):
+        self.boxes, self.names, self.calls = boxes, names, []
+
+    def predict(self, sources, **kwargs):
+        import torch
+        from ultralytics.engine.results import Results
+
+        self.calls.append({"sources": list(sources), **kwargs})
+        out = []
+        for src in sources:
+            data = torch.tensor(self.boxes.get(src, []), dtype=torch.float32).reshape(-1, 6)
+            out.append(Results(np.zeros((48, 64, 3), np.uint8), path=src, names=self.names, boxes=data))
+        return out
+
+
+def test_predict_converts_ultralytics_boxes_to_coco_results(tiny_config, tmp_path):
+    from pipeline.detect.offline import ensure_offline
+
+    ensure_offline()  # before the first ultralytics import in this process
+    tiny_config.detect.batch = 2  # three images: two predict() calls
+    det = YoloDetector(tiny_config)
+    paths = [str(tmp_path / f"{i}.png") for i in range(3)]
+    # rows: x1, y1, x2, y2 (pixels), confidence, class index
+    fake = _FakeYolo({paths[0]: [[10.0, 5.0, 30.5, 25.0, 0.9, 2.0], [0.0, 0.0, 8.0, 4.0, 0.25, 0.0]],
+                      paths[2]: [[40.25, 12.0, 60.0, 47.5, 0.123456, 1.0]]},
+                     {0: "tensile_specimen", 1: "gear", 2: "bracket"})
+    det._model = lambda source: fake
+    images = [(101, Path(paths[0])), (7, Path(paths[1])), (55, Path(paths[2]))]
+    res = det.predict(tmp_path / "best.pt", images, category_ids=[3, 9, 11])
+    assert res == [
+        {"image_id": 101, "category_id": 11, "bbox": [10.0, 5.0, 20.5, 20.0], "score": 0.9},
+        {"image_id": 101, "category_id": 3, "bbox": [0.0, 0.0, 8.0, 4.0], "score": 0.25},
+        {"image_id": 55, "category_id": 9, "bbox": [40.25, 12.0, 19.75, 35.5], "score": 0.12346},
+    ]
+    assert [c["sources"] for c in fake.calls] == [paths[:2], paths[2:]]
+    d = tiny_config.detect
+    assert all(c["conf"] == d.conf and c["max_det"] == d.max_det and c["imgsz"] == d.imgsz
+               and c["iou"] == d.nms_iou for c in fake.calls)
