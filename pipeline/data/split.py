@@ -7,6 +7,11 @@ becomes a training photo in a later dataset version), and byte-identical duplica
 a split. One exception keeps tiny sets usable: a requested split that would be empty takes the
 photo nearest to its interval (see `_fill_empty_splits`).
 
+Duplicates across domains and pools (`separate_held_out`): a byte copy of a held-out photo (B val,
+test or oracle) elsewhere - in the unlabelled B pool or among the Class A photos - would let the
+CycleGAN or a detector train on a test photo, so such copies are dropped; copies that are all in
+training splits are kept and noted.
+
 Explicit splits win: a source's `split:` setting, or a split file such as BSData's
 image_data.json when `split.use_source_split` is on; if copies of one photo were given different
 explicit splits the most held-out one wins (test > val > oracle > train > unlabelled) so nothing
@@ -27,6 +32,8 @@ from pipeline.data.validate import quarantine_row
 
 # Most held-out first: the split a group of duplicates takes when its members disagree.
 _PRECEDENCE = ("test", "val", "oracle", "train", "unlabelled")
+# Never trained on by the arms that are compared (oracle is the oracle arm's alone).
+HELD_OUT = ("test", "val", "oracle")
 _ALIASES = {"training": "train", "train": "train", "val": "val", "valid": "val", "validation": "val",
             "dev": "val", "test": "test", "testing": "test", "holdout": "test"}
 
@@ -88,6 +95,47 @@ def assign_splits(items: Sequence[SplitItem], cfg: SplitConfig, seed: int) -> tu
         for i in groups[sha]:
             out[i] = split
     return out, rows
+
+
+@dataclass(frozen=True)
+class PlacedImage:
+    """An image with its final split, for `separate_held_out`."""
+
+    sha256: str
+    domain: str  # "A" | "B"
+    split: str  # train | val | test | oracle | unlabelled
+    file: str  # for quarantine messages
+
+
+def separate_held_out(images: Sequence[PlacedImage]) -> tuple[dict[int, str], list[dict]]:
+    """Copies to drop so that no held-out photo also sits in a training split.
+
+    Returns ({index: reason} for every copy in a training split (A train/unlabelled, B train or
+    unlabelled) of a photo that is also held out, notes: one row per group of identical photos
+    that are all kept). Copies within held-out splits are left to `assign_splits` (labelled B
+    duplicates share one split already).
+    """
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, im in enumerate(images):
+        groups[im.sha256].append(i)
+    drop: dict[int, str] = {}
+    notes: list[dict] = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        held = [i for i in members if images[i].split in HELD_OUT]
+        if held:
+            first = images[held[0]]
+            for i in members:
+                if images[i].split not in HELD_OUT:
+                    drop[i] = f"duplicate of held-out image {first.file} ({first.domain}_{first.split})"
+        kept = [i for i in members if i not in drop]
+        if len(kept) > 1:
+            where = sorted({f"{images[i].domain}_{images[i].split}" for i in kept})
+            notes.append(quarantine_row(", ".join(images[i].file for i in kept),
+                                        f"{len(kept)} identical images in {', '.join(where)}",
+                                        "all copies kept"))
+    return drop, notes
 
 
 def _fill_empty_splits(hashed: dict[str, str], cfg: SplitConfig, seed: int) -> dict[str, str]:

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 
 import pytest
 
 from pipeline.config import SplitConfig
-from pipeline.data.split import SplitItem, assign_splits, hash_split, lookup_split, read_split_file
+from pipeline.data.split import (
+    HELD_OUT,
+    PlacedImage,
+    SplitItem,
+    assign_splits,
+    hash_split,
+    lookup_split,
+    read_split_file,
+    separate_held_out,
+)
 
 
 def sha(i: int) -> str:
@@ -54,7 +64,8 @@ def test_duplicates_share_a_split_and_explicit_wins():
 
 def test_split_file_train_shares_val_but_test_is_exact():
     cfg = SplitConfig(use_source_split=True, val_from_source_train=0.25)
-    items = [SplitItem(sha(i), explicit="train" if i < 400 else "test", from_split_file=True) for i in range(500)]
+    items = [SplitItem(sha(i), explicit="train" if i < 400 else "test", from_split_file=True)
+             for i in range(500)]
     splits, _ = assign_splits(items, cfg, 0)
     assert splits[400:] == ["test"] * 100
     assert set(splits[:400]) == {"train", "val"}
@@ -64,8 +75,46 @@ def test_split_file_train_shares_val_but_test_is_exact():
     assert set(assign_splits(literal, cfg, 0)[0]) == {"train"}
 
 
-def test_hash_split_is_a_pure_function_of_content():
-    assert hash_split(sha(3), 0, SplitConfig()) == hash_split(sha(3), 0, SplitConfig())
+def test_a_photos_split_depends_on_its_content_alone():
+    """Removing other photos, renaming (labels) and reordering never move a photo; its split is
+    hash_split of its content and the seed."""
+    cfg = SplitConfig()
+    items = [SplitItem(sha(i), label=f"img{i}.jpg") for i in range(300)]
+    full = dict(zip((it.sha256 for it in items), assign_splits(items, cfg, 0)[0]))
+    assert full == {it.sha256: hash_split(it.sha256, 0, cfg) for it in items}
+    rng = random.Random(0)
+    for _ in range(5):
+        subset = rng.sample(items, 120)  # 180 others removed, the rest shuffled
+        renamed = [SplitItem(it.sha256, label=f"renamed/{rng.random()}.png") for it in subset]
+        splits, _ = assign_splits(renamed, cfg, 0)
+        moved = {it.sha256 for it, s in zip(renamed, splits) if s != full[it.sha256]}
+        assert not moved
+
+
+def test_copies_of_held_out_photos_are_dropped_from_training_splits():
+    t, v, o, tr = sha(1), sha(2), sha(3), sha(4)
+    images = [
+        PlacedImage(t, "B", "test", "B/t.jpg"),
+        PlacedImage(t, "B", "unlabelled", "pool/t.jpg"),   # a test photo in the CycleGAN pool
+        PlacedImage(t, "A", "train", "A/t.jpg"),           # ... and among the replicas
+        PlacedImage(v, "B", "val", "B/v.jpg"),
+        PlacedImage(v, "A", "unlabelled", "A/v.jpg"),
+        PlacedImage(o, "B", "oracle", "B/o.jpg"),
+        PlacedImage(o, "B", "train", "B/o_copy.jpg"),
+        PlacedImage(tr, "B", "train", "B/tr.jpg"),         # training copies of a training photo: kept
+        PlacedImage(tr, "A", "train", "A/tr.jpg"),
+        PlacedImage(sha(5), "A", "train", "A/alone.jpg"),
+    ]
+    drop, notes = separate_held_out(images)
+    assert drop == {
+        1: "duplicate of held-out image B/t.jpg (B_test)",
+        2: "duplicate of held-out image B/t.jpg (B_test)",
+        4: "duplicate of held-out image B/v.jpg (B_val)",
+        6: "duplicate of held-out image B/o.jpg (B_oracle)",
+    }
+    assert notes == [{"file": "B/tr.jpg, A/tr.jpg", "reason": "2 identical images in A_train, B_train",
+                      "action": "all copies kept"}]
+    assert set(HELD_OUT) == {"test", "val", "oracle"}
 
 
 def test_read_split_file_forms(tmp_path):
