@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli import app
@@ -22,12 +23,14 @@ def ingest(
 ) -> None:
     """Ingest data.a / data.b (or the demo data) into <output_root>/data/datasets/<name>-<id>/.
 
-    Prints the version folder on stdout; counts and the quarantine summary go to stderr. Exit
-    status is non-zero only for fatal errors (bad config, category mismatch) or with --strict.
+    Prints the version folder on stdout; counts and the quarantine summary (rows grouped by
+    action and reason, a few example files each) go to stderr. Exit status is non-zero for fatal
+    errors (bad config, category mismatch, a domain left without labelled images) or with --strict.
     """
     cfg = load(config, overrides)
     from pipeline.data.formats import FormatError
     from pipeline.data.ingest import IngestError
+    from pipeline.data.quarantine import summary_lines
 
     try:
         if flow:
@@ -52,5 +55,10 @@ def ingest(
     console.print(table)
     q = len(result.quarantine)
     colour = "yellow" if q else "green"
-    console.print(f"[{colour}]quarantine: {q} rows[/] ({result.version.root / 'quarantine.jsonl'})")
+    console.print(f"[{colour}]quarantine: {q} rows[/]" + (" by action and reason:" if q else ""))
+    for line in summary_lines(result.quarantine):
+        # File names may hold [brackets] (not rich markup); long lines stay whole for grep.
+        console.print("  " + escape(line), soft_wrap=True)
+    if q:
+        console.print(f"full list: {result.version.root / 'quarantine.jsonl'}", soft_wrap=True)
     typer.echo(str(result.version.root))

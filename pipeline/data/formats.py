@@ -35,6 +35,10 @@ class FormatError(ValueError):
     """An annotation file cannot be read; the message names the file and the problem."""
 
 
+class YoloNamesError(FormatError):
+    """No YOLO class names were given or found (a configuration mistake, not a bad file)."""
+
+
 def _problem(issues: list[dict] | None, file: str | Path, reason: str, action: str) -> None:
     if issues is None:
         raise FormatError(f"{file}: {reason}")
@@ -167,24 +171,46 @@ def _list_images(root: Path) -> list[Path]:
 
 def read_yolo_names(names: list[str] | None, *search: Path) -> list[str]:
     """Class names: an explicit list, a classes.txt/data.yaml path given as the only entry, or a
-    classes.txt / data.yaml found in one of `search`."""
+    classes.txt / data.yaml (with `names:`) found in one of `search`. Raises YoloNamesError when
+    there are none: without names no box has a class."""
     if names and not (len(names) == 1 and names[0].endswith((".txt", ".yaml", ".yml"))):
         return [str(n) for n in names]
-    candidates = [Path(names[0])] if names else []
+    if names:  # a file named by the user is used or refused, never silently replaced
+        given = Path(names[0])
+        if not given.is_file():
+            raise YoloNamesError(f"YOLO class names file {given} not found")
+        found = _names_from(given)
+        if not found:
+            raise YoloNamesError(f"{given}: no class names in it")
+        return found
     for folder in search:
-        candidates += [folder / "classes.txt", folder / "data.yaml"]
-    for c in candidates:
-        if c.is_file():
-            if c.suffix == ".txt":
-                return [ln.strip() for ln in c.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            d = yaml.safe_load(c.read_text(encoding="utf-8")) or {}
-            n = d.get("names")
-            if isinstance(n, dict):
-                return [str(n[k]) for k in sorted(n, key=int)]
-            if isinstance(n, list):
-                return [str(x) for x in n]
+        for c in (folder / "classes.txt", folder / "data.yaml"):
+            if c.is_file():
+                found = _names_from(c)
+                if found:
+                    return found
+                if c.suffix == ".txt":
+                    raise YoloNamesError(f"{c}: no class names in it")
     where = ", ".join(str(s) for s in search)
-    raise FormatError(f"YOLO class names not found: give names: [...] or put classes.txt in {where}")
+    raise YoloNamesError(f"YOLO class names not found: give names: [...] or put classes.txt in {where}")
+
+
+def _names_from(path: Path) -> list[str]:
+    """Names in a classes.txt (one a line) or an ultralytics data.yaml (`names:` list or dict)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".txt":
+        return [ln.strip() for ln in text.splitlines() if ln.strip()]
+    try:
+        d = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise YoloNamesError(f"{path}: not valid YAML ({e})") from None
+    n = d.get("names") if isinstance(d, dict) else None
+    if isinstance(n, dict):
+        try:
+            return [str(n[k]) for k in sorted(n, key=int)]
+        except (TypeError, ValueError):
+            raise YoloNamesError(f"{path}: names keys must be class indices 0..K-1") from None
+    return [str(x) for x in n] if isinstance(n, list) else []
 
 
 def read_yolo(

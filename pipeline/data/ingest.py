@@ -1,12 +1,17 @@
 """The ingest stage: user (or demo) photos + annotations -> one validated, hashed dataset version.
 
-    plan_ingest(cfg)        read annotation files, check paths, hash every image, assign splits,
-                            compute the version id (cheap: no pixel is decoded)
+    plan_ingest(cfg)        read annotation files, check paths, hash every image (sources.py),
+                            assign splits, compute the version id (cheap: no pixel is decoded)
     validate_shard(shard)   per shard of `data.shard_size` images: decode, normalise, check boxes,
                             write the image into the version being built (run in a thread pool,
                             or as Prefect tasks by flows/ingest.py)
     finalize_ingest(...)    COCO JSON per domain and split, quarantine.jsonl, config.yaml, card,
                             manifest.json
+
+Splits (split.py) come from content hashes; a byte copy of a held-out photo (B val/test/oracle)
+found in a training split - among the A photos or in the unlabelled B pool - is dropped with a
+quarantine row. A domain given labelled sources that keeps no labelled image (its annotation file
+unreadable, every photo broken) is an IngestError listing the reasons, never an empty version.
 
 `ingest(cfg)` runs the three. The version id is `<data.name>-<key12>` where the key hashes the
 data config (less knobs that do not change the output: strict, shard_size, dask), the seed, the
@@ -19,7 +24,6 @@ and 185 MB at 10,000 256-px JPEGs).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -32,27 +36,29 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import store
-from pipeline.config import RunConfig, SourceConfig
+from pipeline.config import RunConfig
 from pipeline.data.coco import Annotation, Category, CocoSet, ImageRecord
-from pipeline.data.formats import FormatError, iter_image_files, read_coco, read_labelme, read_yolo
-from pipeline.data.split import SplitItem, assign_splits, lookup_split, read_split_file
-from pipeline.data.validate import (
-    BoxCheck,
-    InputProblem,
-    check_box,
-    load_image,
-    quarantine_row,
-    safe_image_path,
+from pipeline.data.quarantine import summary_text
+from pipeline.data.sources import (
+    ImageTask,
+    IngestError,
+    ReadSource,
+    hash_tasks,
+    labelled_source_paths,
+    merge_categories,
+    plan_tasks,
+    read_image_bytes,
+    read_source,
+    skipped_action,
 )
+from pipeline.data.split import PlacedImage, SplitItem, assign_splits, separate_held_out
+from pipeline.data.validate import BoxCheck, InputProblem, check_box, load_image, quarantine_row
 from pipeline.data.version import DatasetVersion
+from pipeline.progress import stage_progress
 
 # Always written (possibly empty) so downstream stages can rely on them.
 STANDARD_SPLITS = (("A", "train"), ("B", "train"), ("B", "val"), ("B", "test"))
 _KEY_EXCLUDE = {"strict", "shard_size", "dask"}
-
-
-class IngestError(RuntimeError):
-    """Fatal ingest problem (bad configuration, category mismatch, or any problem with --strict)."""
 
 
 @dataclass
@@ -61,25 +67,6 @@ class IngestResult:
     cached: bool
     quarantine: list[dict]  # rows {file, reason, action}
     counts: dict  # "<D>_<split>" -> {"images": int, "boxes": int}
-
-
-@dataclass
-class ImageTask:
-    """One planned image: where it comes from, where it goes, and its boxes (xywh px)."""
-
-    key: int
-    domain: str
-    split: str
-    src: str  # path of the raw file (or of the labelme JSON embedding it); quarantine rows name it
-    label: str  # "<domain><source index>:<relative path>", kept as the image's "original"
-    out_stem: str  # images/<D>/<split>/<name> without extension, relative to the version
-    sha256: str
-    labelled: bool
-    embedded: bool = False
-    declared: tuple[int, int] = (0, 0)
-    boxes: list[tuple[int, list[float], int]] = field(default_factory=list)  # (category id, xywh, iscrowd)
-    explicit: str | None = None  # split given by the source or a split file
-    from_split_file: bool = False  # a split file's "train" means train+val
 
 
 @dataclass
@@ -107,6 +94,8 @@ class IngestPlan:
     rows: list[dict]
     parents: list[dict]
     strict: bool
+    # Domain -> path prefixes of its labelled sources: each such domain must keep a labelled image.
+    labelled_sources: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def version_dir(self) -> Path:
@@ -156,11 +145,11 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None) -> IngestPlan:
     if not a_sources and not b_sources:
         raise IngestError("data.a and data.b are both empty: nothing to ingest (or use data.source: demo)")
 
-    read = [(d, i, s, _read_source(d, i, s, report)) for d, srcs in (("A", a_sources), ("B", b_sources))
-            for i, s in enumerate(srcs)]
-    categories = _categories(cfg, read, fixed_categories)
-    tasks = _tasks(cfg, read, categories, report)
-    _hash_tasks(tasks, cfg.runtime.workers, report)
+    read = [ReadSource(d, i, src, read_source(d, i, src, report))
+            for d, srcs in (("A", a_sources), ("B", b_sources)) for i, src in enumerate(srcs)]
+    categories = merge_categories(read, cfg.data.category_map, fixed_categories)
+    tasks = plan_tasks(read, categories, cfg.data, report)
+    hash_tasks(tasks, cfg.runtime.workers, report)
     tasks = [t for t in tasks if t.sha256]
 
     b_tasks = [t for t in tasks if t.domain == "B" and not t.split]
@@ -170,6 +159,9 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None) -> IngestPlan:
         report(row)
     for t, s in zip(b_tasks, splits):
         t.split = s
+    tasks = _separate_held_out(tasks, report)
+    labelled_sources = labelled_source_paths(read)
+    _require_labelled(labelled_sources, Counter(t.domain for t in tasks if _is_labelled(t.split)), rows)
     _name_outputs(tasks)
 
     key_config = {k: v for k, v in cfg.data.model_dump(mode="json").items() if k not in _KEY_EXCLUDE}
@@ -178,138 +170,33 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None) -> IngestPlan:
         "ingest", {"data": key_config, "seed": cfg.runtime.seed},
         [*parents, {"files_hash": store.hash_json({"images": planned, "rows": rows, "cats": categories})}],
     )
-    return IngestPlan(cfg, key, categories, tasks, rows, parents, strict)
+    return IngestPlan(cfg, key, categories, tasks, rows, parents, strict, labelled_sources)
 
 
-def _read_source(domain: str, index: int, src: SourceConfig, report) -> CocoSet | None:
-    """The source's annotations as a CocoSet (file names relative to src.images); None = skipped."""
-    where = f"data.{domain.lower()}[{index}]"
-    if not Path(src.images).is_dir():
-        raise IngestError(f"{where}.images: folder {src.images} not found")
-    if src.format != "none" and src.annotations is None:
-        raise IngestError(f"{where}: format {src.format} needs `annotations:` (a file or folder)")
-    if src.annotations is not None and not Path(src.annotations).exists():
-        # A wrong path is a configuration mistake, not a bad input: fail instead of ingesting nothing.
-        raise IngestError(f"{where}.annotations: {src.annotations} not found")
-    issues: list[dict] = []
-    try:
-        if src.format == "none":
-            files = iter_image_files(Path(src.images))
-            coco = CocoSet(images=[ImageRecord(i + 1, p.relative_to(src.images).as_posix(), 0, 0)
-                                   for i, p in enumerate(files)])
-        elif src.format == "coco":
-            coco = read_coco(src.annotations, issues)
-        elif src.format == "yolo":
-            coco = read_yolo(src.images, src.annotations, src.names, issues)
-        else:
-            coco = read_labelme(src.annotations, src.images, issues)
-    except FormatError as e:
-        report(quarantine_row(src.annotations or src.images, str(e), "source skipped"))
-        return None
-    for row in issues:
+def _is_labelled(split: str) -> bool:
+    return split not in ("", "unlabelled")
+
+
+def _separate_held_out(tasks: list[ImageTask], report) -> list[ImageTask]:
+    """Drop copies (any domain, any pool) of held-out photos from training splits; note the rest."""
+    placed = [PlacedImage(t.sha256, t.domain, t.split, t.src) for t in tasks]
+    drop, notes = separate_held_out(placed)
+    for i, reason in sorted(drop.items()):
+        report(quarantine_row(tasks[i].src, reason, skipped_action(len(tasks[i].boxes))))
+    for row in notes:
         report(row)
-    return coco
+    return [t for i, t in enumerate(tasks) if i not in drop]
 
 
-def _categories(cfg: RunConfig, read: list, fixed: list[str] | None) -> list[str]:
-    """Final category names (ids 1..K): data.categories, else the union in first-seen order."""
-    cmap = cfg.data.category_map
-    per_domain: dict[str, set[str]] = {"A": set(), "B": set()}
-    order: list[str] = []
-    for domain, _, src, coco in read:
-        if coco is None or src.format == "none":
+def _require_labelled(sources: dict[str, list[str]], kept: Counter, rows: list[dict]) -> None:
+    """IngestError when a domain given labelled sources keeps no labelled image (an unreadable
+    annotation file, every image broken...): an empty dataset must not pass as a success."""
+    for domain, prefixes in sorted(sources.items()):
+        if kept[domain]:
             continue
-        for name in coco.category_names:
-            final = cmap.get(name, name)
-            per_domain[domain].add(final)
-            if final not in order:
-                order.append(final)
-    if fixed:
-        unknown = sorted((per_domain["A"] | per_domain["B"]) - set(fixed))
-        if unknown:
-            raise IngestError(f"categories {unknown} are not in data.categories {list(fixed)}; "
-                              "add them or rename them with data.category_map")
-        return list(fixed)
-    has_a = any(c is not None and s.format != "none" for d, _, s, c in read if d == "A")
-    has_b = any(c is not None and s.format != "none" for d, _, s, c in read if d == "B")
-    if has_a and has_b and per_domain["A"] != per_domain["B"]:
-        raise IngestError(
-            f"Class A and Class B categories differ: A = {sorted(per_domain['A'])}, "
-            f"B = {sorted(per_domain['B'])}; "
-            "map names with data.category_map or list them in data.categories"
-        )
-    return order
-
-
-def _tasks(cfg: RunConfig, read: list, categories: list[str], report) -> list[ImageTask]:
-    cmap = cfg.data.category_map
-    cat_id = {n: i + 1 for i, n in enumerate(categories)}
-    tasks: list[ImageTask] = []
-    for domain, index, src, coco in read:
-        if coco is None:
-            continue
-        root = Path(src.images)
-        names = {c.id: cmap.get(c.name, c.name) for c in coco.categories}
-        try:
-            use = src.split_file is not None and cfg.data.split.use_source_split
-            split_map = read_split_file(src.split_file) if use else {}
-        except ValueError as e:
-            raise IngestError(f"data.{domain.lower()}[{index}].split_file: {e}") from None
-        by_image = coco.anns_by_image()
-        labelled = src.format != "none"
-        for im in coco.images:
-            label = f"{domain}{index}:{im.file_name}"
-            boxes = [(cat_id[names[a.category_id]], list(a.bbox), a.iscrowd) for a in by_image.get(im.id, [])]
-            embedded = "image_data_from" in im.extra
-            try:
-                path = Path(im.extra["image_data_from"]) if embedded else safe_image_path(root, im.file_name)
-            except InputProblem as p:
-                report(quarantine_row(root / im.file_name, p.reason, _skipped(len(boxes))))
-                continue
-            if domain == "A":
-                split = "train" if labelled and src.split != "unlabelled" else "unlabelled"
-                explicit = None
-            elif not labelled:
-                split, explicit = "unlabelled", None
-            else:
-                split, explicit = "", src.split or lookup_split(split_map, im.file_name)
-            # A split file's "train" means train+val; a source's own `split:` is taken literally.
-            tasks.append(ImageTask(len(tasks), domain, split, str(path), label, "", "", labelled, embedded,
-                                   (im.width, im.height), boxes, explicit, bool(explicit) and not src.split))
-    return tasks
-
-
-def _skipped(n_boxes: int) -> str:
-    return "image skipped" + (f" with its {n_boxes} boxes" if n_boxes else "")
-
-
-def _hash_tasks(tasks: list[ImageTask], workers: int, report) -> None:
-    """Content hash of every planned image (threads: hashlib releases the GIL)."""
-
-    def one(t: ImageTask) -> str | InputProblem:
-        try:
-            return store.sha256_bytes(_read_bytes(t))
-        except InputProblem as p:
-            return p
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-            return InputProblem(f"cannot read: {e.strerror or e}")
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for t, h in zip(tasks, pool.map(one, tasks)):
-            if isinstance(h, InputProblem):
-                report(quarantine_row(t.src, h.reason, _skipped(len(t.boxes))))
-            else:
-                t.sha256 = h
-
-
-def _read_bytes(t: ImageTask) -> bytes:
-    if not t.embedded:
-        return Path(t.src).read_bytes()
-    try:
-        d = json.loads(Path(t.src).read_text(encoding="utf-8"))
-        return base64.b64decode(d["imageData"], validate=False)
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputProblem(f"imageData in {t.src} cannot be decoded: {e}") from None
+        mine = [r for r in rows if r["file"].startswith(tuple(prefixes))] or rows
+        why = f"; quarantine: {summary_text(mine)}" if mine else ""
+        raise IngestError(f"no labelled Class {domain} image left from {', '.join(prefixes)}{why}")
 
 
 def _name_outputs(tasks: list[ImageTask]) -> None:
@@ -342,14 +229,14 @@ def validate_shard(shard: Shard, build_dir: Path) -> ShardResult:
 
     for t in shard.tasks:
         try:
-            img = load_image(_read_bytes(t), shard.max_pixels)
+            img = load_image(read_image_bytes(t), shard.max_pixels)
             if img.sha256 != t.sha256:
                 raise InputProblem("file changed while ingest was running")
         except InputProblem as p:
-            report(quarantine_row(t.src, p.reason, _skipped(len(t.boxes))))
+            report(quarantine_row(t.src, p.reason, skipped_action(len(t.boxes))))
             continue
         except (FileNotFoundError, PermissionError) as e:
-            report(quarantine_row(t.src, f"cannot read: {e.strerror or e}", _skipped(len(t.boxes))))
+            report(quarantine_row(t.src, f"cannot read: {e.strerror or e}", skipped_action(len(t.boxes))))
             continue
         if img.notes:
             report(quarantine_row(t.src, "; ".join(img.notes), "normalised to 8-bit RGB PNG (image kept)"))
@@ -392,6 +279,9 @@ def finalize_ingest(plan: IngestPlan, results: list[ShardResult], build_dir: Pat
         for cat, box, crowd in rec["boxes"]:
             coco.annotations.append(Annotation(len(coco.annotations) + 1, image_id, cat,
                                                [round(v, 3) for v in box], crowd))
+    # Validation may have lost what planning still had (every image corrupt): fail before writing.
+    kept = Counter(d for (d, split), c in sets.items() if _is_labelled(split) for _ in c.images)
+    _require_labelled(plan.labelled_sources, kept, rows)
     counts, instances = {}, {}
     for (domain, split), coco in sorted(sets.items()):
         name = f"{domain}_{split}"
@@ -447,20 +337,19 @@ def run_shards(plan: IngestPlan, build_dir: Path, *, progress: bool = True) -> l
     """validate_shard over all shards in a pool of cfg.runtime.workers threads (0 = inline)."""
     shards = plan.shards()
     workers = plan.cfg.runtime.workers
-    bar = _progress(progress, len(plan.tasks), plan.cfg.data.name)
     results = []
-    with bar as advance:
+    with stage_progress(f"ingest {plan.cfg.data.name}", len(plan.tasks), unit="img", enabled=progress) as bar:
         if workers <= 1:
             for s in shards:
                 results.append(_with_retries(s, build_dir))
-                advance(len(s.tasks))
+                bar.advance(len(s.tasks))
         else:
             with ThreadPoolExecutor(workers) as pool:
                 futures = {pool.submit(_with_retries, s, build_dir): s for s in shards}
                 try:
                     for f in as_completed(futures):
                         results.append(f.result())
-                        advance(len(futures[f].tasks))
+                        bar.advance(len(futures[f].tasks))
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
@@ -477,16 +366,3 @@ def _with_retries(shard: Shard, build_dir: Path, attempts: int = 3, delay_s: flo
                 raise
             time.sleep(delay_s * attempt)
     raise AssertionError("unreachable")
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int, name: str):
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn(f"ingest {name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as bar:
-        task = bar.add_task("images", total=total)
-        yield lambda n: bar.advance(task, n)

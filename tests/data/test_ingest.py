@@ -130,9 +130,6 @@ EXPECTED = {
     "alpha.png": ("alpha channel", "normalised to 8-bit RGB PNG (image kept)"),
     "exif.jpg": ("EXIF orientation 6 applied to pixels", "normalised to 8-bit RGB PNG (image kept)"),
     "bomb.png": ("9000x9000 = 81000000 px exceeds data.max_pixels", "image skipped"),
-    "missing.png": ("missing image file", "image skipped"),
-    "outside.png": ("absolute path", "image skipped"),
-    "link.png": ("resolves outside the image root", "image skipped"),
     "dup-id.png": ("duplicate image id 2", "image skipped (first kept)"),
 }
 
@@ -142,6 +139,23 @@ def test_each_bad_image_has_its_row(built, name):
     result = built[3]
     reason, action = EXPECTED[name]
     assert any(reason in r and a == action for r, a in rows_for(result, name)), rows_for(result, name)
+
+
+def test_bad_paths_in_annotations_name_the_annotation_file(built):
+    """A bad file_name is the annotation's fault: the row names ann.json and the image id, the
+    reason quotes the offending path."""
+    inputs, result = built[0], built[3]
+    ann = inputs / "B" / "ann.json"
+    expected = {
+        13: "missing image file 'missing.png' under",
+        14: f"absolute path '{inputs / 'outside.png'}' (must be relative to",
+        15: "path '../outside.png' escapes the image root",
+        16: "symlink 'link.png' resolves outside the image root",
+    }
+    for image_id, reason in expected.items():
+        rows = [r for r in result.quarantine if r["file"] == f"{ann}#image {image_id}"]
+        assert len(rows) == 1 and reason in rows[0]["reason"] and rows[0]["action"] == "image skipped", rows
+    assert not any(r["file"] == str(inputs / "outside.png") for r in result.quarantine)
 
 
 def test_box_and_annotation_rows(built):
@@ -158,7 +172,6 @@ def test_box_and_annotation_rows(built):
     ]
     for reason, action in expected:
         assert any(reason in r and a == action for r, a in good), (reason, good)
-    assert any("escapes the image root" in r["reason"] for r in result.quarantine if "../outside.png" in r["file"])
     assert any(r["reason"] == "points to missing image id 99" and r["action"] == "annotation dropped"
                for r in result.quarantine)
     assert any("identical images given different splits ['test', 'train']" in r["reason"] for r in result.quarantine)
@@ -259,7 +272,14 @@ def test_cli(built, tmp_path):
     assert ok.exit_code == 0, ok.output
     version_dir = Path(ok.stdout.strip().splitlines()[-1])
     assert version_dir.is_dir() and version_dir.parent == tmp_path / "data" / "datasets"
-    assert "quarantine:" in ok.output and "B_train" in ok.output
+    assert "B_train" in ok.output
+    # The quarantine summary: rows per action, reasons with example files, where the full list is.
+    out = ok.output
+    n = len((version_dir / "quarantine.jsonl").read_text().splitlines())
+    assert f"quarantine: {n} rows by action and reason:" in out
+    assert "\n  5 x normalised to 8-bit RGB PNG (image kept)\n" in out
+    assert "    1 x missing image file '…' under … (e.g. ann.json#image 13)\n" in out
+    assert f"full list: {version_dir / 'quarantine.jsonl'}" in out
     strict = runner.invoke(app, ["ingest", str(path), "--strict"])
     assert strict.exit_code == 1 and "--strict" in strict.output
     bad = runner.invoke(app, ["ingest", str(path), "data.shard_sise=3"])

@@ -36,7 +36,8 @@ def cfg_for(folder: Path, out: Path, **data):
     })
 
 
-def test_flow_builds_the_same_version_as_the_function_and_publishes_the_card(prefect_harness, tmp_path):
+def test_flow_builds_the_same_version_as_the_function_and_publishes_the_card(prefect_harness, tmp_path,
+                                                                              capsys):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -46,6 +47,8 @@ def test_flow_builds_the_same_version_as_the_function_and_publishes_the_card(pre
     folder = make_folder(tmp_path / "in")
     result = ingest_flow(cfg_for(folder, tmp_path / "flow"))
     assert not result.cached
+    # Progress on stderr (a plain line when not a terminal), as `metalize run` shows it.
+    assert "ingest flowtest: 8/8 img in " in capsys.readouterr().err
     plain = ingest(cfg_for(folder, tmp_path / "plain"), progress=False)
     assert result.version.id == plain.version.id and result.counts == plain.counts
     assert result.quarantine == plain.quarantine == [
@@ -89,12 +92,13 @@ def test_shard_tasks_retry_on_oserror_only(prefect_harness, tmp_path, monkeypatc
     assert not list((tmp_path / "out2" / "data" / "datasets").glob("flowtest-*"))  # nothing half-written
 
 
-def test_dask_task_runner(prefect_harness, tmp_path):
+def test_dask_task_runner(prefect_harness, tmp_path, capsys):
     from flows.ingest import ingest_flow
 
     folder = make_folder(tmp_path / "in")
-    result = ingest_flow(cfg_for(folder, tmp_path / "out", dask=True))
+    result = ingest_flow(cfg_for(folder, tmp_path / "out", dask=True), progress=False)
     assert sum(c["images"] for c in result.counts.values()) == 7 and len(result.quarantine) == 1
+    assert "ingest flowtest" not in capsys.readouterr().err
 
 
 def test_flow_handles_plans_larger_than_prefect_parameter_limits(prefect_harness, tmp_path):
