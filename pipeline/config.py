@@ -169,7 +169,11 @@ class GanConfig(Section):
     )
     deterministic: bool = Field(True, description="CPU: torch deterministic algorithms during training")
     quality_images: int = Field(64, ge=4, description="A and real B photos for the quality metrics")
-    quality_steps: int = Field(150, ge=1, description="training steps of the realism critic")
+    quality_steps: int = Field(150, ge=1, description="training steps of the two-sample test's critics")
+    realism_steps: int | None = Field(
+        None, ge=0, description="steps of the realism critic saved for the synthesis gate "
+        "(realism_critic.safetensors); None = 2 × quality_steps, 0 = no critic"
+    )
     inception_weights: Path | None = Field(
         None, description="local Inception-v3 weights (.safetensors/.pth) for FID/KID; None = skip"
     )

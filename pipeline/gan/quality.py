@@ -1,14 +1,12 @@
 """How good is a CycleGAN, measured offline (no downloaded weights).
 
-- realism: a classifier two-sample test (Lopez-Paz & Oquab 2017) — a small CNN learns to tell real
-  B from translated A; its held-out accuracy (with a Wilson 95% CI) is 0.5 when the two are
-  indistinguishable and 1.0 when trivially separable. KID (Bińkowski et al. 2018) on that CNN's
-  features of held-out images gives a distance as well.
+- realism (realism.py): a classifier two-sample test — a small CNN learns to tell real B from
+  translated A; held-out accuracy with a Wilson 95% CI (0.5 = indistinguishable), KID and the
+  diversity ratio (≪ 1 means mode collapse) on its features.
 - structure: edge-map F1 and gradient SSIM between A and G(A), over the image and inside boxes.
-- cycle: mean |A − F(G(A))| in [0,1].
-- diversity: mean pairwise feature distance among translated images divided by that among real B
-  (≪ 1 means mode collapse).
+- cycle: mean |A − F(G(A))| and |B − G(F(B))| in [0,1].
 - FID/KID on Inception-v3 pool features when the user supplies local weights (`inception_weights`).
+- the stage's realism critic (realism.py): `load_realism_scorer(model_dir)` -> P(real metal).
 Images are uint8 RGB (H,W,3).
 """
 
@@ -21,11 +19,17 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from pipeline.gan.realism import (REALISM_CRITIC, Critic, kid, load_realism_scorer, mean_pairwise_distance,
+                                   to_batch, train_realism_critic, two_sample_test, wilson_interval)
 
 if TYPE_CHECKING:
     from pipeline.data.version import DatasetVersion
+
+__all__ = ["REALISM_CRITIC", "Critic", "box_structure", "edge_f1", "evaluate_quality", "fid", "fit_realism_critic",
+           "gradient_ssim", "inception_features", "kid", "load_realism_scorer", "mean_pairwise_distance",
+           "train_realism_critic", "two_sample_test", "wilson_interval"]
 
 
 # ------------------------------------------------------------------------------------- structure
@@ -96,138 +100,30 @@ def box_structure(a: np.ndarray, b: np.ndarray, boxes: list[list[float]], margin
     return out
 
 
-# --------------------------------------------------------------------------------------- realism
-class Critic(nn.Module):
-    """Small CNN: (N,3,64,64) in [-1,1] -> logit; `features` gives the 4·width pooled features."""
-
-    def __init__(self, width: int = 16):
-        super().__init__()
-        c = width
-        self.body = nn.Sequential(
-            nn.Conv2d(3, c, 4, 2, 1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(c, 2 * c, 4, 2, 1), nn.GroupNorm(8, 2 * c), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(2 * c, 4 * c, 4, 2, 1), nn.GroupNorm(8, 4 * c), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(4 * c, 4 * c, 3, 1, 1), nn.LeakyReLU(0.2, True))
-        self.head = nn.Linear(4 * c, 1)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x).mean((2, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).squeeze(1)
-
-
-def _batch(images: list[np.ndarray], size: int) -> torch.Tensor:
-    arr = np.stack([cv2.resize(i, (size, size), interpolation=cv2.INTER_AREA) for i in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
-
-
-def kid(f_real: np.ndarray, f_fake: np.ndarray, subsets: int = 20, subset_size: int = 100,
-        seed: int = 0) -> tuple[float, float]:
-    """Kernel Inception Distance: unbiased MMD² with k(x,y) = (x·y/d + 1)³, mean and std over subsets."""
-    rng = np.random.default_rng(seed)
-    d = f_real.shape[1]
-    m = min(len(f_real), len(f_fake), subset_size)
-    if m < 2:
-        return float("nan"), float("nan")
-    vals = []
-    for _ in range(subsets):
-        x = f_real[rng.choice(len(f_real), m, replace=False)].astype(np.float64)
-        y = f_fake[rng.choice(len(f_fake), m, replace=False)].astype(np.float64)
-        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
-        mmd = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
-        vals.append(mmd)
-    return float(np.mean(vals)), float(np.std(vals))
-
-
-def mean_pairwise_distance(f: np.ndarray) -> float:
-    if len(f) < 2:
-        return float("nan")
-    d = np.sqrt(np.maximum(((f[:, None, :] - f[None, :, :]) ** 2).sum(-1), 0))
-    return float(d[np.triu_indices(len(f), 1)].mean())
-
-
-def two_sample_test(real: list[np.ndarray], fake: list[np.ndarray], *, size: int = 64, steps: int = 150,
-                    seed: int = 0, device: str = "cpu") -> dict[str, Any]:
-    """Cross-fitted classifier two-sample test: train on one half, test on the other, then swap.
-
-    Returns accuracy (pooled over both held-out halves), its Wilson CI, n, KID and the diversity
-    ratio on held-out critic features.
-    """
-    if min(len(real), len(fake)) < 4:
-        raise ValueError(f"two_sample_test needs ≥4 images per set, got {len(real)} real, {len(fake)} fake")
-    xr, xf = _batch(real, size), _batch(fake, size)
-    # the same split rule for both sets (identical sets get identical halves)
-    pr = torch.randperm(len(xr), generator=torch.Generator().manual_seed(seed))
-    pf = torch.randperm(len(xf), generator=torch.Generator().manual_seed(seed))
-    halves_r, halves_f = (pr[: len(pr) // 2], pr[len(pr) // 2:]), (pf[: len(pf) // 2], pf[len(pf) // 2:])
-    correct = total = 0
-    feats_r, feats_f = [], []
-    for fold in (0, 1):
-        tr_r, te_r = halves_r[fold], halves_r[1 - fold]
-        tr_f, te_f = halves_f[fold], halves_f[1 - fold]
-        critic = _train_critic(xr[tr_r], xf[tr_f], steps, seed + fold, device)
-        with torch.no_grad():
-            x = torch.cat([xr[te_r], xf[te_f]]).to(device)
-            y = torch.cat([torch.ones(len(te_r)), torch.zeros(len(te_f))])
-            logits = critic(x).cpu()
-            correct += int(((logits > 0).float() == y).sum())
-            total += len(y)
-            f = critic.features(x).cpu().numpy()
-        feats_r.append(f[: len(te_r)])
-        feats_f.append(f[len(te_r):])
-    acc = correct / total
-    lo, hi = wilson_interval(correct, total)
-    fr, ff = np.concatenate(feats_r), np.concatenate(feats_f)
-    # z-score with the pooled statistics: the critic's feature scale is arbitrary, KID's kernel is not
-    both = np.concatenate([fr, ff])
-    mu, sd = both.mean(0), both.std(0) + 1e-6
-    fr, ff = (fr - mu) / sd, (ff - mu) / sd
-    k_mean, k_std = kid(fr, ff, seed=seed)
-    div_r, div_f = mean_pairwise_distance(fr), mean_pairwise_distance(ff)
-    return {"accuracy": acc, "ci_low": lo, "ci_high": hi, "n": total, "kid": k_mean, "kid_std": k_std,
-            "diversity_ratio": div_f / div_r if div_r > 0 else float("nan")}
-
-
-def _train_critic(real: torch.Tensor, fake: torch.Tensor, steps: int, seed: int, device: str) -> Critic:
-    """Adam on balanced batches (16 real + 16 fake, drawn with replacement, random h-flips)."""
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    critic = Critic().to(device)
-    opt = torch.optim.Adam(critic.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    y = torch.cat([torch.ones(16), torch.zeros(16)]).to(device)
-    for _ in range(steps):
-        xb = torch.cat([real[torch.randint(len(real), (16,), generator=g)],
-                        fake[torch.randint(len(fake), (16,), generator=g)]])
-        flip = torch.rand(32, generator=g) < 0.5  # flips only: colour and texture cues stay intact
-        xb = torch.where(flip[:, None, None, None], xb.flip(3), xb).to(device)
-        loss = F.binary_cross_entropy_with_logits(critic(xb), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return critic.eval()
-
-
 # -------------------------------------------------------------------------------------- inception
 def inception_features(images: list[np.ndarray], weights: str | Path, device: str = "cpu",
                        batch: int = 16) -> np.ndarray:
     """(N,2048) Inception-v3 pool features from a local weights file (safetensors or plain .pth)."""
     from torchvision.models import inception_v3
 
-    from pipeline.gan.checkpoint import load_weights
+    from pipeline.gan.checkpoint import CheckpointError, load_weights
 
-    net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
-    net.load_state_dict(load_weights(weights), strict=False)
+    state = load_weights(weights)
+    # torchvision's checkpoints carry the auxiliary classifier; accept files with or without it
+    aux = any(k.startswith("AuxLogits.") for k in state)
+    net = inception_v3(weights=None, aux_logits=aux, init_weights=False, transform_input=False)
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: not torchvision Inception-v3 weights — {len(missing)} missing keys "
+            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}), {len(unexpected)} unexpected "
+            f"({', '.join(unexpected[:5])}{', ...' if len(unexpected) > 5 else ''})")
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # right names, wrong shapes
+        raise CheckpointError(f"{weights}: not torchvision Inception-v3 weights ({e})") from None
     net.fc = nn.Identity()
     net.eval().to(device)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -235,7 +131,7 @@ def inception_features(images: list[np.ndarray], weights: str | Path, device: st
     out = []
     with torch.no_grad():
         for s in range(0, len(images), batch):
-            x = _batch(images[s:s + batch], 299).add(1).div(2)
+            x = to_batch(images[s:s + batch], 299).add(1).div(2)
             out.append(net(((x - mean) / std).to(device)).cpu().numpy())
     return np.concatenate(out)
 
@@ -263,14 +159,19 @@ def fid(f1: np.ndarray, f2: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------------ evaluation
+def _l1(x: list[np.ndarray], y: list[np.ndarray]) -> float:
+    """Mean |x − y| over images, as a fraction of 255."""
+    return float(np.mean([np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() / 255 for a, b in zip(x, y)]))
+
+
 def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_images: int = 64, seed: int = 0,
-                     device: str = "cpu", tile: int = 512, overlap: int = 64, batch: int = 8, critic_steps: int = 150,
-                     inception_weights: str | Path | None = None) -> dict[str, Any]:
+                     device: str = "cpu", tile: int = 512, overlap: int | None = None, batch: int = 8,
+                     critic_steps: int = 150, inception_weights: str | Path | None = None) -> dict[str, Any]:
     """All metrics above for a model directory, on up to n_images labelled A and real B photos.
 
     Real B are held-out photos (B_val; B_unlabelled when there is no B_val): evaluation only,
     nothing is trained on them here. The same realism test on the raw A photos is the baseline a
-    useful generator must beat.
+    useful generator must beat. cycle_l1 is A→B→A, cycle_l1_B is B→A→B.
     """
     from pipeline.gan.translate import Translator
 
@@ -287,13 +188,13 @@ def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_imag
     kw = dict(device=device, tile=tile, overlap=overlap, batch=batch)
     G, F_ = Translator.load(model_dir, "AtoB", **kw), Translator.load(model_dir, "BtoA", **kw)
     fake = G(a_imgs)
-    rec = F_(fake)
+    rec_a = F_(fake)
+    rec_b = G(F_(b_imgs))
 
     img_f1 = [edge_f1(a, f) for a, f in zip(a_imgs, fake)]
     img_ssim = [gradient_ssim(a, f) for a, f in zip(a_imgs, fake)]
     boxes = [s for r, a, f in zip(a_recs, a_imgs, fake)
              for s in box_structure(a, f, [list(x.bbox) for x in by_image.get(r.id, [])])]
-    cycle = float(np.mean([np.abs(a.astype(np.float32) - r.astype(np.float32)).mean() / 255 for a, r in zip(a_imgs, rec)]))
     out: dict[str, Any] = {
         "n_a": len(a_imgs), "n_b": len(b_imgs), "b_reference": f"B_{b_split}", "generator": G.sha256,
         "realism": two_sample_test(b_imgs, fake, steps=critic_steps, seed=seed, device=device),
@@ -304,10 +205,38 @@ def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_imag
             "box_gradient_ssim": float(np.mean([b["gradient_ssim"] for b in boxes])) if boxes else None,
             "n_boxes": len(boxes),
         },
-        "cycle_l1": cycle,
+        "cycle_l1": _l1(a_imgs, rec_a),
+        "cycle_l1_B": _l1(b_imgs, rec_b),
     }
     if inception_weights:
         fr, ff = inception_features(b_imgs, inception_weights, device), inception_features(fake, inception_weights, device)
         k, ks = kid(fr, ff, seed=seed)
         out["inception"] = {"fid": fid(fr, ff), "kid": k, "kid_std": ks, "weights": str(inception_weights)}
     return out
+
+
+def fit_realism_critic(model_dir: str | Path, dataset: "DatasetVersion", *, n_images: int = 256, steps: int = 300,
+                       seed: int = 0, device: str = "cpu", tile: int = 512, overlap: int | None = None,
+                       batch: int = 8) -> dict[str, Any]:
+    """Train and save <model_dir>/realism_critic.safetensors: real B training photos
+    (B_unlabelled + B_train, as the GAN saw) vs G_AB(A_train), up to n_images of each; B_val and
+    B_test are never read. Returns the critic's card (held-out accuracy and CI, sizes)."""
+    from pipeline.gan.data import training_images
+    from pipeline.gan.translate import Translator
+
+    rng = np.random.default_rng(seed)
+    a_items, b_items = training_images(dataset)
+
+    def read(items: list) -> list[np.ndarray]:
+        out = []
+        for i in sorted(rng.permutation(len(items))[:n_images]):
+            bgr = cv2.imread(str(items[i].path), cv2.IMREAD_COLOR)
+            if bgr is not None:  # unreadable files were already reported by ingest/training
+                out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        return out
+
+    G = Translator.load(model_dir, "AtoB", device, tile=tile, overlap=overlap, batch=batch)
+    fake = G(read(a_items))
+    card = train_realism_critic(Path(model_dir) / REALISM_CRITIC, read(b_items), fake, steps=steps, seed=seed,
+                                device=device)
+    return {**card, "trained_on": "real B_unlabelled + B_train vs G_AB(A_train)", "generator": G.sha256}

@@ -146,6 +146,14 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
     quality = evaluate_quality(model_dir, dataset, n_images=g.quality_images, seed=cfg.runtime.seed,
                                device=str(device), tile=g.tile, overlap=g.tile_overlap, batch=g.translate_batch,
                                critic_steps=g.quality_steps, inception_weights=g.inception_weights)
+    realism_steps = 2 * g.quality_steps if g.realism_steps is None else g.realism_steps
+    critic = None
+    if realism_steps > 0:
+        from pipeline.gan.quality import fit_realism_critic
+
+        critic = fit_realism_critic(model_dir, dataset, n_images=max(4 * g.quality_images, 64), steps=realism_steps,
+                                    seed=cfg.runtime.seed, device=str(device), tile=g.tile, overlap=g.tile_overlap,
+                                    batch=g.translate_batch)
     images = result.step * g.batch_size * world
     metrics = {
         "iterations": result.step, "resumed_from": result.resumed_from, "world_size": world,
@@ -154,7 +162,8 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
         "images_per_s": round(2 * images / result.train_seconds, 2) if result.train_seconds else None,
         "quality_seconds": round(time.perf_counter() - t0, 2),
         "final_losses": result.history[-1] if result.history else {},
-        "quality": quality, "hardware": hardware(device),
+        "quality": quality, "realism_critic": critic, "hardware": hardware(device),
+        "precision": result.model.precision, "channels_last": result.model.memory_format == torch.channels_last,
     }
     store.atomic_write_json(model_dir / "metrics.json", metrics)
     store.atomic_write_text(model_dir / "losses.csv", _csv(result.history))
@@ -228,16 +237,23 @@ def model_card(cfg: "RunConfig", dataset: "DatasetVersion", metrics: dict[str, A
         "",
         f"Structure A vs G(A): edge F1 {fmt(s['edge_f1'])}, gradient SSIM {fmt(s['gradient_ssim'])}; inside "
         f"{s['n_boxes']} boxes: edge F1 {fmt(s['box_edge_f1'])}, gradient SSIM {fmt(s['box_gradient_ssim'])}. "
-        f"Cycle error |A − F(G(A))| = {fmt(q['cycle_l1'])} (fraction of 255). Real B reference: {q['b_reference']}; "
-        f"{q['n_a']} A, {q['n_b']} B images.",
+        f"Cycle error |A − F(G(A))| = {fmt(q['cycle_l1'])}, |B − G(F(B))| = {fmt(q.get('cycle_l1_B'))} (fractions "
+        f"of 255). Real B reference: {q['b_reference']}; {q['n_a']} A, {q['n_b']} B images.",
     ]
+    c = metrics.get("realism_critic")
+    if c:
+        lines += ["", f"Realism critic for the synthesis gate: `{c['file']}` ({c['trained_on']}; {c['steps']} steps at "
+                  f"{c['size']}²): held-out accuracy {fmt(c['heldout_accuracy'])} [{fmt(c['ci_low'])}, "
+                  f"{fmt(c['ci_high'])}], n={c['n_heldout']}. `pipeline.gan.quality.load_realism_scorer(model_dir)` "
+                  "gives P(real metal) per image."]
     if "inception" in q:
         lines += ["", f"Inception ({q['inception']['weights']}): FID {q['inception']['fid']:.2f}, "
                   f"KID {q['inception']['kid']:.4f} ± {q['inception']['kid_std']:.4f}."]
     lines += [
         "", "## Training", "",
         f"{metrics['train_seconds']} s of training ({metrics['iterations_per_s']} it/s, {metrics['world_size']} "
-        f"process(es), resumed from step {metrics['resumed_from']}), quality metrics {metrics['quality_seconds']} s. "
+        f"process(es), resumed from step {metrics['resumed_from']}; {metrics.get('precision', 'fp32')}"
+        f"{', channels_last' if metrics.get('channels_last') else ''}), quality metrics {metrics['quality_seconds']} s. "
         "Loss curves: `losses.csv`, TensorBoard: `tensorboard/`.",
         "", "Final losses (mean over the last log window): "
         + ", ".join(f"{k} {v:.3f}" for k, v in metrics["final_losses"].items() if k not in ("step", "lr")),

@@ -48,9 +48,20 @@ def test_model_directory_is_complete_and_cached(trained, tiny_dataset):
     assert metrics["iterations"] == cfg.gan.iterations and metrics["train_seconds"] > 0
     q = metrics["quality"]
     assert 0 <= q["realism"]["accuracy"] <= 1 and q["realism"]["ci_low"] <= q["realism"]["accuracy"]
-    assert q["structure"]["n_boxes"] > 0 and 0 <= q["structure"]["box_edge_f1"] <= 1 and q["cycle_l1"] > 0
+    assert q["structure"]["n_boxes"] > 0 and 0 <= q["structure"]["box_edge_f1"] <= 1
+    assert q["cycle_l1"] > 0 and q["cycle_l1_B"] > 0  # A→B→A and B→A→B
     card = (d / "model_card.md").read_text()
     assert tiny_dataset.id in card and "critic accuracy" in card and "samples/step_000012.png" in card
+    # the realism critic for the synthesis gate: saved, listed, described, loadable
+    from pipeline.gan.quality import REALISM_CRITIC, load_realism_scorer
+
+    critic = metrics["realism_critic"]
+    assert REALISM_CRITIC in m["files"] and critic["steps"] == 2 * cfg.gan.quality_steps
+    assert 0 <= critic["heldout_accuracy"] <= 1 and f"`{REALISM_CRITIC}`" in card and "held-out accuracy" in card
+    score = load_realism_scorer(d)
+    p = score(tiny_dataset.read_rgb(tiny_dataset.coco("B", "test").images[0]))
+    assert isinstance(p, float) and 0.0 <= p <= 1.0
+    assert metrics["precision"] in ("fp32", "bf16") and metrics["channels_last"] is False
     again = train_cyclegan(cfg, tiny_dataset, progress=False)
     assert again.cached and again.model_dir == d and again.metrics["iterations"] == cfg.gan.iterations
 

@@ -1,4 +1,4 @@
-"""Translation (batched, tiled, any size), safe loading, and the quality metrics' sanity."""
+"""Translation (batched, tiled, any size, bounded memory, OOM fallback) and safe loading."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 
 from pipeline.gan.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint, load_weights, save_weights
 from pipeline.gan.networks import ResnetGenerator, init_weights
-from pipeline.gan.quality import box_structure, edge_f1, gradient_ssim, kid, two_sample_test
 from pipeline.gan.translate import Translator
 
 
@@ -39,13 +38,13 @@ def weights(tmp_path_factory) -> Path:
 
 def test_tiled_matches_whole_image(weights):
     img = scene(200, 300)
-    whole = Translator.load(weights, tile=512, load_size=None)([img])[0]
-    tiled = Translator.load(weights, tile=128, overlap=48, batch=3, load_size=None)([img])[0]
+    whole = Translator.load(weights, tile=512, load_size=None, precision="fp32")([img])[0]
+    tiled = Translator.load(weights, tile=128, overlap=48, batch=3, load_size=None, precision="fp32")([img])[0]
     diff = np.abs(whole.astype(int) - tiled.astype(int))
     assert whole.shape == tiled.shape == img.shape
     assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 6, (diff.mean(), np.percentile(diff, 99))
     # the same tiling without the whole-image norm statistics would be far off: the check has teeth
-    t = Translator.load(weights, tile=128, overlap=48, load_size=None)
+    t = Translator.load(weights, tile=128, overlap=48, load_size=None, precision="fp32")
     t.stats_pixels = 16 * 16
     assert np.abs(whole.astype(int) - t([img])[0].astype(int)).mean() > diff.mean()
 
@@ -83,51 +82,6 @@ def test_unsafe_pickle_is_refused_and_never_run(tmp_path):
     plain = tmp_path / "plain.pt"
     torch.save({"w": torch.ones(2)}, plain)
     assert torch.equal(load_weights(plain)["w"], torch.ones(2))
-
-
-def test_structure_scores():
-    a = scene(96, 96, 5)
-    assert edge_f1(a, a) == 1.0 and gradient_ssim(a, a) == pytest.approx(1.0)
-    recoloured = 255 - a  # colour changes, structure stays
-    shifted = np.roll(a, 9, axis=1)
-    blank = np.full_like(a, 128)
-    assert edge_f1(a, recoloured) > 0.8 and gradient_ssim(a, recoloured) > 0.9
-    assert edge_f1(a, shifted) < 0.5 and gradient_ssim(a, shifted) < gradient_ssim(a, recoloured)
-    assert edge_f1(a, blank) == 0.0
-    scores = box_structure(a, shifted, [[10, 10, 40, 40], [0, 0, 3, 3]])
-    assert len(scores) == 1 and scores[0]["edge_f1"] < 0.6  # the 3-px box is too small to score
-
-
-def test_realism_two_sample_test_sanity():
-    metal = [cv2.add(np.full((64, 64, 3), 70, np.uint8), (np.random.default_rng(i).normal(0, 12, (64, 64, 3))).clip(0, 60).astype(np.uint8))
-             for i in range(16)]
-    plastic = [np.full((64, 64, 3), (230, 80, 40), np.uint8) for _ in range(16)]
-    same = two_sample_test(metal, metal, steps=30)
-    assert same["accuracy"] == pytest.approx(0.5, abs=0.1) and same["ci_low"] <= 0.5 <= same["ci_high"]
-    diff = two_sample_test(metal, plastic, steps=30)
-    assert diff["accuracy"] > 0.9 and diff["ci_low"] > 0.5 and diff["kid"] > 1.0
-    assert abs(same["kid"]) < 0.1 * diff["kid"]  # ≈ 0 on the scale of a real difference
-    rng = np.random.default_rng(0)
-    f1, f2 = rng.normal(size=(100, 8)), rng.normal(size=(100, 8))  # two samples of one distribution
-    assert abs(kid(f1, f2)[0]) < 0.1 and kid(f1, f2 + 1.0)[0] > 1.0
-
-
-@pytest.mark.slow
-def test_fid_and_kid_with_user_supplied_inception_weights(tmp_path):
-    """FID/KID run from a local weights file (here randomly initialised: no download possible)."""
-    from torchvision.models import inception_v3
-
-    from pipeline.gan.quality import fid, inception_features
-
-    torch.manual_seed(0)
-    path = tmp_path / "inception.safetensors"
-    save_weights(path, inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict())
-    imgs = [scene(80, 80, i) for i in range(4)]
-    f = inception_features(imgs, path, batch=4)
-    assert f.shape == (4, 2048) and np.isfinite(f).all()
-    assert abs(fid(f, f)) < 1e-6 * float((f ** 2).sum())
-    g = inception_features([255 - i for i in imgs], path, batch=4)
-    assert fid(f, g) > 0.01 * float((f ** 2).sum() / len(f))
 
 
 def test_translate_checked_counts_non_finite_outputs_before_the_cast(weights):
