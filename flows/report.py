@@ -37,7 +37,7 @@ def artifact_markdown(cfg: RunConfig, result: ReportResult) -> str:
                     secondary=rep.get("verdict_more", []), ci_percent=rep["ci_percent"], metrics=m,
                     arms=[arm_facts(a, list(m["categories"])) for a in m["arms"]],
                     comparisons=list(m["comparisons"]), dataset=None, augmented=None, gan=None, lineage=[],
-                    attributions=[], notes={}, config={})
+                    attributions=[], notes={}, config={}, warnings=list(rep.get("warnings") or []))
     return "\n".join([f"# {cfg.report.title}", "", arms_markdown(f), "",
                       f"Report: [{result.html}](file://{Path(result.html).resolve()})"])
 

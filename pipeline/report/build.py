@@ -141,8 +141,9 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
         augmented={"id": augmented.id, "summary": augmented.manifest.get("summary", {})} if augmented else None,
         gan=gan,
         lineage=lineage(read_manifest(compare_dir), dataset.manifest if dataset else None,
-                        augmented.manifest if augmented else None, gan_manifest),
+                        augmented.manifest if augmented else None, gan_manifest, metrics),
         attributions=attributions(data_cfg), notes=notes, config=cfg.model_dump(mode="json"),
+        warnings=[w["message"] for w in metrics.get("warnings") or [] if w.get("message")],
     )
     shown: dict[str, Any] = {}
     per_class_mean = {a.name: a.per_class_ap for a in facts.arms}
@@ -233,6 +234,7 @@ def write_report(cfg: RunConfig, facts: ReportFacts, metrics: dict[str, Any], ou
         "augmented": facts.augmented["id"] if facts.augmented else None,
         "gan": {"id": facts.gan["id"], "quality": facts.gan["metrics"].get("quality")} if facts.gan else None,
         "lineage": facts.lineage,
+        "warnings": facts.warnings,
         "attributions": facts.attributions,
         "omitted": {**facts.notes, **{f"figure:{k}": v for k, v in facts.figure_notes.items()
                                       if k not in facts.figures}},

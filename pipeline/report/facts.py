@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 TREATMENT = "real+synthetic"
+CONTROL = "real+replica"
 METRIC_LABEL = "mAP@[.5:.95]"
+SUMMARY_KEYS = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
+SIZE_LABELS = {"map_small": "APs (< 32² px)", "map_medium": "APm (32²–96² px)", "map_large": "APl (> 96² px)"}
 ARM_NOTES = {
     "real": "labelled real metal (B) only: the baseline",
     "real+replica": "plus the raw labelled replica (A) photos: the control",
@@ -47,7 +50,7 @@ class ArmFacts:
     seeds_total: int
     train_images: int
     images_per_epoch: int
-    summary: dict[str, dict[str, Any]]  # map/map50/map75 -> {"mean","std","n"}
+    summary: dict[str, dict[str, Any]]  # SUMMARY_KEYS -> {"mean","std","n"}
     per_class_ap: dict[str, float | None]  # mean over seeds
     train_seconds: float | None  # mean over seeds
     train_images_per_s: float | None
@@ -63,7 +66,7 @@ class ArmFacts:
 class ReportFacts:
     title: str
     verdict: str
-    verdict_kind: str  # "uplift" | "drop" | "no-difference" | "unknown"
+    verdict_kind: str  # "uplift" (beat both) | "partial" (real only) | "no-difference" | "drop" | "unknown"
     secondary: list[str]  # further plain sentences (control comparison, caveats)
     ci_percent: int
     metrics: dict[str, Any]  # the comparison's metrics.json
@@ -79,6 +82,12 @@ class ReportFacts:
     figures: dict[str, bytes] = field(default_factory=dict)  # name -> PNG bytes
     figure_notes: dict[str, str] = field(default_factory=dict)
     samples: dict[str, Any] = field(default_factory=dict)  # which images the sample grids show
+    warnings: list[str] = field(default_factory=list)  # e.g. evaluator cross-check gaps
+
+    @property
+    def single_seed(self) -> bool:
+        """Every comparison rests on one training seed per arm."""
+        return bool(self.comparisons) and all(len(c.get("seeds") or []) == 1 for c in self.comparisons)
 
     def arm(self, name: str) -> ArmFacts | None:
         return next((a for a in self.arms if a.name == name), None)
@@ -117,8 +126,7 @@ def arm_facts(arm: dict[str, Any], categories: list[str]) -> ArmFacts:
         name=arm["name"], status=arm.get("status", "failed"), error=arm.get("error"),
         seeds_ok=len(ok), seeds_total=len(runs),
         train_images=int(arm.get("train_images") or 0), images_per_epoch=int(arm.get("images_per_epoch") or 0),
-        summary={k: arm.get("summary", {}).get(k) or {"mean": None, "std": None, "n": 0}
-                 for k in ("map", "map50", "map75")},
+        summary={k: arm.get("summary", {}).get(k) or _size_summary(ok, k) for k in SUMMARY_KEYS},
         per_class_ap=per_class,
         train_seconds=_mean([r.get("train_seconds") for r in ok]),
         train_images_per_s=_mean([r.get("train_images_per_s") for r in ok]),
@@ -127,62 +135,102 @@ def arm_facts(arm: dict[str, Any], categories: list[str]) -> ArmFacts:
     )
 
 
+def _size_summary(ok: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """A metric's mean ± std over seeds from the runs, for a metrics.json summarised before it
+    summarised every metric key."""
+    from statistics import mean, stdev
+
+    v = [r["metrics"][key] for r in ok if (r.get("metrics") or {}).get(key) is not None]
+    return {"mean": mean(v) if v else None, "std": stdev(v) if len(v) > 1 else None, "n": len(v)}
+
+
 # ------------------------------------------------------------------------------------- verdict
 def verdict(metrics: dict[str, Any], alpha: float) -> tuple[str, str, list[str]]:
-    """(headline sentence, kind, further sentences), all from the numbers in metrics.json."""
+    """(headline, kind, further sentences), all from the numbers in metrics.json. The headline
+    answers both questions: did real+synthetic beat real photos alone, and did it beat the
+    untranslated replica photos (the control: is it just more boxes?)."""
     ci = ci_percent(alpha)
     arms = {a["name"]: a for a in metrics.get("arms", [])}
     comps = {c["baseline"]: c for c in metrics.get("comparisons", []) if c.get("treatment") == TREATMENT}
+    skipped = {c["baseline"]: c.get("reason") for c in metrics.get("comparisons_skipped") or []
+               if c.get("treatment") == TREATMENT}
     secondary: list[str] = []
     main = comps.get("real")
     if main is None:
-        treat = arms.get(TREATMENT)
-        if treat is None:
-            why = "the real+synthetic arm was not part of this comparison"
-        elif treat.get("status") != "ok" and not treat.get("runs"):
-            why = f"the real+synthetic arm did not run ({_short(treat.get('error'))})"
-        elif treat.get("status") != "ok":
-            why = f"the real+synthetic arm failed ({_short(treat.get('error'))})"
-        elif arms.get("real", {}).get("status") != "ok":
-            why = f"the real baseline arm failed ({_short(arms.get('real', {}).get('error'))})"
-        else:
-            why = "no paired comparison with the real baseline was computed"
-        return f"No verdict: {why}.", "unknown", secondary
+        return f"No verdict: {_why_missing(arms, 'real', skipped)}.", "unknown", secondary
 
-    base_mean, treat_mean = _arm_mean(arms, "real"), _arm_mean(arms, TREATMENT)
-    headline, kind = _sentence("Synthetic metal images", main, base_mean, treat_mean, ci)
-    if "real+replica" in comps:
-        c = comps["real+replica"]
-        rep_mean = _arm_mean(arms, "real+replica")
-        s, _ = _sentence("Against the replica control (the same replica photos untranslated), the synthetic arm",
-                         c, rep_mean, treat_mean, ci, control=True)
-        secondary.append(s)
+    vs_real = _direction(main)
+    control = comps.get(CONTROL)
+    vs_control = _direction(control) if control else None
+    treat = _arm_mean(arms, TREATMENT)
+    beat = {"up": "beat", "down": "did significantly worse than", "same": "did not significantly beat"}
+    if vs_real == "up" and vs_control == "up":
+        answer, kind = ("Yes: real+synthetic beat both real photos alone and the untranslated replica photos "
+                        "(the control), so the translation itself helped."), "uplift"
+    elif vs_real == "up":
+        kind = "partial"
+        if vs_control is None:
+            answer = ("Partly: real+synthetic beat real photos alone, but the replica control was not "
+                      f"compared ({_why_missing(arms, CONTROL, skipped)}), so it is unknown whether the "
+                      "translation or just the extra boxes helped.")
+        elif vs_control == "same":
+            answer = ("Partly: real+synthetic beat real photos alone, but not the untranslated replica "
+                      "photos (the control), so the gain may come from the extra boxes rather than the "
+                      "translation.")
+        else:
+            answer = ("Partly: real+synthetic beat real photos alone, but did significantly worse than the "
+                      "untranslated replica photos (the control).")
+    else:
+        kind = "drop" if vs_real == "down" else "no-difference"
+        answer = f"No: real+synthetic {beat[vs_real]} real photos alone"
+        if vs_control is None:
+            answer += f"; the replica control was not compared ({_why_missing(arms, CONTROL, skipped)})."
+        else:
+            joiner = ", and" if vs_control != "up" else ", though it"
+            answer += f"{joiner} {beat[vs_control]} the untranslated replica photos (the control)."
+    numbers = f"{METRIC_LABEL} {num(treat)} vs {num(_arm_mean(arms, 'real'))} for real {_span(main, ci)}"
+    if control:
+        numbers += f" and {num(_arm_mean(arms, CONTROL))} for real+replica {_span(control, ci)}"
+    headline = f"{answer} {numbers}."
     seeds = main.get("seeds") or []
     if len(seeds) == 1:
-        secondary.append("Only one training seed per arm: the interval covers test-image sampling, not training "
-                         "noise, so read it as optimistic.")
+        secondary.append("Only one training seed per arm: the interval covers test-image sampling only, not "
+                         "training noise, so read it as optimistic.")
     return headline, kind, secondary
+
+
+def _direction(c: dict[str, Any]) -> str:
+    """'up' / 'down' for a significant difference, 'same' otherwise."""
+    if not c.get("significant"):
+        return "same"
+    return "up" if c["delta"] > 0 else "down"
+
+
+def _span(c: dict[str, Any], ci: int) -> str:
+    tag = "significant" if c.get("significant") else "not significant"
+    return (f"({num(c['delta'], sign=True)}, {ci}% CI {num(c['ci_low'], sign=True)} to "
+            f"{num(c['ci_high'], sign=True)}: {tag})")
+
+
+def _why_missing(arms: dict[str, dict[str, Any]], baseline: str, skipped: dict[str, str | None]) -> str:
+    """Why real+synthetic has no comparison with `baseline`, in words."""
+    for name in (TREATMENT, baseline):
+        a = arms.get(name)
+        if a is None:
+            return f"the {name} arm was not part of this comparison"
+        if a.get("status") == "unavailable":
+            return f"the {name} arm could not run ({_short(a.get('error'))})"
+        if a.get("status") != "ok" and not a.get("runs"):
+            return f"the {name} arm did not run ({_short(a.get('error'))})"
+        if a.get("status") != "ok":
+            return f"the {name} arm failed ({_short(a.get('error'))})"
+    if skipped.get(baseline):
+        return f"no paired comparison with {baseline}: {_short(skipped[baseline])}"
+    return f"no paired comparison with {baseline} was computed"
 
 
 def _arm_mean(arms: dict[str, dict[str, Any]], name: str) -> float | None:
     return ((arms.get(name) or {}).get("summary") or {}).get("map", {}).get("mean")
-
-
-def _sentence(subject: str, c: dict[str, Any], before: float | None, after: float | None, ci: int,
-              control: bool = False) -> tuple[str, str]:
-    d, lo, hi = c["delta"], c["ci_low"], c["ci_high"]
-    span = f"({num(d, sign=True)}, {ci}% CI {num(lo, sign=True)} to {num(hi, sign=True)})"
-    verb = "raised" if d > 0 else "lowered" if d < 0 else "left"
-    change = (f"{verb} {METRIC_LABEL} from {num(before)} to {num(after)}" if d != 0
-              else f"left {METRIC_LABEL} at {num(after)}")
-    if control:
-        change = f"scored {num(after)} vs {num(before)}"
-    if c.get("significant"):
-        kind = "uplift" if d > 0 else "drop"
-        tail = "a significant uplift." if d > 0 else "a significant drop."
-    else:
-        kind, tail = "no-difference", "no significant difference."
-    return f"{subject} {change} {span}: {tail}", kind
 
 
 def ci_percent(alpha: float) -> int:
@@ -196,8 +244,9 @@ def _short(text: str | None, n: int = 120) -> str:
 
 # ------------------------------------------------------------------------------ lineage, credits
 def lineage(compare: dict[str, Any] | None, dataset: dict[str, Any] | None, augmented: dict[str, Any] | None,
-            gan: dict[str, Any] | None) -> list[dict[str, str]]:
-    """Rows {"role","kind","id","hash"} for each manifest the report stands on; hash = files hash."""
+            gan: dict[str, Any] | None, metrics: dict[str, Any] | None = None) -> list[dict[str, str]]:
+    """Rows {"role","kind","id","hash","code"} for each manifest the report stands on (hash = files
+    hash), the detector's start point and every trained checkpoint (hash = sha256 of the file)."""
     rows = []
     for role, m in (("dataset", dataset), ("CycleGAN model", gan), ("augmented dataset", augmented),
                     ("comparison", compare)):
@@ -213,6 +262,28 @@ def lineage(compare: dict[str, Any] | None, dataset: dict[str, Any] | None, augm
         for g in augmented.get("summary", {}).get("generators") or []:
             rows.append({"role": "generator used for synthesis", "kind": "checkpoint",
                          "id": Path(str(g.get("file", ""))).name, "hash": g.get("sha256", ""), "code": ""})
+    rows += _detector_rows(metrics or {}, (compare or {}).get("files") or {})
+    return rows
+
+
+def _detector_rows(metrics: dict[str, Any], compare_files: dict[str, str]) -> list[dict[str, str]]:
+    """The detector's start point (YAML, or local weights with their sha256) and the best.pt of
+    every finished run (its sha256 from the run record, else from the comparison's manifest)."""
+    rows = []
+    det = metrics.get("detector")
+    if det:
+        code = f"ultralytics {det['ultralytics']}" if det.get("ultralytics") else ""
+        start = "start weights" if det.get("weights_sha256") else "model definition (from scratch)"
+        rows.append({"role": f"detector {start}", "kind": det.get("backend", ""),
+                     "id": Path(str(det.get("model", ""))).name, "hash": det.get("weights_sha256") or "",
+                     "code": code})
+    for a in metrics.get("arms") or []:
+        for r in a.get("runs") or []:
+            if r.get("status") != "ok" or not r.get("weights"):
+                continue
+            sha = r.get("weights_sha256") or compare_files.get(r["weights"], "")
+            rows.append({"role": f"{a['name']} seed {r.get('seed')} checkpoint", "kind": "YOLO weights",
+                         "id": str(r["weights"]), "hash": sha, "code": ""})
     return rows
 
 

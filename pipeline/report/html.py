@@ -32,7 +32,9 @@ h3 { font-size:15px; margin:18px 0 8px; color:#344054; }
 .pill { display:inline-block; font-size:12px; font-weight:600; padding:2px 10px; border-radius:999px;
   background:#eef2f6; color:#344054; margin-bottom:10px; text-transform:uppercase; letter-spacing:.04em; }
 .uplift .pill { background:#e3f5ea; color:#17683a; } .drop .pill { background:#fdeceb; color:#a1261b; }
-.no-difference .pill { background:#fef3e2; color:#93500b; }
+.no-difference .pill, .partial .pill { background:#fef3e2; color:#93500b; }
+.verdict.partial { border-left-color:#f79009; }
+.warning { color:#93500b; background:#fef3e2; border-radius:6px; padding:6px 10px; }
 table { border-collapse:collapse; width:100%; font-size:13.5px; margin:6px 0 2px; }
 th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
 th { background:#f2f4f7; font-weight:600; color:#344054; }
@@ -40,6 +42,7 @@ th.num { white-space:normal; }
 td.status { min-width:130px; max-width:240px; overflow-wrap:break-word; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 tr.treatment td { background:#f0f6fc; } tr.failed td { color:#a1261b; background:#fff6f5; }
+tr.unavailable td { color:var(--muted); }
 caption { caption-side:bottom; text-align:left; color:var(--muted); font-size:12.5px; padding-top:6px; }
 .scroll { overflow-x:auto; }
 figure { margin:8px 0 4px; } figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
@@ -115,8 +118,9 @@ def render_html(f: ReportFacts) -> str:
     m = f.metrics
     test = m.get("test") or {}
     cfg = m.get("config") or {}
-    kind_label = {"uplift": "significant uplift", "drop": "significant drop",
-                  "no-difference": "no significant difference", "unknown": "no verdict"}[f.verdict_kind]
+    kind_label = {"uplift": "significant uplift", "partial": "uplift over real only",
+                  "drop": "significant drop", "no-difference": "no significant difference",
+                  "unknown": "no verdict"}[f.verdict_kind]
     meta = (f"Dataset <code>{escape(str((m.get('dataset') or {}).get('id')))}</code> · held-out test: "
             f"{test.get('images')} real metal images, {sum((test.get('instances') or {}).values())} boxes · "
             f"{escape(str(cfg.get('model')))}, {cfg.get('epochs')} epochs at {cfg.get('imgsz')} px, "
@@ -125,21 +129,23 @@ def render_html(f: ReportFacts) -> str:
              "<nav>" + "".join(f'<a href="#{sid}">{escape(t)}</a>' for sid, t in SECTIONS) + "</nav>"]
 
     verdict = (f'<span class="pill">{kind_label}</span><p class="headline">{escape(f.verdict)}</p>'
-               + "".join(f"<p>{escape(s)}</p>" for s in f.secondary))
+               + "".join(f"<p>{escape(s)}</p>" for s in f.secondary)
+               + "".join(f'<p class="warning">Warning: {escape(w)}</p>' for w in f.warnings))
     parts.append(_section("verdict", "Verdict", verdict, f"verdict {f.verdict_kind}"))
 
     body = table_html(tables.arms(f))
-    if f.comparisons:
+    if f.comparisons or m.get("comparisons_skipped"):
         body += "<h3>Uplift of real+synthetic</h3>" + table_html(tables.comparisons(f))
     parts.append(_section("arms", "Arms", body))
     parts.append(_section("accuracy", "Accuracy per arm", _figure(
         f, "map_bars", "mAP per arm with uplift CIs",
         "Bars: mean over seeds, error bars: std, dots: single seeds."
         + (" Right: paired-bootstrap uplift with its CI; an interval that does not cross zero is significant."
-           if f.comparisons else ""))))
+           if f.comparisons else ""))
+        + "<h3>AP by object size</h3>" + table_html(tables.size_ap(f))))
     parts.append(_section("pr", "Precision–recall curves", _figure(
-        f, "pr_curves", "PR curves", "IoU .5:.95 averaged, all object sizes, 100 detections per image; "
-        "mean over seeds.")))
+        f, "pr_curves", "PR curves", f"IoU .5:.95 averaged, all object sizes, {cfg.get('max_det', 100)} "
+        "detections per image; mean over seeds.")))
     parts.append(_section("per-class", "Per-class AP", _figure(f, "per_class_ap", "per-class AP", width=900)
                           + table_html(tables.per_class(f))))
     parts.append(_section("training", "Training curves", _figure(

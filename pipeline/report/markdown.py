@@ -24,8 +24,9 @@ def arms_markdown(f: ReportFacts) -> str:
     """Verdict, arms table and comparisons: also the Prefect artifact."""
     t = tables.arms(f)
     legend = [f"- **{a}**: {n}" for a, n in zip([r[0] for r in t.rows], t.row_notes or []) if n]
-    parts = [f"**{f.verdict}**", *[f"\n{s}" for s in f.secondary], "", table_md(t), "", *legend]
-    if f.comparisons:
+    parts = [f"**{f.verdict}**", *[f"\n{s}" for s in f.secondary], *[f"\n**Warning:** {w}" for w in f.warnings],
+             "", table_md(t), "", *legend]
+    if f.comparisons or f.metrics.get("comparisons_skipped"):
         parts += ["", table_md(tables.comparisons(f))]
     return "\n".join(parts)
 
@@ -48,6 +49,7 @@ def render_markdown(f: ReportFacts) -> str:
         f"seeds {cfg.get('seeds')} · {cfg.get('model')}", "",
         "## Verdict", "", arms_markdown(f), "",
         "## Accuracy per arm", "", _figure(f, "map_bars", "mAP per arm with uplift CIs"), "",
+        table_md(tables.size_ap(f)), "",
         "## Precision–recall curves", "", _figure(f, "pr_curves", "PR curves per arm"), "",
         "## Per-class AP", "", _figure(f, "per_class_ap", "per-class AP"), "", table_md(tables.per_class(f)), "",
         "## Training curves", "", _figure(f, "training_curves", "training curves"), "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.report.facts import ReportFacts, mean_std, num
+from pipeline.report.facts import SIZE_LABELS, ReportFacts, mean_std, num
 
 
 @dataclass
@@ -28,10 +28,18 @@ def arms(f: ReportFacts) -> Table:
         rows.append([a.name, status, mean_std(a.summary["map"]), mean_std(a.summary["map50"]),
                      mean_std(a.summary["map75"]), f"{a.seeds_ok}/{a.seeds_total}", str(a.train_images),
                      str(a.images_per_epoch)])
-        classes.append("failed" if a.status != "ok" else "treatment" if a.name == "real+synthetic" else "")
+        classes.append(a.status if a.status != "ok" else "treatment" if a.name == "real+synthetic" else "")
     return Table(["arm", "status", "mAP@[.5:.95]", "mAP50", "mAP75", "seeds ok", "train images",
                   "images/epoch"], rows, [False, False, True, True, True, True, True, True],
                  "mean ± std over seeds, pycocotools COCOeval on the held-out real B test split", classes, notes)
+
+
+def size_ap(f: ReportFacts) -> Table:
+    """AP by object size (COCO's areas), mean ± std over seeds; – where the test split has no box
+    of that size or the arm has no result."""
+    rows = [[a.name] + [mean_std(a.summary[k]) for k in SIZE_LABELS] for a in f.arms if a.seeds_ok]
+    return Table(["arm", *SIZE_LABELS.values()], rows, [False, True, True, True],
+                 "AP@[.5:.95] by box area, mean ± std over seeds; – = no test boxes of that size")
 
 
 def comparisons(f: ReportFacts) -> Table:
@@ -39,9 +47,13 @@ def comparisons(f: ReportFacts) -> Table:
              f"{num(c['ci_low'], sign=True)} to {num(c['ci_high'], sign=True)}", str(c.get("resamples", "")),
              ", ".join(str(s) for s in c.get("seeds") or []), "yes" if c.get("significant") else "no"]
             for c in f.comparisons]
+    rows += [[f"{c['treatment']} vs {c['baseline']}", "–", "–", "–", "–", f"not computed: {c.get('reason')}"]
+             for c in f.metrics.get("comparisons_skipped") or []]
+    caption = "paired bootstrap over test images (same images resampled for both arms)"
+    if f.single_seed:
+        caption += "; one training seed per arm: the CI covers test-image sampling only, not training noise"
     return Table(["comparison", "Δ mAP@[.5:.95]", f"{f.ci_percent}% CI", "resamples", "paired seeds",
-                  "significant"], rows, [False, True, True, True, False, False],
-                 "paired bootstrap over test images (same images resampled for both arms)")
+                  "significant"], rows, [False, True, True, True, False, False], caption)
 
 
 def per_class(f: ReportFacts) -> Table:

@@ -59,20 +59,89 @@ def test_report_numbers_equal_metrics_json(report_cfg, fixture_run: Path) -> Non
 def test_verdict_is_computed_from_the_numbers(report_cfg, fixture_run: Path) -> None:
     m = _metrics(fixture_run)
     head, kind, more = verdict(m, 0.05)
-    real = m["arms"][0]["summary"]["map"]["mean"]
-    syn = m["arms"][2]["summary"]["map"]["mean"]
-    assert kind == "uplift"
-    assert head == (f"Synthetic metal images raised mAP@[.5:.95] from {real:.3f} to {syn:.3f} (+0.060, 95% CI "
-                    "+0.021 to +0.099): a significant uplift.")
-    assert "no significant difference" in more[0]  # vs replica the CI crosses zero
+    real, rep, syn = (m["arms"][i]["summary"]["map"]["mean"] for i in (0, 1, 2))
+    # beat real (CI above zero) but not the replica control (CI crosses zero): said in plain words
+    assert kind == "partial"
+    assert head == ("Partly: real+synthetic beat real photos alone, but not the untranslated replica photos "
+                    "(the control), so the gain may come from the extra boxes rather than the translation. "
+                    f"mAP@[.5:.95] {syn:.3f} vs {real:.3f} for real (+0.060, 95% CI +0.021 to +0.099: "
+                    f"significant) and {rep:.3f} for real+replica (+0.040, 95% CI -0.004 to +0.082: "
+                    "not significant).")
+    assert more == []  # three seeds: no single-seed caveat
+
+    control = m["comparisons"][1]
+    control.update(ci_low=0.01, significant=True)
+    head, kind, _ = verdict(m, 0.05)
+    assert kind == "uplift" and head.startswith("Yes: real+synthetic beat both real photos alone and the "
+                                                "untranslated replica photos")
+    control.update(delta=-0.05, ci_low=-0.08, ci_high=-0.02, significant=True)
+    head, kind, _ = verdict(m, 0.05)
+    assert kind == "partial" and "but did significantly worse than the untranslated replica photos" in head
 
     m["comparisons"][0].update(delta=-0.012, ci_low=-0.05, ci_high=0.03, significant=False)
     head, kind, _ = verdict(m, 0.05)
-    assert kind == "no-difference" and "lowered" in head and "no significant difference" in head
-    assert "-0.012" in head and "-0.050 to +0.030" in head
+    assert kind == "no-difference"
+    assert head.startswith("No: real+synthetic did not significantly beat real photos alone, and did "
+                           "significantly worse than the untranslated replica photos (the control).")
+    assert "(-0.012, 95% CI -0.050 to +0.030: not significant)" in head
     m["comparisons"][0].update(delta=-0.08, ci_low=-0.12, ci_high=-0.03, significant=True)
-    assert verdict(m, 0.05)[1] == "drop" and "significant drop" in verdict(m, 0.05)[0]
+    head, kind, _ = verdict(m, 0.05)
+    assert kind == "drop" and head.startswith("No: real+synthetic did significantly worse than real photos alone")
     assert "90% CI" in verdict(m, 0.10)[0]
+
+    # the control arm failed: its comparison is skipped and the headline says why
+    m = _metrics(fixture_run)
+    m["arms"][1].update(status="failed", error="RuntimeError: out of memory")
+    m["comparisons_skipped"] = [{"treatment": "real+synthetic", "baseline": "real+replica",
+                                 "reason": "real+replica failed: RuntimeError: out of memory"}]
+    m["comparisons"] = m["comparisons"][:1]
+    head, kind, _ = verdict(m, 0.05)
+    assert kind == "partial"
+    assert ("but the replica control was not compared (the real+replica arm failed (RuntimeError: out of "
+            "memory)), so it is unknown whether the translation or just the extra boxes helped.") in head
+
+
+def test_one_seed_says_the_ci_covers_test_images_only(report_cfg, fixture_run: Path) -> None:
+    m = _metrics(fixture_run)
+    for c in m["comparisons"]:
+        c["seeds"] = [0]
+    _save(fixture_run, m)
+    res = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    md = read(res.markdown)
+    text, _, _ = html_text(read(res.html))
+    for doc in (md, text.replace("\n", " ")):
+        assert "the interval covers test-image sampling only, not training noise" in doc
+        assert "one training seed per arm: the CI covers test-image sampling only" in doc
+
+
+def test_size_ap_and_crosscheck_warnings_are_shown(report_cfg, fixture_run: Path) -> None:
+    m = _metrics(fixture_run)
+    msg = "real seed 1: ultralytics' own mAP 0.513 vs pycocotools 0.412 (+0.101, tolerance 0.05)"
+    m["warnings"] = [{"kind": "crosscheck", "arm": "real", "seed": 1, "diff": 0.101, "message": msg}]
+    _save(fixture_run, m)
+    res = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    md = read(res.markdown)
+    text, _, _ = html_text(read(res.html))
+    rows = {r["arm"]: r for r in md_table(md, "arm", having="APs (< 32² px)")}
+    for arm in m["arms"]:
+        for key, col in (("map_small", "APs (< 32² px)"), ("map_medium", "APm (32²–96² px)"),
+                         ("map_large", "APl (> 96² px)")):
+            s = arm["summary"][key]
+            want = f"{s['mean']:.3f} ± {s['std']:.3f}"
+            assert rows[arm["name"]][col] == want and want in text
+    assert f"**Warning:** {msg}" in md and f"Warning: {msg}" in text
+    assert json.loads(res.metrics.read_text())["report"]["warnings"] == [msg]
+
+
+def test_lineage_lists_the_detector_and_every_checkpoint(report_cfg, fixture_run: Path) -> None:
+    res = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    rows = {r["role"]: r for r in md_table(read(res.markdown), "role")}
+    start = rows["detector model definition (from scratch)"]
+    assert start["id"] == "yolo11n.yaml" and start["code"].startswith("ultralytics ")
+    for arm in _metrics(fixture_run)["arms"]:
+        for r in arm["runs"]:
+            row = rows[f"{arm['name']} seed {r['seed']} checkpoint"]
+            assert row["id"] == r["weights"] and row["sha256 (files / weights)"] == r["weights_sha256"]
 
 
 def test_failed_arm_is_shown_with_its_error(report_cfg, fixture_run: Path) -> None:

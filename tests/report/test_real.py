@@ -62,6 +62,14 @@ def test_report_on_a_real_run(real_run, tmp_path: Path) -> None:
     gan_manifest = json.loads((gan_dir / "manifest.json").read_text())
     for needle in (ds.id, aug.id, gan_manifest["id"], gan_manifest["summary"]["generator_sha256"]["AtoB"]):
         assert needle in text
+    from pipeline.store import sha256_file
+
+    checkpoints = {r["role"]: r for r in m["report"]["lineage"] if r["role"].endswith(" checkpoint")}
+    for arm in m["arms"]:
+        for r in arm["runs"]:
+            if r["status"] == "ok":  # the trained best.pt, hashed from the file itself
+                row = checkpoints[f"{arm['name']} seed {r['seed']} checkpoint"]
+                assert row["hash"] == sha256_file(run_dir / "compare" / r["weights"]) and row["hash"] in text
     parents = json.loads((out / "manifest.json").read_text())["parents"]
     assert {p["kind"] for p in parents} == {"comparison", "dataset", "augmented", "cyclegan"}
     assert "Demo data rendered procedurally" in text  # attribution for the data used

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium; "
-                                "scripts/test-deps.sh does it for `make test`)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not on PATH: `make test` installs it with "
+                                "scripts/test-deps.sh only when run as root; else apt-get install chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
