@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.common import retry_on_oserror
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
+from pipeline.progress import stage_progress
 from pipeline.synth.generate import ShardSummary
 from pipeline.synth.stage import (
     SynthPlan,
@@ -26,6 +27,8 @@ from pipeline.synth.stage import (
     cached_result,
     finalize,
     prepare,
+    reporting,
+    resume_exported,
     run_plan_shard,
     synth_lock,
 )
@@ -34,7 +37,7 @@ from pipeline.synth.stage import (
 @task(name="synthesize-shard", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror,
       cache_policy=NONE)
 def shard_task(plan: SynthPlan, index: int) -> ShardSummary:
-    return run_plan_shard(plan, index)
+    return run_plan_shard(plan, index)  # reports items to the flow's bar (see `reporting`)
 
 
 @task(name="finalize-synthesize", retries=1, retry_condition_fn=retry_on_oserror, cache_policy=NONE)
@@ -77,18 +80,20 @@ def card_markdown(result: SynthResult) -> str:
 
 
 @flow(name="synthesize", validate_parameters=False)
-def synthesize_flow(cfg: RunConfig, dataset: DatasetVersion, model_dir) -> SynthResult:
+def synthesize_flow(cfg: RunConfig, dataset: DatasetVersion, model_dir, progress: bool = True) -> SynthResult:
     """Translate labelled A with the CycleGAN at model_dir into an augmented version (cached)."""
     log = get_run_logger()
     plan = prepare(cfg, dataset, model_dir)
     result = cached_result(plan)
     if result is None:
         with synth_lock(plan):
-            result = cached_result(plan)
+            plan = prepare(cfg, dataset, model_dir)  # another run may have begun this staging meanwhile
+            result = cached_result(plan) or resume_exported(plan)
             if result is None:
-                n_items = sum(map(len, plan.shards))
-                log.info("synthesizing %d work items in %d shards", n_items, len(plan.shards))
-                summaries = shards_flow.with_options(task_runner=task_runner(cfg))(plan)
+                log.info("synthesizing %d work items in %d shards", plan.n_items, len(plan.shards))
+                with stage_progress("synthesize", total=plan.n_items, unit="item", enabled=progress) as bar, \
+                        reporting(plan, bar.advance):
+                    summaries = shards_flow.with_options(task_runner=task_runner(cfg))(plan)
                 result = finalize_task(plan, summaries)
     create_markdown_artifact(
         key="augmented-card-" + re.sub(r"[^a-z0-9-]+", "-", cfg.data.name.lower()),

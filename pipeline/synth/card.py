@@ -87,7 +87,22 @@ def _draw(img: np.ndarray, boxes: list[list[float]], color=(0, 255, 0)) -> np.nd
     return img
 
 
-def pairs_png(path: Path, dataset: DatasetVersion, root: Path, sample: list, n: int) -> int:
+def mapped_source(rgb: np.ndarray, im, pad_value: int = 0) -> np.ndarray:
+    """The A image in the synthetic image's frame: its `affine`, then its `augment_affine` (when
+    augmented), with the same padding as generation, so the written boxes fit both panels."""
+    size = (im.width, im.height)
+    # The translated frame is as large as the written image (augmentation keeps the size).
+    a = geo.warp_image(rgb, geo.ImageTransform(np.array(im.extra["affine"], dtype=np.float64), size),
+                       border_value=(pad_value,) * 3)
+    aug = im.extra.get("augment_affine")
+    if aug is not None:
+        a = geo.warp_image(a, geo.ImageTransform(np.array(aug, dtype=np.float64), size),
+                           border_value=(pad_value,) * 3)
+    return a
+
+
+def pairs_png(path: Path, dataset: DatasetVersion, root: Path, sample: list, n: int,
+              pad_value: int = 0) -> int:
     """Grid of up to n rows `A (mapped) | synthetic`, both with the transferred boxes.
 
     sample: [(synthetic ImageRecord, its annotations)], e.g. the first n written.
@@ -98,8 +113,7 @@ def pairs_png(path: Path, dataset: DatasetVersion, root: Path, sample: list, n: 
         src = a_train.get(im.extra.get("source_file", ""))
         if src is None:
             continue
-        t = geo.ImageTransform(np.array(im.extra["affine"], dtype=np.float64), (im.width, im.height))
-        a = geo.warp_image(dataset.read_rgb(src), t)
+        a = mapped_source(dataset.read_rgb(src), im, pad_value)
         s = cv2.cvtColor(cv2.imread(str(root / im.file_name), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         boxes = [a_.bbox for a_ in anns]
         gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
@@ -142,6 +156,7 @@ def write_card(
     synthetic,  # export.SyntheticStats: counts, box sizes, a sample and rejection examples
     summary: dict[str, Any],
     n_examples: int,
+    pad_value: int = 0,
 ) -> Path:
     """Write root/card/{README.md, *.png}; returns the README path."""
     card = root / "card"
@@ -150,10 +165,9 @@ def write_card(
     real_counts, syn_counts = real.class_counts(), dict(synthetic.class_counts)
     class_balance_png(card / "class_balance.png", names, real_counts, syn_counts, summary["balance"])
     box_sizes_png(card / "box_sizes.png", real, np.frombuffer(synthetic.box_sizes, dtype=np.float32))
-    n_pairs = pairs_png(card / "pairs.png", dataset, root, synthetic.sample, n_examples)
+    n_pairs = pairs_png(card / "pairs.png", dataset, root, synthetic.sample, n_examples, pad_value)
     rejection_examples = synthetic.examples
-    thumbs = [r["thumbnail"] for r in rejection_examples if r.get("thumbnail")]
-    thumbs = list(dict.fromkeys(thumbs))[:n_examples]
+    thumbs = list(synthetic.thumbnails)[:n_examples]
     n_rej = rejected_png(card / "rejected.png", root, thumbs)
 
     lines = [

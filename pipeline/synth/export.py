@@ -28,7 +28,7 @@ import yaml
 from pipeline.config import RunConfig
 from pipeline.data.coco import Annotation, CocoSet, ImageRecord
 from pipeline.data.version import DatasetVersion
-from pipeline.store import atomic_write_text, write_manifest
+from pipeline.store import atomic_write_text, hash_tree, write_manifest
 from pipeline.synth.card import write_card
 from pipeline.synth.journal import collect
 
@@ -52,7 +52,8 @@ class SyntheticStats:
     box_sizes: array = field(default_factory=lambda: array("f"))  # sqrt(w*h) per box, pixels
     sample: list[tuple[ImageRecord, list[Annotation]]] = field(default_factory=list)  # first n, for the card
     gate: dict[str, Any] = field(default_factory=dict)
-    examples: list[dict[str, Any]] = field(default_factory=list)  # rejection rows with thumbnails
+    examples: list[dict[str, Any]] = field(default_factory=list)  # rejection rows with a shown thumbnail
+    thumbnails: list[str] = field(default_factory=list)  # shown rejected thumbnails (relative paths)
 
 
 def _json_list(f, items, first: bool) -> bool:
@@ -75,8 +76,8 @@ def stream_synthetic(root: Path, n_shards: int, real: CocoSet, info: dict[str, A
     st = SyntheticStats()
     by_check: Counter[str] = Counter()
     thresholds: dict[str, Any] = {}
-    rejected_images: set[str] = set()
-    dropped = 0
+    rejected_images = dropped = 0
+    shown: list[str] = []  # the card's rejected thumbnails: the first n_sample that exist
     img_id = max((im.id for im in real.images), default=0)
     ann_id = max((a.id for a in real.annotations), default=0)
     tmp_i, tmp_a = root / ".images.json.tmp", root / ".annotations.json.tmp"
@@ -94,16 +95,24 @@ def stream_synthetic(root: Path, n_shards: int, real: CocoSet, info: dict[str, A
         first_i = _json_list(fi, (im.to_dict() for im in real.images), True)
         first_a = _json_list(fa, (a.to_dict() for a in real.annotations), True)
         for row in collect(root, n_shards):
+            # One journal row is one work item: its rejected images are counted within it.
+            row_rejected: set[str] = set()
             for r in row["rejections"]:
+                thumb = r.get("thumbnail")
+                if thumb and thumb not in shown and len(shown) < n_sample and (root / thumb).is_file():
+                    shown.append(thumb)
+                if thumb and thumb not in shown:
+                    r = {**r, "thumbnail": None}  # not shipped: only the card's examples are kept
                 rej.write(json.dumps(r, separators=(",", ":")) + "\n")
                 by_check[r["check"]] += 1
                 thresholds[r["check"]] = r["threshold"]
                 if r["action"] == "reject_image":
-                    rejected_images.add(f"{r['image']}|{r['source_image_id']}")
+                    row_rejected.add(f"{r['image']}|{r['source_image_id']}")
                 elif r["box"] is not None:
                     dropped += 1
-                if r.get("thumbnail"):
+                if r["thumbnail"] and len(st.examples) < 2 * n_sample:
                     st.examples.append(r)
+            rejected_images += len(row_rejected)
             for out in row["outputs"]:
                 img_id += 1
                 im = CocoSet.from_dict({"images": [out["image"]]}).images[0]
@@ -141,9 +150,21 @@ def stream_synthetic(root: Path, n_shards: int, real: CocoSet, info: dict[str, A
     os.replace(tmp_r, root / "rejected.jsonl")
     tmp_i.unlink()
     tmp_a.unlink()
-    st.gate = {"rejected_images": len(rejected_images), "dropped_boxes": dropped,
+    st.gate = {"rejected_images": rejected_images, "dropped_boxes": dropped,
                "by_check": {k: (v, thresholds[k]) for k, v in by_check.items()}}
+    st.thumbnails = shown
     return st
+
+
+def prune_thumbnails(root: Path, keep: list[str]) -> int:
+    """Delete rejected thumbnails the card does not show (shards write a few each); returns count."""
+    keep_set = {root / k for k in keep}
+    gone = 0
+    for p in sorted((root / "card" / "rejected").glob("*.png")):
+        if p not in keep_set:
+            p.unlink()
+            gone += 1
+    return gone
 
 
 def write_data_yaml(yolo_dir: Path, names: list[str], has_val: bool) -> Path:
@@ -201,17 +222,22 @@ def export_version(
         "gate": gate,
         "counts": counts,
     }
-    write_card(root, dataset, real, syn, summary, cfg.synth.n_card_examples)
+    write_card(root, dataset, real, syn, summary, cfg.synth.n_card_examples, cfg.synth.pad_value)
+    prune_thumbnails(root, syn.thumbnails)
     atomic_write_text(root / "config.yaml", cfg.to_yaml())
-    # Journals were the resumption record; everything they held now lives in the outputs above.
-    shutil.rmtree(root / "shards", ignore_errors=True)
     summary["gate"]["by_check"] = {k: {"count": c, "threshold": t} for k, (c, t) in gate["by_check"].items()}
-    return write_manifest(
+    # The journals stay until the manifest is written: a kill before that resumes from them.
+    files = {k: v for k, v in hash_tree(root).items() if not k.startswith("shards/")}
+    manifest = write_manifest(
         root,
         kind="augmented",
         id=version_id,
         config={"synth": cfg.synth.model_dump(mode="json")},
         parents=parents,
         summary=summary,
+        files=files,
     )
+    # Journals were the resumption record; everything they held now lives in the outputs above.
+    shutil.rmtree(root / "shards", ignore_errors=True)
+    return manifest
 

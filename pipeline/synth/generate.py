@@ -3,35 +3,35 @@
 A *work item* is (A image, generator, variant). Each item becomes one or more output images
 (several when tiling): the A image goes through one affine map (fit → optional variant jitter →
 tile crop, see geometry.py), is translated by the injected generator, judged by the gate, then
-optionally augmented with albumentations, and written atomically as PNG.
+optionally augmented with albumentations, and written atomically as PNG (outputs.py).
 
 Resumable: every finished item appends one fsync'ed line to `shards/<k>.jsonl` (outputs with
-their sha256, rejections, counters); a finished shard gets `shards/<k>.done.json`. On restart an
-item is skipped when its journal line exists and every output file still hashes to the recorded
-value; torn journal lines are dropped; nothing already written is rewritten. Memory is bounded by
-one translate batch, whatever the number of images.
+their sha256, rejections, counters) right after its images are written; a finished shard gets
+`shards/<k>.done.json`. On restart an item is skipped when its journal line exists and every
+output file still hashes to the recorded value; torn journal lines are dropped. An image written
+just before a kill, whose line never made it, is recomputed and kept when its bytes are the same
+(nothing already written is rewritten). Memory is bounded by two translate batches (the one being
+checked and written, and the next one, translated meanwhile when `synth.prefetch` is on).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from pipeline.config import RunConfig
-from pipeline.data.coco import Annotation, CocoSet, ImageRecord
+from pipeline.data.coco import CocoSet
 from pipeline.data.version import DatasetVersion
-from pipeline.store import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes
-from pipeline.synth import geometry as geo
-from pipeline.synth.augment import augment, build_augment
-from pipeline.synth.gate import GateResult, Realism, as_uint8, gate
+from pipeline.store import atomic_write_json, atomic_write_text
+from pipeline.synth.augment import build_augment
+from pipeline.synth.gate import GateResult, Realism, gate
 from pipeline.synth.journal import (
     append_row,
     collect,
@@ -40,22 +40,40 @@ from pipeline.synth.journal import (
     read_journal,
     shard_done,
 )
+from pipeline.synth.outputs import Job, finish_output, geometry_jobs, output_name, thumbnail, write_png
 from pipeline.synth.plan import WorkItem, plan_items, shard_items, target_fractions
 
-__all__ = ["Generator", "GenerateResult", "ShardSummary", "WorkItem", "collect", "generate", "plan_items",
-           "read_journal", "run_shard", "shard_items", "target_fractions"]
+__all__ = ["GenerateResult", "Generator", "ShardSummary", "WorkItem", "collect", "generate", "output_name",
+           "plan_items", "read_journal", "run_shard", "shard_items", "target_fractions", "write_png"]
 
 Translate = Callable[[list[np.ndarray]], list[np.ndarray]]
-IMAGE_DIR = "images/B/train"
+TranslateChecked = Callable[[list[np.ndarray]], tuple[list[np.ndarray], list[int]]]
 
 
 @dataclass(frozen=True)
 class Generator:
-    """An A→B translation: `translate` maps uint8 RGB (H, W, 3) images to same-shape outputs."""
+    """An A→B translation: `translate` maps uint8 RGB (H, W, 3) images to same-shape outputs.
+
+    translate_checked (optional) also returns, per image, the number of non-finite values the
+    network produced before its uint8 cast (the gate's NaN/inf check needs them: a uint8 image
+    cannot hold a NaN).
+    """
 
     sha256: str  # of the checkpoint file; recorded on every synthetic image
     translate: Translate
     name: str = ""
+    translate_checked: TranslateChecked | None = None
+
+    def run(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+        if self.translate_checked is not None:
+            outs, bad = self.translate_checked(images)
+        else:
+            outs = self.translate(images)
+            bad = [0] * len(outs)
+        if len(outs) != len(images) or len(bad) != len(images):
+            raise RuntimeError(f"generator {self.name or self.sha256[:12]} returned {len(outs)} images "
+                               f"({len(bad)} counts) for {len(images)}")
+        return list(outs), [int(b) for b in bad]
 
 
 @dataclass
@@ -73,9 +91,11 @@ class ShardSummary:
     boxes_dropped_gate: int = 0
     aug_boxes_clipped: int = 0
     aug_boxes_dropped: int = 0
-    # read = decode + geometry; write = augmentation, PNG encode and atomic write
+    # read = decode + geometry; write = thumbnails, augmentation, PNG encode and atomic write;
+    # journal = the fsync'ed journal appends. With prefetch, read + translate of the next batch
+    # run while this one is checked and written, so the parts can sum to more than the wall time.
     seconds: dict[str, float] = field(
-        default_factory=lambda: {"read": 0.0, "translate": 0.0, "checks": 0.0, "write": 0.0}
+        default_factory=lambda: {"read": 0.0, "translate": 0.0, "checks": 0.0, "write": 0.0, "journal": 0.0}
     )
 
     def add(self, other: dict[str, Any]) -> None:
@@ -88,37 +108,106 @@ class ShardSummary:
 
 
 # ------------------------------------------------------------------------------------- the shard
-def _seed(*parts: Any) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
+@dataclass
+class _Chunk:
+    """One translate batch of work items, read, warped and translated."""
+
+    jobs: dict[str, list[Job]]  # per item key, in output order
+    rows: dict[str, dict[str, Any]]  # per item key: its journal row so far
+    read_s: float
+    translate_s: float
 
 
-def output_name(item: WorkItem, gen_sha: str, tile: int, n_tiles: int) -> str:
-    t = f"-t{tile}" if n_tiles > 1 else ""
-    return f"syn-{item.source_id:06d}-{gen_sha[:8]}-v{item.variant}{t}.png"
+class _Shard:
+    """What one shard run needs: inputs, generators, gate settings and the thumbnail budget."""
+
+    def __init__(self, cfg: RunConfig, dataset: DatasetVersion, a_train: CocoSet, generators: list[Generator],
+                 staging: Path, index: int, realism: Realism | None, n_thumbs: int, thumbs: int):
+        self.cfg, self.dataset, self.generators = cfg, dataset, generators
+        self.staging, self.index = staging, index
+        self.realism, self.n_thumbs, self.thumbs = realism, n_thumbs, thumbs
+        self.images = {im.id: im for im in a_train.images}
+        self.anns = a_train.anns_by_image()
+        self.transform = build_augment(cfg) if cfg.synth.augment else None
+
+    def prepare(self, chunk: list[WorkItem]) -> _Chunk:
+        """Decode, warp and translate a batch (safe to run in a prefetch thread)."""
+        t0 = time.perf_counter()
+        rows = {it.key: {"item": it.key, "outputs": [], "rejections": [], "stats": {"items": 1}}
+                for it in chunk}
+        jobs: dict[str, list[Job]] = {it.key: [] for it in chunk}
+        cache: dict[int, np.ndarray] = {}
+        for it in chunk:
+            rec = self.images[it.source_id]
+            try:
+                if it.source_id not in cache:
+                    cache = {it.source_id: self.dataset.read_rgb(rec)}
+            except Exception as e:  # one unreadable source never stops the run
+                rows[it.key]["rejections"].append(
+                    {"image": None, "source_image_id": it.source_id, "source_file": rec.file_name,
+                     "generator": self.generators[it.generator].sha256, "variant": it.variant,
+                     "thumbnail": None,
+                     "check": "unreadable_source", "score": None, "threshold": None, "box": None,
+                     "action": "reject_image", "error": str(e)})
+                continue
+            jobs[it.key] = geometry_jobs(self.cfg, it, rec, cache[it.source_id], self.anns.get(rec.id, []))
+        t1 = time.perf_counter()
+        by_gen: dict[int, list[Job]] = {}
+        for item_jobs in jobs.values():
+            for job in item_jobs:
+                if job.boxes.size:
+                    by_gen.setdefault(job.item.generator, []).append(job)
+        for g, batch in by_gen.items():
+            outs, bad = self.generators[g].run([j.source for j in batch])
+            for job, out, n_bad in zip(batch, outs, bad):
+                job.synthetic, job.nonfinite = out, n_bad
+        return _Chunk(jobs, rows, t1 - t0, time.perf_counter() - t1)
+
+    def judge(self, job: Job, row: dict[str, Any]) -> float:
+        """Gate one output, write it (or its rejection) into `row`; returns the seconds in checks."""
+        st = row["stats"]
+        st["boxes_in"] = st.get("boxes_in", 0) + job.n_boxes_in
+        st["boxes_dropped_geometry"] = st.get("boxes_dropped_geometry", 0) + job.n_boxes_in - len(job.boxes)
+        if not job.boxes.size:
+            st["empty"] = st.get("empty", 0) + 1
+            return 0.0
+        st["outputs"] = st.get("outputs", 0) + 1
+        gen = self.generators[job.item.generator]
+        tc = time.perf_counter()
+        same_shape = np.shape(job.synthetic)[:2] == job.source.shape[:2]
+        if not same_shape:
+            res = GateResult(False, [False] * len(job.boxes), {}, [], [
+                {"check": "shape", "score": None, "threshold": None, "box": None, "action": "reject_image",
+                 "error": f"output {np.shape(job.synthetic)} vs input {job.source.shape}"}])
+        else:
+            res = gate(job.source, job.synthetic, job.boxes, self.cfg.synth.gate, realism=self.realism,
+                       nonfinite=job.nonfinite)
+        checks = time.perf_counter() - tc
+        name = output_name(job.item, gen.sha256, job.tile, job.n_tiles)
+        if res.rejections:
+            thumb = None
+            # Half the budget is kept for rejected images; dropped boxes alone fill the rest.
+            room = self.thumbs < self.n_thumbs and (not res.accepted or self.thumbs < self.n_thumbs // 2)
+            if same_shape and room:
+                thumb = f"card/rejected/{self.index:05d}-{Path(name).stem}.png"
+                bad = [r["box"] for r in res.rejections if r["box"] is not None]
+                write_png(self.staging / thumb, thumbnail(job.source, job.synthetic, job.boxes, bad))
+                self.thumbs += 1
+            for r in res.rejections:
+                row["rejections"].append(
+                    {"image": name, "source_image_id": job.item.source_id, "source_file": job.source_file,
+                     "generator": gen.sha256, "variant": job.item.variant, "thumbnail": thumb, **r})
+        if not res.accepted:
+            st["rejected"] = st.get("rejected", 0) + 1
+            return checks
+        out = finish_output(self.cfg, self.transform, job, res, name, gen.sha256, self.staging, st)
+        if out is not None:
+            row["outputs"].append(out)
+        return checks
 
 
-def _thumbnail(source: np.ndarray, synthetic: np.ndarray, boxes: np.ndarray, bad: list[int]) -> np.ndarray:
-    """Source | synthetic side by side, failing boxes red, others green; height <= 128 px."""
-    syn = as_uint8(np.nan_to_num(np.asarray(synthetic, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0))
-    panels = []
-    for img in (source, syn):
-        img = np.ascontiguousarray(img.copy())
-        for i, b in enumerate(np.asarray(boxes).reshape(-1, 4)):
-            color = (255, 0, 0) if i in bad else (0, 255, 0)
-            cv2.rectangle(img, (int(b[0]), int(b[1])), (int(b[0] + b[2]) - 1, int(b[1] + b[3]) - 1), color, 1)
-        panels.append(img)
-    pair = np.concatenate(panels, axis=1)
-    s = min(1.0, 128 / pair.shape[0])
-    return cv2.resize(pair, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else pair
-
-
-def write_png(path: Path, rgb: np.ndarray) -> str:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    data = buf.tobytes()
-    atomic_write_bytes(path, data)
-    return sha256_bytes(data)
+def _thumbnails_in(rows: list[dict[str, Any]]) -> int:
+    return len({r["thumbnail"] for row in rows for r in row["rejections"] if r.get("thumbnail")})
 
 
 def run_shard(
@@ -132,14 +221,20 @@ def run_shard(
     *,
     realism: Realism | None = None,
     n_thumbnails: int | None = None,
+    on_items: Callable[[int], None] | None = None,
 ) -> ShardSummary:
-    """Generate one shard into `staging` (images/, shards/, card/rejected/), resuming if begun."""
+    """Generate one shard into `staging` (images/, shards/, card/rejected/), resuming if begun.
+
+    on_items(n) is called as work items finish (resumed ones included), e.g. a progress bar.
+    """
     journal, done = journal_paths(staging, index)
     summary = ShardSummary(index)
+    tick = on_items or (lambda n: None)
     if shard_done(staging, index):
         for r in read_journal(journal):
             summary.add(r["stats"])
         summary.resumed = summary.items
+        tick(summary.items)
         return summary
     journal.parent.mkdir(parents=True, exist_ok=True)
     # Keep only complete, verified lines; a torn tail would corrupt the next append.
@@ -149,175 +244,40 @@ def run_shard(
     for r in rows:
         summary.add(r["stats"])
     summary.resumed = len(rows)
+    tick(len(rows))
 
-    images = {im.id: im for im in a_train.images}
-    anns = a_train.anns_by_image()
-    transform = build_augment(cfg) if cfg.synth.augment else None
     n_thumbs = cfg.synth.n_card_examples if n_thumbnails is None else n_thumbnails
-    thumbs = len(list((staging / "card" / "rejected").glob(f"{index:05d}-*.png")))
+    # The budget counts thumbnails of kept rows only, so a resumed shard picks the same ones.
+    shard = _Shard(cfg, dataset, a_train, generators, staging, index, realism, n_thumbs, _thumbnails_in(rows))
     todo = [it for it in items if it.key not in finished]
     batch = max(1, cfg.gan.translate_batch)
-    with open(journal, "a", encoding="utf-8") as jf:
-        for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
-            # Geometry for every output of the chunk; pixels of one batch only live in memory.
-            jobs: list[dict[str, Any]] = []
-            t0 = time.perf_counter()
-            cache: dict[int, np.ndarray] = {}
-            per_item: dict[str, dict[str, Any]] = {
-                it.key: {"item": it.key, "outputs": [], "rejections": [], "stats": {"items": 1}}
-                for it in chunk
-            }
-            for it in chunk:
-                rec = images[it.source_id]
-                try:
-                    if it.source_id not in cache:
-                        cache = {it.source_id: dataset.read_rgb(rec)}
-                except Exception as e:  # one unreadable source never stops the run
-                    per_item[it.key]["rejections"].append(
-                        {"image": None, "source_image_id": it.source_id, "source_file": rec.file_name,
-                         "generator": generators[it.generator].sha256, "variant": it.variant,
-                         "thumbnail": None,
-                         "check": "unreadable_source", "score": None, "threshold": None, "box": None,
-                         "action": "reject_image", "error": str(e)}
-                    )
-                    continue
-                jobs.extend(_geometry_jobs(cfg, it, rec, cache[it.source_id], anns.get(rec.id, [])))
-            t1 = time.perf_counter()
-            by_gen: dict[int, list[int]] = {}
-            for j, job in enumerate(jobs):
-                if job["boxes"].size:
-                    by_gen.setdefault(job["item"].generator, []).append(j)
-            for g, idx in by_gen.items():
-                outs = generators[g].translate([jobs[j]["source"] for j in idx])
-                if len(outs) != len(idx):
-                    raise RuntimeError(
-                        f"generator {generators[g].name or g} returned {len(outs)} images for {len(idx)}"
-                    )
-                for j, out in zip(idx, outs):
-                    jobs[j]["synthetic"] = out
-            t2 = time.perf_counter()
-            t_checks = t_write = 0.0
-            for job in jobs:
-                row, gen = per_item[job["item"].key], generators[job["item"].generator]
-                st = row["stats"]
-                st["boxes_in"] = st.get("boxes_in", 0) + job["n_boxes_in"]
-                lost = job["n_boxes_in"] - len(job["boxes"])
-                st["boxes_dropped_geometry"] = st.get("boxes_dropped_geometry", 0) + lost
-                if not job["boxes"].size:
-                    st["empty"] = st.get("empty", 0) + 1
-                    continue
-                st["outputs"] = st.get("outputs", 0) + 1
-                tc = time.perf_counter()
-                if np.shape(job["synthetic"])[:2] != job["source"].shape[:2]:
-                    res = GateResult(False, [False] * len(job["boxes"]), {}, [], [
-                        {"check": "shape", "score": None, "threshold": None, "box": None,
-                         "action": "reject_image",
-                         "error": f"output {np.shape(job['synthetic'])} vs input {job['source'].shape}"}])
-                else:
-                    res = gate(job["source"], job["synthetic"], job["boxes"], cfg.synth.gate, realism=realism)
-                t_checks += time.perf_counter() - tc
-                tw = time.perf_counter()
-                name = output_name(job["item"], gen.sha256, job["tile"], job["n_tiles"])
-                if res.rejections:
-                    thumb = None
-                    same_shape = np.shape(job["synthetic"])[:2] == job["source"].shape[:2]
-                    if same_shape and thumbs < n_thumbs and (not res.accepted or thumbs < n_thumbs // 2):
-                        thumb = f"card/rejected/{index:05d}-{Path(name).stem}.png"
-                        bad = [r["box"] for r in res.rejections if r["box"] is not None]
-                        pic = _thumbnail(job["source"], job["synthetic"], job["boxes"], bad)
-                        write_png(staging / thumb, pic)
-                        thumbs += 1
-                    for r in res.rejections:
-                        row["rejections"].append(
-                            {"image": name, "source_image_id": job["item"].source_id,
-                             "source_file": job["source_file"],
-                             "generator": gen.sha256, "variant": job["item"].variant, "thumbnail": thumb, **r}
-                        )
-                if not res.accepted:
-                    st["rejected"] = st.get("rejected", 0) + 1
-                    t_write += time.perf_counter() - tw
-                    continue
-                out = _finish_output(cfg, transform, job, res, name, gen, staging, st)
-                t_write += time.perf_counter() - tw
-                if out is not None:
-                    row["outputs"].append(out)
-            t3 = time.perf_counter()
-            # Time split of the chunk goes to its first item (only totals are ever reported).
-            first = per_item[chunk[0].key]["stats"]
-            rest = t3 - t2 - t_checks  # everything after translation that is not a check
-            first["seconds"] = {"read": t1 - t0, "translate": t2 - t1, "checks": t_checks, "write": rest}
-            for it in chunk:
-                append_row(jf, per_item[it.key])
-                summary.add(per_item[it.key]["stats"])
+    chunks = [todo[s : s + batch] for s in range(0, len(todo), batch)]
+    pool = ThreadPoolExecutor(1, thread_name_prefix=f"synth-prefetch-{index}") \
+        if cfg.synth.prefetch and len(chunks) > 1 else None
+    try:
+        with open(journal, "a", encoding="utf-8") as jf:
+            ahead: Future | None = None
+            for k, chunk in enumerate(chunks):
+                cur = ahead.result() if ahead is not None else shard.prepare(chunk)
+                ahead = pool.submit(shard.prepare, chunks[k + 1]) if pool and k + 1 < len(chunks) else None
+                for n, it in enumerate(chunk):
+                    row = cur.rows[it.key]
+                    t0 = time.perf_counter()
+                    checks = sum(shard.judge(job, row) for job in cur.jobs[it.key])
+                    sec = {"checks": checks, "write": time.perf_counter() - t0 - checks}
+                    if n == 0:  # the batch's read and translate time goes to its first item
+                        sec.update(read=cur.read_s, translate=cur.translate_s)
+                    row["stats"]["seconds"] = sec
+                    tj = time.perf_counter()
+                    append_row(jf, row)  # right after the item's images: a kill loses at most one item
+                    summary.seconds["journal"] += time.perf_counter() - tj
+                    summary.add(row["stats"])
+                    tick(1)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     atomic_write_json(done, {"shard": index, "items": len(items)})
     return summary
-
-
-def _geometry_jobs(
-    cfg: RunConfig, it: WorkItem, rec: ImageRecord, rgb: np.ndarray, anns: list[Annotation]
-) -> list[dict[str, Any]]:
-    """One job per output image of a work item: the warped source and its transferred boxes."""
-    h, w = rgb.shape[:2]
-    base = geo.fit_transform(w, h, cfg.synth.image_size, cfg.synth.fit)
-    if it.variant > 0:
-        rng = np.random.default_rng(_seed(cfg.runtime.seed, it.key))
-        base = geo.jitter_transform(base, cfg.synth.jitter, rng)
-    tiles = geo.tile_transforms(base, cfg.synth.tile, cfg.synth.tile_overlap)
-    src_boxes = np.array([a.bbox for a in anns], dtype=np.float64).reshape(-1, 4)
-    jobs = []
-    for k, t in enumerate(tiles):
-        boxes, vis = geo.transform_boxes(src_boxes, t)
-        ok = (vis >= cfg.synth.min_visibility) & (boxes[:, 2] * boxes[:, 3] >= max(cfg.synth.min_area, 1e-6))
-        jobs.append({
-            "item": it, "tile": k, "n_tiles": len(tiles), "transform": t, "source_file": rec.file_name,
-            "source": geo.warp_image(rgb, t, border_value=(cfg.synth.pad_value,) * 3),
-            "boxes": boxes[ok], "visibility": vis[ok], "anns": [a for a, keep in zip(anns, ok) if keep],
-            "n_boxes_in": len(anns),
-        })
-    return jobs
-
-
-def _finish_output(
-    cfg, transform, job, res: GateResult, name: str, gen: Generator, staging: Path, st: dict
-) -> dict | None:
-    """Apply the gate's box decisions and optional augmentation, write the PNG, return its record."""
-    keep = np.array(res.keep, dtype=bool)
-    st["boxes_dropped_gate"] = st.get("boxes_dropped_gate", 0) + int((~keep).sum())
-    image = as_uint8(job["synthetic"])
-    boxes, anns = job["boxes"][keep], [a for a, k in zip(job["anns"], keep) if k]
-    vis, box_scores = job["visibility"][keep], [s for s, k in zip(res.box_scores, keep) if k]
-    seed = None
-    if transform is not None:
-        seed = _seed(cfg.runtime.seed, "augment", job["item"].key, job["tile"])
-        image, boxes, kept, clipped = augment(transform, image, boxes, seed)
-        st["aug_boxes_dropped"] = st.get("aug_boxes_dropped", 0) + len(anns) - len(kept)
-        st["aug_boxes_clipped"] = st.get("aug_boxes_clipped", 0) + clipped
-        anns, vis, box_scores = [anns[i] for i in kept], vis[kept], [box_scores[i] for i in kept]
-        if not len(kept):
-            st["empty"] = st.get("empty", 0) + 1
-            return None
-    h, w = image.shape[:2]
-    file_name = f"{IMAGE_DIR}/{name}"
-    sha = write_png(staging / file_name, np.ascontiguousarray(image))
-    st["accepted"] = st.get("accepted", 0) + 1
-    st["boxes_kept"] = st.get("boxes_kept", 0) + len(anns)
-    record = ImageRecord(
-        id=0, file_name=file_name, width=w, height=h, domain="B", split="train", sha256=sha,
-        synthetic=True, source_image_id=job["item"].source_id, generator=gen.sha256,
-        extra={"gate": {k: round(v, 5) for k, v in res.image_scores.items()}, "variant": job["item"].variant,
-               "tile": job["tile"], "affine": job["transform"].to_list(), "source_file": job["source_file"],
-               "augment_seed": seed},
-    )
-    return {
-        "image": record.to_dict(),
-        "annotations": [
-            {"category_id": a.category_id, "bbox": [round(float(v), 3) for v in b],
-             "source_annotation_id": a.id, "visibility": round(float(v), 4),
-             "gate": {k: (None if s is None else round(s, 5)) for k, s in sc.items()}}
-            for a, b, v, sc in zip(anns, boxes, vis, box_scores)
-        ],
-    }
 
 
 # ------------------------------------------------------------------------------------ the driver
@@ -349,6 +309,8 @@ def generate(
 
     Returns per-shard counters; `collect(out_dir)` reads the written records back.
     """
+    from pipeline.progress import stage_progress
+
     if not generators:
         raise ValueError("generate: no generator given")
     a_train = dataset.coco("A", "train")
@@ -357,13 +319,9 @@ def generate(
     chunks = shard_items(items, cfg.synth.shard_size)
     wanted = range(len(chunks)) if shards is None else list(shards)
     results = []
-    from rich.progress import Progress
-
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("synthesize", total=len(wanted))
+    with stage_progress("synthesize", total=sum(len(chunks[k]) for k in wanted), unit="item",
+                        enabled=progress) as bar:
         for k in wanted:
-            results.append(
-                run_shard(cfg, dataset, a_train, generators, chunks[k], k, out_dir, realism=realism)
-            )
-            bar.advance(task)
+            results.append(run_shard(cfg, dataset, a_train, generators, chunks[k], k, out_dir,
+                                     realism=realism, on_items=bar.advance))
     return GenerateResult(out_dir, len(items), results, balance)

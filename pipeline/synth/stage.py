@@ -11,18 +11,25 @@ the finished directory is renamed into place in one step.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
-import threading
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.store import dir_lock, read_manifest, sha256_file, stage_key
+from pipeline.store import atomic_write_json, dir_lock, read_manifest, sha256_file, stage_key
 from pipeline.synth.export import export_version
+from pipeline.synth.gate import Realism
 from pipeline.synth.generate import Generator, ShardSummary, WorkItem, plan_items, run_shard, shard_items
+
+# synth settings that change how the work is done, not a pixel or a box of the result
+RUN_ONLY = ("shard_size", "dask", "prefetch", "n_card_examples")
 
 
 @dataclass
@@ -45,10 +52,17 @@ class SynthPlan:
     shards: list[list[WorkItem]]
     balance: dict[str, Any]
     parents: list[dict[str, Any]] = field(default_factory=list)
+    translation: dict[str, Any] = field(default_factory=dict)  # see translation_settings
+    model_dir: Path | None = None
+    shard_size: int = 64
 
     @property
     def version_id(self) -> str:
         return self.final.name
+
+    @property
+    def n_items(self) -> int:
+        return sum(map(len, self.shards))
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -68,72 +82,157 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def translation_settings(cfg: RunConfig) -> dict[str, Any]:
+    """Everything besides the weights that changes the translated pixels (part of the cache key).
+
+    size: gan.translate_size ("train" = the generator's training scale, "native" = the image's
+    own, or a short side in pixels); precision follows the device kind (bf16 autocast on CUDA).
+    """
+    kind = resolve_device(cfg.runtime.device).split(":")[0]
+    size = getattr(cfg.gan, "translate_size", "train")
+    return {"tile": cfg.gan.tile, "tile_overlap": cfg.gan.tile_overlap, "size": size, "device": kind,
+            "precision": "bf16" if kind == "cuda" else "fp32"}
+
+
+def _unique_generators(checkpoints: list[Path], shas: list[str]) -> None:
+    seen: dict[str, Path] = {}
+    for c, sha in zip(checkpoints, shas):
+        if sha in seen:
+            raise ValueError(
+                f"synth.checkpoints: {c} holds the same generator as {seen[sha]} (sha256 {sha[:12]}); "
+                "list each checkpoint once (its outputs would overwrite each other)")
+        seen[sha] = c
+
+
+def _plan_file(staging: Path) -> Path:
+    return staging / "shards" / "plan.json"
+
+
 def prepare(cfg: RunConfig, dataset: DatasetVersion, model_dir: Path) -> SynthPlan:
-    """Cache key, output paths and the work plan (deterministic for the same inputs)."""
+    """Cache key, output paths and the work plan (deterministic for the same inputs).
+
+    A begun run keeps the shard size it started with (recorded in its staging directory), so a
+    restart with another `synth.shard_size` resumes instead of mixing two partitions.
+    """
     checkpoints = [checkpoint_file(model_dir)] + [checkpoint_file(c) for c in cfg.synth.checkpoints]
     shas = [sha256_file(c) for c in checkpoints]
+    _unique_generators(checkpoints, shas)
     parents = [dataset.manifest]
     for c in checkpoints:
         m = read_manifest(c.parent)
         if m is not None and m not in parents:
             parents.append(m)
+    translation = translation_settings(cfg)
+    synth = {k: v for k, v in cfg.synth.model_dump(mode="json").items() if k not in RUN_ONLY}
     key = stage_key(
         "synthesize",
-        {"synth": cfg.synth.model_dump(mode="json"), "generators": shas, "seed": cfg.runtime.seed},
+        {"synth": synth, "translate": translation, "generators": shas, "seed": cfg.runtime.seed},
         parents,
     )
     final = cfg.runtime.data_dir / "datasets" / f"{cfg.data.name}-aug-{key[:12]}"
+    staging = final.parent / f".{final.name}.partial"
+    shard_size = cfg.synth.shard_size
+    if _plan_file(staging).is_file():
+        shard_size = int(json.loads(_plan_file(staging).read_text())["shard_size"])
     a_train = dataset.coco("A", "train")
     real = dataset.coco("B", "train").class_counts() if dataset.has("B", "train") else {}
     items, balance = plan_items(cfg, a_train, real, len(checkpoints))
-    return SynthPlan(
-        cfg, dataset, checkpoints, shas, key, final, final.parent / f".{final.name}.partial",
-        shard_items(items, cfg.synth.shard_size), balance, parents,
-    )
+    plan = SynthPlan(cfg, dataset, checkpoints, shas, key, final, staging, shard_items(items, shard_size),
+                     balance, parents, translation, Path(model_dir), shard_size)
+    if cfg.synth.gate.min_realism is not None:
+        load_realism(plan)  # fail before any work when the threshold cannot be applied
+    return plan
 
 
 @functools.lru_cache(maxsize=4)
-def _translators(paths: tuple[str, ...], device: str, tile: int, overlap: int, batch: int) -> tuple[Any, ...]:
+def _translators(paths: tuple[str, ...], device: str, tile: int, overlap: int, batch: int, size: Any,
+                 precision: str) -> tuple[Any, ...]:
     from pipeline.gan.translate import Translator
 
+    load_size = None if size == "native" else size
     return tuple(
-        Translator.load(p, direction="AtoB", device=device, tile=tile, overlap=overlap, batch=batch)
+        Translator.load(p, direction="AtoB", device=device, tile=tile, overlap=overlap, batch=batch,
+                        load_size=load_size, precision=precision)
         for p in paths
     )
 
 
 def load_generators(plan: SynthPlan) -> list[Generator]:
-    """The plan's checkpoints as Translators (cached per process), wrapped as `Generator`s."""
-    g = plan.cfg.gan
+    """The plan's checkpoints as Translators (cached per process), wrapped as `Generator`s.
+
+    A Translator serialises its own calls (it switches its norm layers' mode per call), so
+    concurrent shard threads never interleave inside it; their checks and I/O still overlap.
+    """
+    t = plan.translation
     trs = _translators(tuple(str(c) for c in plan.checkpoints), resolve_device(plan.cfg.runtime.device),
-                       g.tile, g.tile_overlap, g.translate_batch)
+                       t["tile"], t["tile_overlap"], plan.cfg.gan.translate_batch, t["size"], t["precision"])
     return [
-        Generator(sha, _serialised(tr), name=str(c))
+        Generator(sha, tr, name=str(c), translate_checked=getattr(tr, "translate_checked", None))
         for sha, tr, c in zip(plan.generator_shas, trs, plan.checkpoints)
     ]
 
 
-def _serialised(translator: Any):
-    """One call at a time per Translator: it switches its norm layers' mode per call (tiling), so
-    concurrent shard threads must not interleave inside it; their checks and I/O still overlap."""
-    lock = _locks.setdefault(id(translator), threading.Lock())
-
-    def translate(images):
-        with lock:
-            return translator(images)
-
-    return translate
+@functools.lru_cache(maxsize=4)
+def _realism(model_dir: str, device: str) -> Realism | None:
+    try:
+        from pipeline.gan.quality import load_realism_scorer
+    except ImportError:  # a gan package without a per-image realism critic
+        return None
+    return load_realism_scorer(model_dir, device=device)
 
 
-_locks: dict[int, threading.Lock] = {}
+def load_realism(plan: SynthPlan) -> Realism | None:
+    """P(real metal) per image from the model's realism critic (None when it has none).
+
+    Scores are recorded on every image whenever a critic exists (it is cheap); with
+    synth.gate.min_realism set, a model without one is an error rather than a silent no-op.
+    """
+    if plan.model_dir is None or not Path(plan.model_dir).is_dir():
+        scorer = None
+    else:
+        scorer = _realism(str(plan.model_dir), resolve_device(plan.cfg.runtime.device))
+    if scorer is None and plan.cfg.synth.gate.min_realism is not None:
+        raise ValueError(
+            f"{plan.model_dir}: synth.gate.min_realism = {plan.cfg.synth.gate.min_realism} needs the model's "
+            "realism critic, and this CycleGAN model has none (retrain it with a gan version that saves "
+            "one, or set synth.gate.min_realism=null)")
+    return scorer
 
 
-def run_plan_shard(plan: SynthPlan, index: int, generators: list[Generator] | None = None) -> ShardSummary:
-    """Generate shard `index` of the plan into its staging directory (skips a verified done shard)."""
-    plan.staging.mkdir(parents=True, exist_ok=True)
+# Item callbacks of the plans being run in this process, by plan key (see `reporting`).
+_ON_ITEMS: dict[str, Callable[[int], None]] = {}
+
+
+@contextlib.contextmanager
+def reporting(plan: SynthPlan, on_items: Callable[[int], None]) -> Iterator[None]:
+    """While open, shard runs of `plan` in this process report finished items to `on_items`.
+
+    Prefect shard tasks (threads, or a local Dask cluster of threads) get only the plan and an
+    index; this is how they reach their flow's progress bar without it becoming a parameter.
+    """
+    _ON_ITEMS[plan.key] = on_items
+    try:
+        yield
+    finally:
+        _ON_ITEMS.pop(plan.key, None)
+
+
+def run_plan_shard(plan: SynthPlan, index: int, generators: list[Generator] | None = None, *,
+                   realism: Realism | None | bool = True,
+                   on_items: Callable[[int], None] | None = None) -> ShardSummary:
+    """Generate shard `index` of the plan into its staging directory (skips a verified done shard).
+
+    realism=True loads the model's critic (cached per process); None/False scores without it.
+    on_items defaults to the callback registered with `reporting`.
+    """
+    plan_file = _plan_file(plan.staging)
+    if not plan_file.is_file():
+        atomic_write_json(plan_file, {"shard_size": plan.shard_size, "key": plan.key})
     gens = generators if generators is not None else load_generators(plan)
+    scorer = load_realism(plan) if realism is True else (realism or None)
     a_train = plan.dataset.coco("A", "train")
-    return run_shard(plan.cfg, plan.dataset, a_train, gens, plan.shards[index], index, plan.staging)
+    return run_shard(plan.cfg, plan.dataset, a_train, gens, plan.shards[index], index, plan.staging,
+                     realism=scorer, on_items=on_items or _ON_ITEMS.get(plan.key))
 
 
 def finalize(plan: SynthPlan, summaries: list[ShardSummary]) -> SynthResult:
@@ -149,13 +248,28 @@ def finalize(plan: SynthPlan, summaries: list[ShardSummary]) -> SynthResult:
         generators=[{"sha256": s, "file": str(c)} for s, c in zip(plan.generator_shas, plan.checkpoints)],
         balance=plan.balance, counts=counts,
     )
-    if plan.final.exists():  # finished concurrently by another run with the same key: keep theirs
-        import shutil
+    return _publish(plan)
 
+
+def _publish(plan: SynthPlan) -> SynthResult:
+    """Move an exported staging directory into place (it holds its manifest already)."""
+    shutil.rmtree(plan.staging / "shards", ignore_errors=True)  # kept until the manifest was written
+    if plan.final.exists():  # finished concurrently by another run with the same key: keep theirs
         shutil.rmtree(plan.staging, ignore_errors=True)
     else:
         os.replace(plan.staging, plan.final)
-    return SynthResult(DatasetVersion.open(plan.final), False, totals.accepted, totals.rejected)
+    hit = cached_result(plan)
+    if hit is None:
+        raise RuntimeError(f"{plan.final}: published without a readable manifest.json")
+    return SynthResult(hit.version, False, hit.accepted, hit.rejected)
+
+
+def resume_exported(plan: SynthPlan) -> SynthResult | None:
+    """A run killed after its manifest was written but before the rename: publish it."""
+    m = read_manifest(plan.staging)
+    if m is None or m.get("kind") != "augmented" or m.get("id") != plan.version_id:
+        return None
+    return _publish(plan)
 
 
 def cached_result(plan: SynthPlan) -> SynthResult | None:
@@ -177,22 +291,21 @@ def synthesize(
 ) -> SynthResult:
     """Translate labelled A_train with the CycleGAN at `model_dir`, gate, and publish the
     augmented version (real B train + accepted synthetic). Cached on (dataset, generator weights,
-    synth config); resumes a killed run from its verified shards."""
+    synth and translation settings); resumes a killed run from its verified shards."""
+    from pipeline.progress import stage_progress
+
     plan = prepare(cfg, dataset, model_dir)
     hit = cached_result(plan)
     if hit is not None:
         return hit
     with synth_lock(plan):
-        hit = cached_result(plan)
+        plan = prepare(cfg, dataset, model_dir)  # another run may have begun this staging meanwhile
+        hit = cached_result(plan) or resume_exported(plan)
         if hit is not None:
             return hit
-        gens = load_generators(plan)
-        from rich.progress import Progress
-
+        gens, scorer = load_generators(plan), load_realism(plan)
         summaries = []
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task("synthesize", total=len(plan.shards))
+        with stage_progress("synthesize", total=plan.n_items, unit="item", enabled=progress) as bar:
             for k in range(len(plan.shards)):
-                summaries.append(run_plan_shard(plan, k, gens))
-                bar.advance(task)
+                summaries.append(run_plan_shard(plan, k, gens, realism=scorer, on_items=bar.advance))
         return finalize(plan, summaries)
