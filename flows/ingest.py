@@ -80,7 +80,7 @@ def ingest_flow(cfg: RunConfig, strict: bool | None = None, progress: bool = Tru
     """Ingest cfg.data's sources into a dataset version (cached when unchanged); `progress`
     shows images validated, rate and time left on stderr (on in the end-to-end flow)."""
     log = get_run_logger()
-    plan = plan_ingest(cfg, strict=strict)
+    plan = plan_ingest(cfg, strict=strict, progress=progress)
     cached = True
     if not plan.cached:
         with building(plan) as build_dir:

@@ -25,7 +25,8 @@ def demo_data(
     target = out if out is not None else demo_dir(cfg)
     started = time.perf_counter()
     try:
-        sources = render_demo(cfg.data.demo, cfg.runtime.seed, target, workers=cfg.runtime.workers)
+        sources = render_demo(cfg.data.demo, cfg.runtime.seed, target, workers=cfg.runtime.workers,
+                              progress=True)
         if preview:
             console.print(f"preview: {write_preview(sources)}")
     except (DemoDataError, OSError) as e:

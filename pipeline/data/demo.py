@@ -32,6 +32,7 @@ from pipeline import store
 from pipeline.config import DemoDataConfig, RunConfig, SourceConfig
 from pipeline.data.demo_parts import CATEGORIES
 from pipeline.data.demo_render import HARD_CASES, Scene, render_scene
+from pipeline.progress import stage_progress
 
 RENDER_VERSION = 2  # bump when the renderer's output changes: it is part of the folder's key
 RENDER_FILE = "render.json"
@@ -98,13 +99,15 @@ def render_one(cfg: DemoDataConfig, seed: int, domain: str, split: str, index: i
 
 
 # ------------------------------------------------------------------------------------------ render
-def render_demo(cfg: DemoDataConfig, seed: int, out_dir: Path, *, workers: int = 1) -> DemoSources:
+def render_demo(cfg: DemoDataConfig, seed: int, out_dir: Path, *, workers: int = 1,
+                progress: bool = False) -> DemoSources:
     """Render every split into `out_dir` (atomically; skipped when it already holds this render).
 
     Images are 8-bit RGB PNGs of `cfg.image_size` px; COCO boxes are xywh pixels of the visible
     part, categories have ids 1..K in `CATEGORIES` order. `workers` > 1 renders large sets (over
     `PARALLEL_PIXELS` pixels in all) in that many processes; the bytes are the same because
-    every scene has its own random stream. Raises DemoDataError when
+    every scene has its own random stream. `progress` shows images rendered on stderr
+    (pipeline.progress). Raises DemoDataError when
     `out_dir` holds a different render or other files (it never overwrites them).
     """
     out_dir = Path(out_dir)
@@ -120,10 +123,12 @@ def render_demo(cfg: DemoDataConfig, seed: int, out_dir: Path, *, workers: int =
     n_images = sum(split_counts(cfg).values())
     if n_images * cfg.image_size**2 < PARALLEL_PIXELS:
         workers = 1  # starting processes costs more than a small render
-    with store.atomic_dir(out_dir) as tmp, _mapper(workers) as mapper:
+    bar = stage_progress("render demo data", n_images, unit="img", enabled=progress)
+    with store.atomic_dir(out_dir) as tmp, _mapper(workers) as mapper, bar:
         for (domain, split), n in split_counts(cfg).items():
             folder = tmp / domain / split
-            counts[f"{domain}_{split}"] = _write_split(folder, cfg, seed, domain, split, n, mapper)
+            counts[f"{domain}_{split}"] = _write_split(folder, cfg, seed, domain, split, n, mapper,
+                                                       bar.advance)
         seconds = time.perf_counter() - started
         store.atomic_write_json(
             tmp / RENDER_FILE,
@@ -161,7 +166,8 @@ def _render_png(job: tuple[DemoDataConfig, int, str, str, int]) -> tuple[bytes, 
 
 
 def _write_split(
-    folder: Path, cfg: DemoDataConfig, seed: int, domain: str, split: str, n: int, mapper: Callable = map
+    folder: Path, cfg: DemoDataConfig, seed: int, domain: str, split: str, n: int, mapper: Callable = map,
+    advance: Callable[[int], None] = lambda n: None,
 ) -> dict[str, int]:
     """Write n images (and COCO annotations unless unlabelled); returns image/box counts."""
     images_dir = folder / "images"
@@ -172,6 +178,7 @@ def _write_split(
     for i, (png, hard, parts) in enumerate(mapper(_render_png, jobs)):
         name = f"{domain.lower()}-{split}-{i:05d}.png"
         (images_dir / name).write_bytes(png)
+        advance(1)
         images.append({"id": i + 1, "file_name": name, "width": size, "height": size, "hard": hard})
         for category, bbox, visibility in parts:
             annotations.append(

@@ -122,8 +122,9 @@ class IngestPlan:
 
 
 # ------------------------------------------------------------------------------------------- plan
-def plan_ingest(cfg: RunConfig, *, strict: bool | None = None) -> IngestPlan:
-    """Read every source's annotations, hash its images and assign splits (no pixel decoding)."""
+def plan_ingest(cfg: RunConfig, *, strict: bool | None = None, progress: bool = False) -> IngestPlan:
+    """Read every source's annotations, hash its images and assign splits (no pixel decoding).
+    With data.source demo the demo photos are rendered first (`progress`: shown on stderr)."""
     strict = cfg.data.strict if strict is None else strict
     rows: list[dict] = []
 
@@ -137,7 +138,7 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None) -> IngestPlan:
     if cfg.data.source == "demo":
         from pipeline.data.demo import demo_dir, render_demo
 
-        demo = render_demo(cfg.data.demo, cfg.runtime.seed, demo_dir(cfg))
+        demo = render_demo(cfg.data.demo, cfg.runtime.seed, demo_dir(cfg), progress=progress)
         a_sources, b_sources = demo.a, demo.b
         fixed_categories = fixed_categories or demo.categories
         render = json.loads((demo.root / "render.json").read_text(encoding="utf-8"))
@@ -322,7 +323,7 @@ def building(plan: IngestPlan) -> Iterator[Path | None]:
 # ------------------------------------------------------------------------------------------- run
 def ingest(cfg: RunConfig, *, strict: bool | None = None, progress: bool = True) -> IngestResult:
     """Validated, hashed, split dataset version of cfg.data's sources (see module docstring)."""
-    plan = plan_ingest(cfg, strict=strict)
+    plan = plan_ingest(cfg, strict=strict, progress=progress)
     if plan.cached:
         return plan.result(cached=True)
     with building(plan) as build_dir:

@@ -56,6 +56,15 @@ def test_same_seed_same_bytes_other_seed_other_images(small_render, tmp_path, mo
     assert sum(first[k] != other[k] for k in pngs) == len(pngs)
 
 
+def test_progress_counts_every_rendered_image(small_render, tmp_path, capsys):
+    shown = render_demo(SMALL, 7, tmp_path / "shown", progress=True)
+    total = sum(split_counts(SMALL).values())
+    assert f"render demo data: {total}/{total} img in " in capsys.readouterr().err
+    assert _files(shown.root) == _files(small_render.root)
+    render_demo(SMALL, 7, tmp_path / "quiet")
+    assert capsys.readouterr().err == ""
+
+
 def test_changing_one_split_count_leaves_other_images_unchanged(small_render, tmp_path):
     bigger = SMALL.model_copy(update={"n_b_test": 9, "n_a": 8})
     changed = _files(render_demo(bigger, 7, tmp_path / "bigger").root)
