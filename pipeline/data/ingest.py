@@ -175,7 +175,8 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None, progress: bool = 
 
 
 def _is_labelled(split: str) -> bool:
-    return split not in ("", "unlabelled")
+    """A labelled photo the compared arms train or are tested on (the oracle pool is extra)."""
+    return split in ("train", "val", "test")
 
 
 def _separate_held_out(tasks: list[ImageTask], report) -> list[ImageTask]:

@@ -116,6 +116,12 @@ def test_every_image_of_a_domain_broken_fails_after_validation(two_domains, tmp_
     assert [p.name for p in datasets.iterdir() if p.name != ".lock"] == []  # no version, no partial
 
 
+def test_a_b_oracle_pool_alone_is_not_labelled_real_b(two_domains, tmp_path):
+    _, a, b = two_domains
+    with pytest.raises(IngestError, match="no labelled Class B image left"):
+        ingest(run_config(tmp_path / "out", [a], [{**b, "split": "oracle"}]), progress=False)
+
+
 def test_yolo_without_class_names_is_a_configuration_error(two_domains, tmp_path):
     src, _, b = two_domains
     write_rgb(src / "Y" / "images" / "y.png", 40, 40, seed=5)
