@@ -22,7 +22,7 @@ def _default_dataset(cfg: RunConfig):
     return plan.result(cached=True).version
 
 
-def _default_augmented(cfg: RunConfig, dataset):
+def default_augmented(cfg: RunConfig, dataset):
     """The augmented version this config synthesizes from `dataset`, if it exists (else None)."""
     from pipeline.gan.stage import model_dir_for
     from pipeline.store import read_manifest
@@ -56,7 +56,7 @@ def compare(
 
     try:
         ds = DatasetVersion.open(dataset) if dataset else _default_dataset(cfg)
-        aug = DatasetVersion.open(augmented) if augmented else _default_augmented(cfg, ds)
+        aug = DatasetVersion.open(augmented) if augmented else default_augmented(cfg, ds)
         if aug is None:
             console.print("[yellow]no augmented dataset: "
                           "the real+synthetic arm will be reported unavailable[/]")

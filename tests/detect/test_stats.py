@@ -85,3 +85,15 @@ def test_seeds_are_averaged_and_must_share_test_images(tmp_path):
     other = _gt_and_runs(tmp_path / "other", n_images=30, seed=5)(2.0, 0.9)
     with pytest.raises(ValueError, match="same test images"):
         paired_bootstrap([t1.per_image], [other.per_image], resamples=10)
+
+
+def test_paired_bootstrap_at_the_briefs_size_runs(tmp_path):
+    """1,000 resamples of 500 test images (the size the brief times in bench/detect.py; no
+    timing asserted here): every resample is valid and the interval holds the point estimate."""
+    run = _gt_and_runs(tmp_path, n_images=500, seed=4)
+    a, b = run(2.0, 0.9), run(5.0, 0.75)
+    assert a.per_image.n_images == 500
+    ci = paired_bootstrap([a.per_image], [b.per_image], resamples=1000, seed=0)
+    assert ci.resamples == 1000  # no resample lost to NaN
+    assert ci.delta == pytest.approx(a.metrics["map"] - b.metrics["map"], abs=1e-9)
+    assert ci.ci_low <= ci.delta <= ci.ci_high and ci.ci_high - ci.ci_low < 0.2
