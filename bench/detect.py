@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def synthetic_eval(n_images: int, per_image: int, seed: int = 0):
+def synthetic_eval(n_images: int, per_image: int, work_dir: Path, seed: int = 0):
     """A COCOeval on n_images with ~3 boxes each and `per_image` detections per image."""
     from pipeline.detect.evaluate import coco_eval
 
@@ -46,7 +46,7 @@ def synthetic_eval(n_images: int, per_image: int, seed: int = 0):
                          "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
     cats = [{"id": k, "name": f"c{k}"} for k in range(1, 5)]
     gt = {"images": images, "annotations": anns, "categories": cats}
-    path = Path(tempfile.mkdtemp()) / "gt.json"
+    path = Path(work_dir) / "gt.json"
     path.write_text(json.dumps(gt))
 
     def run(noise: float):
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     augmented, aug_info = None, None
     if "real+synthetic" in cfg.detect.arms:
         augmented, aug_info = augmented_version(cfg, dataset, args.augmented, build=not args.no_build)
-    out_dir = Path(tempfile.mkdtemp(prefix="bench-detect-"))
+    work = tempfile.TemporaryDirectory(prefix="bench-detect-")  # runs and ground truth: removed at exit
+    out_dir = Path(work.name)
     plans, n, specs = plan_runs(cfg, dataset, augmented, out_dir)
 
     load_before = os.getloadavg()
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         paired_bootstrap([evals[1].per_image], [evals[0].per_image], resamples=1000, seed=0)
         boot_demo = {"images": evals[0].per_image.n_images, "resamples": 1000,
                      "seconds": round(time.perf_counter() - tb, 2)}
-    run = synthetic_eval(500, 100)
+    run = synthetic_eval(500, 100, out_dir)
     a, b = run(2.0), run(3.0)
     tb = time.perf_counter()
     ci = paired_bootstrap([a.per_image], [b.per_image], resamples=1000, seed=0)
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    work.cleanup()
 
 
 if __name__ == "__main__":
