@@ -23,12 +23,12 @@ from safetensors.torch import save as st_save
 from pipeline.store import atomic_write_bytes
 
 
-class UnsafeCheckpointError(RuntimeError):
-    """A checkpoint file would need arbitrary code execution (a full pickle) to load."""
-
-
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not a checkpoint."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint file would need arbitrary code execution (a full pickle) to load."""
 
 
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> Path:
