@@ -13,6 +13,7 @@ for DistributedDataParallel training (gloo on CPU, nccl on CUDA).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -71,19 +72,26 @@ def train_cyclegan(cfg: "RunConfig", dataset: "DatasetVersion", *, progress: boo
                    callbacks: list[StepCallback] | None = None) -> GanResult:
     """Train, resume or reuse the CycleGAN for `dataset`; see the module docstring for outputs."""
     model_dir = model_dir_for(cfg, dataset)
-    done = _finished(model_dir)
-    if done is not None:
-        return done
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or dist.is_initialized()
+    if not distributed:
+        done = _finished(model_dir)
+        if done is not None:
+            return done
     created_group = _init_distributed(cfg)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     try:
-        if rank == 0:
-            with store.dir_lock(model_dir):
-                done = _finished(model_dir)  # another process may have finished while we waited
-                if done is not None:
-                    return done
-                return _train(cfg, dataset, model_dir, rank, world, progress, callbacks)
-        return _train(cfg, dataset, model_dir, rank, world, progress, callbacks)
+        # rank 0 decides under the directory lock (another run may finish the model while we wait)
+        # and tells every rank, so no rank trains, and waits in a collective, alone
+        with store.dir_lock(model_dir) if rank == 0 else contextlib.nullcontext():
+            done = _finished(model_dir) if rank == 0 else None
+            if world > 1:
+                decision = [done is not None]
+                dist.broadcast_object_list(decision, src=0)
+                if decision[0] and done is None:
+                    done = _finished(model_dir) or GanResult(model_dir, True, {})
+            if done is not None:
+                return done
+            return _train(cfg, dataset, model_dir, rank, world, progress, callbacks)
     finally:
         if created_group:
             dist.destroy_process_group()
@@ -131,6 +139,7 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
                      progress=progress, callbacks=callbacks)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
+    checksums = _rank_checksums(result.model, world)
     if rank != 0:
         dist.barrier()
         return GanResult(model_dir, False, {})
@@ -162,7 +171,7 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
         "images_per_s": round(2 * images / result.train_seconds, 2) if result.train_seconds else None,
         "quality_seconds": round(time.perf_counter() - t0, 2),
         "final_losses": result.history[-1] if result.history else {},
-        "quality": quality, "realism_critic": critic, "hardware": hardware(device),
+        "quality": quality, "realism_critic": critic, "hardware": hardware(device), "rank_checksums": checksums,
         "precision": result.model.precision, "channels_last": result.model.memory_format == torch.channels_last,
     }
     store.atomic_write_json(model_dir / "metrics.json", metrics)
@@ -177,6 +186,19 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
     if world > 1:
         dist.barrier()
     return GanResult(model_dir, False, metrics)
+
+
+def _rank_checksums(model: Any, world: int) -> list[float]:
+    """Every rank's sum of all weights (float64); DDP keeps replicas identical, so they must agree."""
+    total = float(sum(p.detach().double().sum() for n in ("G_AB", "G_BA", "D_A", "D_B")
+                      for p in getattr(model, n).parameters()))
+    if world == 1:
+        return [total]
+    sums: list[Any] = [None] * world
+    dist.all_gather_object(sums, total)
+    if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
+        raise RuntimeError(f"DDP replicas diverged: per-rank weight sums {sums}")
+    return sums
 
 
 def _csv(history: list[dict[str, float]]) -> str:

@@ -140,3 +140,39 @@ def test_torchrun_ddp_two_processes_gloo(tiny_dataset, tmp_path):
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["iterations"] == 6
     assert read_manifest(model_dir)["kind"] == "cyclegan"
+    sums = metrics["rank_checksums"]  # every replica's weight sum after training
+    assert len(sums) == 2 and sums[0] == pytest.approx(sums[1], rel=1e-9, abs=1e-9)
+    from pipeline.gan.checkpoint import load_checkpoint
+
+    models = load_checkpoint(model_dir / "checkpoints" / "last.pt")["models"]  # what rank 0 wrote at the end
+    saved = sum(float(v.double().sum()) for sd in models.values() for v in sd.values() if v.is_floating_point())
+    assert saved == pytest.approx(sums[0], rel=1e-9)
+
+
+def test_ranks_follow_rank_0_when_the_model_was_finished_meanwhile(tiny_dataset, tmp_path):
+    import socket
+
+    from pipeline.store import write_manifest
+
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={tmp_path}", "runtime.device=cpu"])
+    model_dir = model_dir_for(cfg, tiny_dataset)
+    model_dir.mkdir(parents=True)
+    write_manifest(model_dir, kind="cyclegan", id=model_dir.name, config={}, summary={"metrics": {"iterations": 1}})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "gan" / "ddp_decision_worker.py"), str(REPO / "configs" / "tiny.yaml"),
+         str(tmp_path), str(tiny_dataset.root)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RANK": str(r), "LOCAL_RANK": str(r),
+             "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}) for r in (0, 1)]
+    try:  # before the fix rank 1 trained alone and hung in its first collective
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        res = json.loads(out.strip().splitlines()[-1])
+        assert res == {"cached": True, "model_dir": str(model_dir)}
