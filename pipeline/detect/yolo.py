@@ -100,7 +100,8 @@ class YoloDetector(Detector):
             patience=self.d.patience,
             pretrained=pretrained,
             amp=amp_setting(self.device, self.d.amp),
-            project=str(out_dir),
+            # absolute: ultralytics puts a relative project under its runs_dir (./runs/detect/...)
+            project=str(Path(out_dir).resolve()),
             name="train",
             exist_ok=True,
             plots=False,  # results.csv is written regardless; plots cost CPU time
@@ -175,7 +176,7 @@ class YoloDetector(Detector):
             device=self.device,
             workers=self.d.workers,
             plots=False,
-            project=str(out_dir),
+            project=str(Path(out_dir).resolve()),
             name="selfcheck",
             exist_ok=True,
             verbose=False,

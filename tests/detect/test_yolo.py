@@ -122,3 +122,31 @@ def test_predict_converts_ultralytics_boxes_to_coco_results(tiny_config, tmp_pat
     d = tiny_config.detect
     assert all(c["conf"] == d.conf and c["max_det"] == d.max_det and c["imgsz"] == d.imgsz
                and c["iou"] == d.nms_iou for c in fake.calls)
+
+
+def test_training_writes_under_the_run_dir_even_when_it_is_relative(tiny_config, tmp_path, monkeypatch):
+    """ultralytics puts a relative `project` under its runs_dir (./runs/detect/<project>): the
+    backend must hand it an absolute one so nothing lands outside the comparison."""
+    from types import SimpleNamespace
+
+    from pipeline.detect.base import TrainingSet
+
+    class FakeTrainModel:
+        def train(self, **args):
+            self.args = args
+            save = Path(args["project"]) / args["name"]
+            (save / "weights").mkdir(parents=True)
+            (save / "weights" / "best.pt").write_bytes(b"w")
+            self.trainer = SimpleNamespace(save_dir=save)
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.txt").write_text("a.png\nb.png\n")
+    fake = FakeTrainModel()
+    det = YoloDetector(tiny_config)
+    det._model = lambda source: fake
+    ts = TrainingSet(tmp_path / "data.yaml", tmp_path / "train.txt", tmp_path / "val.txt", ["gear"])
+    out = det.train(ts, Path("reports/x/compare/runs/real/seed0"), seed=3)
+    assert Path(fake.args["project"]) == tmp_path / "reports/x/compare/runs/real/seed0"
+    assert out.weights == tmp_path / "reports/x/compare/runs/real/seed0/train/weights/best.pt"
+    assert fake.args["seed"] == 3 and fake.args["pretrained"] is False and fake.args["amp"] is False
+    assert out.images_seen == 2 * tiny_config.detect.epochs
