@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipeline.config import load_config
     from pipeline.data.ingest import ingest
-    from pipeline.detect.compare import hardware, plan_runs, run_isolated, threads_per_run
+    from pipeline.detect.compare import hardware, plan_runs, threads_per_run
+    from pipeline.detect.runs import run_isolated
     from pipeline.detect.stats import paired_bootstrap
 
     cfg = load_config(args.config, args.overrides)

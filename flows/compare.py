@@ -21,9 +21,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.common import retry_on_oserror
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.detect.compare import (CompareResult, RunSpec, cached_record, cached_result, failed_record,
-                                     finish, plan_runs, run_isolated, run_status, runs_progress,
-                                     threads_per_run)
+from pipeline.detect.compare import (CompareResult, cached_result, finish, plan_runs, run_status,
+                                     runs_progress, threads_per_run)
+from pipeline.detect.runs import RunSpec, cached_record, failed_record, run_isolated
 from pipeline.store import dir_lock
 
 

@@ -5,5 +5,6 @@
 - `arms`: each arm's training set under one images-per-epoch budget (real B oversampled).
 - `evaluate`: pycocotools COCOeval — mAP, AP50/75, APs/m/l, per-class AP, PR curves.
 - `stats`: mean ± std over seeds; paired bootstrap over test images by re-weighting one COCOeval.
-- `compare`: `compare()` runs arms x seeds in separate processes and writes metrics.json.
+- `runs`: one arm x seed (train, predict, evaluate) in its own spawned process; crashes -> records.
+- `compare`: `compare()` plans arms x seeds, runs them, summarises and writes metrics.json.
 """

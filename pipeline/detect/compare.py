@@ -1,6 +1,6 @@
 """The detector comparison: arms x seeds trained under one budget, evaluated on held-out real B.
 
-`compare()` = `plan_runs` (what to train) -> `run_isolated` per arm and seed (in separate
+`compare()` = `plan_runs` (what to train) -> `runs.run_isolated` per arm and seed (in separate
 processes, `detect.parallel_arms` at a time; a crash is recorded, never dropped) -> `finish`
 (pycocotools metrics per run, mean ± std over seeds, paired bootstrap CIs, metrics.json).
 
@@ -18,45 +18,26 @@ A run whose run.json (the done record) matches its key is not retrained on rerun
 from __future__ import annotations
 
 import concurrent.futures as cf
-import multiprocessing as mp
 import os
 import platform
-import shutil
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.detect.arms import ArmPlan, build_training_set, epoch_budget, plan_arms, slug, write_eval_set
+from pipeline.detect.arms import ArmPlan, epoch_budget, plan_arms, slug
 from pipeline.detect.base import make_detector
-from pipeline.detect.evaluate import METRIC_KEYS, coco_eval, load_gt, write_results
+from pipeline.detect.evaluate import METRIC_KEYS, coco_eval, load_gt
+from pipeline.detect.runs import RunSpec, cached_record, run_isolated
 from pipeline.detect.stats import paired_bootstrap, summarize
 from pipeline.progress import stage_progress
 from pipeline.store import (atomic_write_json, atomic_write_text, dir_lock, read_manifest, sha256_file,
                             stage_key, write_manifest)
 
-RUN_RECORD = "run.json"
-FAILED_RECORD = "failed.json"
 TREATMENT = "real+synthetic"
 BASELINES = ("real", "real+replica")
-# Every run record has these keys, whatever its status (metrics.json arms[].runs[] plus "key").
-RUN_FIELDS = ("seed", "status", "error", "metrics", "per_class_ap", "ultralytics_map", "ultralytics_map50",
-              "ultralytics_map_diff", "train_seconds", "train_images_per_s", "train_cpu_seconds",
-              "images_seen", "weights", "weights_sha256", "predictions", "results_csv", "pr_curve", "key")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One arm trained with one seed."""
-
-    arm: str
-    seed: int
-    run_dir: Path
-    key: str  # cache key: detect config, detector identity, arm, seed, budget, input manifests
-    images_per_epoch: int
 
 
 @dataclass
@@ -113,138 +94,6 @@ def plan_runs(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
     return plans, n, specs
 
 
-# ---------------------------------------------------------------------------------- one run
-def cached_record(spec: RunSpec) -> dict[str, Any] | None:
-    """The done record of a finished run with the same key whose outputs are still there."""
-    import json
-
-    p = spec.run_dir / RUN_RECORD
-    try:
-        rec = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    out_dir = spec.run_dir.parents[2]
-    if rec.get("key") != spec.key or rec.get("status") != "ok":
-        return None
-    if not all((out_dir / rec[k]).is_file() for k in ("weights", "predictions", "pr_curve")):
-        return None
-    return rec
-
-
-def run_arm_seed(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, spec: RunSpec,
-                 *, threads: int | None = None) -> dict[str, Any]:
-    """Train one arm with one seed, predict the B test split, evaluate; returns the run record
-    (schema of metrics.json arms[].runs[]) and writes it as run.json. Raises on failure."""
-    if (rec := cached_record(spec)) is not None:
-        return rec
-    out_dir = spec.run_dir.parents[2]
-    plan = next(p for p in plan_arms(cfg, dataset, augmented) if p.name == spec.arm)
-    (spec.run_dir / FAILED_RECORD).unlink(missing_ok=True)
-    # an interrupted run's partial ultralytics dir would append to its results.csv: start clean
-    shutil.rmtree(spec.run_dir / "train", ignore_errors=True)
-    data = build_training_set(plan, cfg, dataset, spec.images_per_epoch, spec.run_dir / "data", spec.seed)
-    detector = make_detector(cfg, threads=threads)
-    trained = detector.train(data, spec.run_dir, seed=spec.seed)
-
-    test = dataset.coco("B", "test")
-    cat_ids = [c.id for c in sorted(test.categories, key=lambda c: c.id)]
-    images = [(im.id, dataset.image_path(im)) for im in test.images]
-    results = detector.predict(trained.weights, images, cat_ids)
-    predictions = write_results(spec.run_dir / "predictions.json", results)
-    ev = coco_eval(dataset.annotation_path("B", "test"), results, cfg.detect.max_det)
-    pr_curve = atomic_write_json(spec.run_dir / "pr_curve.json", ev.pr_curve, indent=None)
-    test_yaml = write_eval_set(dataset, "B", "test", spec.run_dir / "data" / "eval")
-    own = detector.self_check(trained.weights, test_yaml, spec.run_dir)
-    ours = ev.metrics["map"]
-
-    rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
-    rec = run_record(
-        spec, "ok",
-        metrics=ev.metrics,
-        per_class_ap=ev.per_class_ap,
-        ultralytics_map=own["map"] if own else None,
-        ultralytics_map50=own["map50"] if own else None,
-        ultralytics_map_diff=(own["map"] - ours) if own and ours is not None else None,
-        train_seconds=round(trained.train_seconds, 2),
-        train_images_per_s=round(trained.images_seen / trained.train_seconds, 2)
-        if trained.train_seconds else None,
-        train_cpu_seconds=round(trained.cpu_seconds, 2) if trained.cpu_seconds is not None else None,
-        images_seen=trained.images_seen,
-        weights=rel(trained.weights),
-        weights_sha256=sha256_file(trained.weights),
-        predictions=rel(predictions),
-        results_csv=rel(trained.results_csv) if trained.results_csv else None,
-        pr_curve=rel(pr_curve),
-    )
-    atomic_write_json(spec.run_dir / RUN_RECORD, rec)  # last: its presence means "done"
-    return rec
-
-
-def run_record(spec: RunSpec, status: str, error: str | None = None, **values: Any) -> dict[str, Any]:
-    """A run record with every RUN_FIELDS key (None where the run has no value)."""
-    unknown = set(values) - set(RUN_FIELDS)
-    if unknown:
-        raise KeyError(f"not run record fields: {sorted(unknown)}")
-    rec = dict.fromkeys(RUN_FIELDS)
-    rec.update(values, seed=spec.seed, status=status, error=error, key=spec.key)
-    return rec
-
-
-def failed_record(spec: RunSpec, error: BaseException | str) -> dict[str, Any]:
-    """A run that crashed, with its error; written as failed.json (which does not count as done)."""
-    msg = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    rec = run_record(spec, "failed", msg)
-    try:
-        atomic_write_json(spec.run_dir / FAILED_RECORD, rec)
-    except OSError:
-        pass
-    return rec
-
-
-def _child(cfg_json: str, dataset_root: str, augmented_root: str | None, spec: RunSpec,
-           threads: int | None) -> dict:
-    """Entry point of a spawned worker process."""
-    cfg = RunConfig.model_validate_json(cfg_json)
-    aug = DatasetVersion.open(augmented_root) if augmented_root else None
-    try:
-        return run_arm_seed(cfg, DatasetVersion.open(dataset_root), aug, spec, threads=threads)
-    except OSError:
-        raise
-    except Exception as e:  # re-raised as a plain RuntimeError: library exceptions may not pickle
-        raise RuntimeError(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}") from None
-
-
-def run_isolated(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, spec: RunSpec,
-                 *, threads: int | None = None, raise_oserror: bool = False) -> dict[str, Any]:
-    """`run_arm_seed` in a fresh spawned process (its own torch threads; a segfault or OOM kill
-    cannot take the comparison down). Failures come back as failed records; an OSError is
-    re-raised when `raise_oserror` (so an orchestrator can retry transient I/O errors)."""
-    if (rec := cached_record(spec)) is not None:
-        return rec
-    ctx = mp.get_context("spawn")
-    try:
-        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            fut = pool.submit(_child, cfg.model_dump_json(), str(dataset.root),
-                              str(augmented.root) if augmented else None, spec, threads)
-            return fut.result()
-    except OSError as e:
-        if raise_oserror:
-            raise
-        return failed_record(spec, e)
-    except cf.process.BrokenProcessPool as e:
-        return failed_record(spec, f"worker process died ({e}): killed from outside, e.g. by the "
-                                   "out-of-memory killer, or crashed in native code")
-    except Exception as e:
-        return failed_record(spec, _first_line(e))
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e)
-    if isinstance(e, RuntimeError):  # from _child: drop the traceback it carries
-        return text.split("\nTraceback")[0].strip()
-    return f"{type(e).__name__}: {text}"
-
-
 def threads_per_run(cfg: RunConfig) -> int:
     total = cfg.runtime.threads or os.cpu_count() or 1
     return max(1, total // max(1, cfg.detect.parallel_arms))
@@ -287,8 +136,8 @@ def run_status(spec: RunSpec, rec: dict[str, Any]) -> str:
 
 def _compare_key(cfg: RunConfig, run_keys: list[str]) -> str:
     """Key of the whole comparison: config plus the (order-free) keys of its runs."""
-    config = {"detect": cfg.detect.model_dump(mode="json"), "alpha": cfg.report.alpha, "seed": cfg.runtime.seed,
-              "schema": 2}  # 2: all six metrics summarised, comparisons_skipped, warnings, detector
+    config = {"detect": cfg.detect.model_dump(mode="json"), "alpha": cfg.report.alpha,
+              "seed": cfg.runtime.seed, "schema": 2}  # 2: all six metrics summarised, comparisons_skipped, warnings, detector
     return stage_key("compare", config, [{"id": k} for k in sorted(run_keys)])
 
 

@@ -12,7 +12,8 @@ import pytest
 from pipeline.store import sha256_file
 
 from detect_helpers import compare_config, make_augmented
-from pipeline.detect.compare import RUN_FIELDS, compare
+from pipeline.detect.compare import compare
+from pipeline.detect.runs import RUN_FIELDS
 
 METRIC_KEYS = {"map", "map50", "map75", "map_small", "map_medium", "map_large"}
 RUN_KEYS = set(RUN_FIELDS) - {"key"}  # the cache key stays in run.json
@@ -20,8 +21,8 @@ RUN_KEYS = set(RUN_FIELDS) - {"key"}  # the cache key stays in run.json
 
 def check_schema(m: dict, out_dir: Path) -> None:
     """Contract 5, key by key; relative paths must exist under out_dir."""
-    assert set(m) >= {"dataset", "augmented", "categories", "test", "config", "detector", "arms", "comparisons",
-                      "comparisons_skipped", "warnings", "timings", "hardware"}
+    assert set(m) >= {"dataset", "augmented", "categories", "test", "config", "detector", "arms",
+                      "comparisons", "comparisons_skipped", "warnings", "timings", "hardware"}
     assert set(m["detector"]) == {"backend", "model", "weights_sha256", "ultralytics"}
     assert isinstance(m["dataset"]["id"], str)
     assert m["augmented"] is None or isinstance(m["augmented"]["id"], str)
@@ -157,8 +158,8 @@ def test_one_arm_crashing_leaves_the_others_and_skips_its_comparisons(tiny_compa
     for p in (broken.root / "images" / "B" / "train").glob("syn_*"):
         p.unlink()
     # a new content hash (as a re-published version would have), so the cached run is not reused
-    write_manifest(broken.root, kind="augmented", id=broken.root.name, config={}, parents=[tiny_dataset.manifest],
-                   summary=broken.manifest["summary"])
+    write_manifest(broken.root, kind="augmented", id=broken.root.name, config={},
+                   parents=[tiny_dataset.manifest], summary=broken.manifest["summary"])
     broken = DatasetVersion.open(broken.root)
     out = _copy_compare(first, tmp_path / "compare")
     result = compare(cfg, tiny_dataset, broken, out, progress=False)
@@ -167,17 +168,22 @@ def test_one_arm_crashing_leaves_the_others_and_skips_its_comparisons(tiny_compa
     real, syn = m["arms"]
     assert real["status"] == "ok" and real["error"] is None
     assert real["runs"] == first.metrics["arms"][0]["runs"]  # reused, not retrained
-    assert syn["status"] == "failed" and syn["error"].startswith("FileNotFoundError") and "syn_" in syn["error"]
+    assert syn["status"] == "failed" and syn["error"].startswith("FileNotFoundError")
+    assert "syn_" in syn["error"]  # names the missing file
     assert m["comparisons"] == []
     (skip,) = m["comparisons_skipped"]
-    assert skip["baseline"] == "real" and skip["reason"].startswith("real+synthetic failed: FileNotFoundError")
+    assert skip["baseline"] == "real"
+    assert skip["reason"].startswith("real+synthetic failed: FileNotFoundError")
     head, kind, _ = verdict(m, cfg.report.alpha)
-    assert kind == "unknown" and head.startswith("No verdict: the real+synthetic arm failed (FileNotFoundError")
+    assert kind == "unknown"
+    assert head.startswith("No verdict: the real+synthetic arm failed (FileNotFoundError")
 
 
 @pytest.mark.slow
-def test_failed_control_skips_only_the_control_comparison(tiny_compare, tiny_dataset, fake_augmented, tmp_path):
-    from pipeline.detect.compare import failed_record, finish, plan_runs
+def test_failed_control_skips_only_the_control_comparison(tiny_compare, tiny_dataset, fake_augmented,
+                                                          tmp_path):
+    from pipeline.detect.compare import finish, plan_runs
+    from pipeline.detect.runs import failed_record
     from pipeline.report.facts import verdict
 
     cfg, first = tiny_compare
@@ -207,7 +213,8 @@ def test_worker_killed_mid_run_is_a_failed_run(tiny_config, tiny_dataset, tmp_pa
     import signal
     import threading
 
-    from pipeline.detect.compare import RUN_RECORD, plan_runs, run_isolated
+    from pipeline.detect.compare import plan_runs
+    from pipeline.detect.runs import RUN_RECORD, run_isolated
 
     tiny_config.detect.arms = ["real"]
     _, _, (spec,) = plan_runs(tiny_config, tiny_dataset, None, tmp_path / "compare")

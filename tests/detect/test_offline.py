@@ -31,7 +31,8 @@ BLOCKED_RUN = textwrap.dedent("""
     if __name__ == "__main__":
         from pipeline.config import load_config
         from pipeline.data.version import DatasetVersion
-        from pipeline.detect.compare import plan_runs, run_arm_seed
+        from pipeline.detect.compare import plan_runs
+        from pipeline.detect.runs import run_arm_seed
         cfg_path, root, dataset, out = sys.argv[1:5]
         cfg = load_config(cfg_path, [f"runtime.output_root={root}", "detect.arms=[real]"])
         ds = DatasetVersion.open(dataset)
