@@ -21,7 +21,9 @@ def train_gan(
     overrides: list[str] = OVERRIDES_ARG,
     dataset: Path | None = typer.Option(None, "--dataset", help="dataset version folder (default: ingest(cfg), cached)"),
     flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (concurrency limit 'gpu', retries)"),
-    nproc: int = typer.Option(1, "--nproc-per-node", min=1, help=">1: DistributedDataParallel via torchrun"),
+    nproc: int = typer.Option(1, "--nproc-per-node", min=1,
+                              help=">1: DistributedDataParallel via torchrun (runs the stage directly, not as the "
+                                   "Prefect flow: no 'gpu' concurrency slot, no flow retries; --flow is ignored)"),
 ) -> None:
     """Train (or resume, or reuse) the CycleGAN; prints the model directory on stdout."""
     cfg = load(config, overrides)
@@ -76,22 +78,37 @@ def translate(
     direction: str = typer.Option("AtoB", "--direction", help="AtoB (replica → metal) or BtoA"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
     tile: int = typer.Option(512, "--tile", help="tile side in pixels for large images"),
-    overlap: int = typer.Option(64, "--overlap", help="tile overlap in pixels"),
-    batch: int = typer.Option(8, "--batch", help="images or tiles per forward pass"),
+    overlap: int | None = typer.Option(None, "--overlap", help="tile overlap in pixels (default: half the "
+                                                             "generator's receptive field)"),
+    batch: int = typer.Option(8, "--batch", help="images or tiles per forward pass (halved on CUDA out-of-memory)"),
+    native: bool = typer.Option(False, "--native", help="translate at each photo's own resolution (tiled when "
+                                                        "larger than --tile) instead of the training scale"),
+    size: int | None = typer.Option(None, "--size", min=16, help="translate with the short side resized to SIZE "
+                                                                 "pixels (default: the training scale)"),
+    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 (auto: bf16 on CUDA and "
+                                                              "bf16-capable CPUs)"),
 ) -> None:
-    """Translate every image (any size; output keeps each input's size). Inputs are never modified."""
+    """Translate every image (any size; output keeps each input's size). Inputs are never modified.
+
+    By default each image is resized to the generator's training scale, translated and resized
+    back; --native keeps the photo's resolution (fine texture at full size, tiled), --size picks
+    another scale."""
     from pipeline.gan.checkpoint import CheckpointError
     from pipeline.gan.translate import Translator, iter_images, translate_files
     from pipeline.store import atomic_write_json, read_manifest
 
     if direction not in ("AtoB", "BtoA"):
         fail(f"--direction must be AtoB or BtoA, got {direction!r}", 2)
+    if native and size is not None:
+        fail("--native and --size exclude each other", 2)
+    load_size: int | str = "native" if native else (size if size is not None else "train")
     if not inputs.exists():
         fail(f"{inputs}: not found", 2)
     if out_dir.resolve() == inputs.resolve() or inputs.resolve() in out_dir.resolve().parents:
         fail(f"{out_dir}: must not be inside the input folder {inputs} (inputs are never modified)", 2)
     try:
-        translator = Translator.load(model_dir, direction, device, tile=tile, overlap=overlap, batch=batch)
+        translator = Translator.load(model_dir, direction, device, tile=tile, overlap=overlap, batch=batch,
+                                     load_size=load_size, precision=precision)
     except (CheckpointError, ValueError, OSError) as e:
         fail(str(e))
         return
@@ -111,6 +128,7 @@ def translate(
     written = set(done)
     atomic_write_json(out_dir / "translations.json", {
         "model": str(model_dir), "direction": direction, "generator": translator.sha256,
+        "scale": load_size, "tile": translator.tile, "overlap": translator.overlap, "precision": translator.precision,
         "images": [{"input": str(s), "output": str(d.relative_to(out_dir))} for s, d in pairs if d in written],
         "failed": failed})
     console.print(f"{len(done)} translated, {len(failed)} failed" + (f": {json.dumps(failed[:3])}" if failed else ""))

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from pipeline.gan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.gan.data import ImageItem, StepSampler, UnpairedDataset, seed_worker, to_uint8
 from pipeline.gan.train import CycleGAN, GanOptions
+from pipeline.progress import stage_progress
 from pipeline.store import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -92,47 +93,45 @@ def fit(opt: GanOptions, fopt: FitOptions, a: list[ImageItem], b: list[ImageItem
 
     writer = _tensorboard(work_dir / "tensorboard") if rank == 0 else None
     samples: list[Path] = []
-    bar = _progress(progress and rank == 0, opt.iterations, step)
+    bar = stage_progress("CycleGAN", opt.iterations, done=step, unit="it", enabled=progress and rank == 0)
     sums = {k: torch.tensor(v, device=device) for k, v in window.items()}
     n_in_window = int(window.get("_n", 0))
+    status = None
     t0 = time.perf_counter()
     try:
-        for batch in loader:
-            model.set_input(batch)
-            try:
-                model.optimize_parameters()
-            except torch.cuda.OutOfMemoryError as e:
-                raise TrainingOutOfMemoryError(
-                    f"CUDA out of memory in a CycleGAN training step at gan.batch_size={fopt.batch_size}, "
-                    f"gan.crop_size={fopt.crop_size}: lower gan.batch_size (or gan.crop_size, gan.ngf) and rerun; "
-                    f"it resumes from the last checkpoint. ({e})") from e
-            step += 1
-            for k, v in model.losses.items():  # accumulate on device: no sync per step
-                sums[k] = sums.get(k, 0) + v.detach().float()
-            n_in_window += 1
-            if step % fopt.log_every == 0 or step == opt.iterations:
-                row = {"step": step, "lr": model.lr, **{k: float(v) / n_in_window for k, v in sums.items() if k != "_n"}}
-                history.append(row)
-                sums, n_in_window = {}, 0
-                if writer is not None:
-                    for k, v in row.items():
-                        if k != "step":
-                            writer.add_scalar(f"loss/{k}" if k != "lr" else "lr", v, step)
-                if bar is not None:
-                    bar[0].update(bar[1], description=_describe(row))
-            if rank == 0 and (step % fopt.image_every == 0 or step == opt.iterations):
-                samples.append(_save_grid(model, work_dir / "samples" / f"step_{step:06d}.png", writer, step))
-            if bar is not None:
-                bar[0].update(bar[1], completed=step)
-            if step % fopt.checkpoint_every == 0 or step == opt.iterations:
-                window = {k: float(v) for k, v in sums.items()} | {"_n": n_in_window}
-                _checkpoint(model, ckpt_path, step, config_hash, history, elapsed + time.perf_counter() - t0, window,
-                            rank)
-            for cb in callbacks or []:
-                cb(step, model)
+        with bar:
+            for batch in loader:
+                model.set_input(batch)
+                try:
+                    model.optimize_parameters()
+                except torch.cuda.OutOfMemoryError as e:
+                    raise TrainingOutOfMemoryError(
+                        f"CUDA out of memory in a CycleGAN training step at gan.batch_size={fopt.batch_size}, "
+                        f"gan.crop_size={fopt.crop_size}: lower gan.batch_size (or gan.crop_size, gan.ngf) and rerun; "
+                        f"it resumes from the last checkpoint. ({e})") from e
+                step += 1
+                for k, v in model.losses.items():  # accumulate on device: no sync per step
+                    sums[k] = sums.get(k, 0) + v.detach().float()
+                n_in_window += 1
+                if step % fopt.log_every == 0 or step == opt.iterations:
+                    row = {"step": step, "lr": model.lr, **{k: float(v) / n_in_window for k, v in sums.items() if k != "_n"}}
+                    history.append(row)
+                    sums, n_in_window = {}, 0
+                    if writer is not None:
+                        for k, v in row.items():
+                            if k != "step":
+                                writer.add_scalar(f"loss/{k}" if k != "lr" else "lr", v, step)
+                    status = _describe(row)
+                if rank == 0 and (step % fopt.image_every == 0 or step == opt.iterations):
+                    samples.append(_save_grid(model, work_dir / "samples" / f"step_{step:06d}.png", writer, step))
+                bar.advance(1, status)
+                if step % fopt.checkpoint_every == 0 or step == opt.iterations:
+                    window = {k: float(v) for k, v in sums.items()} | {"_n": n_in_window}
+                    _checkpoint(model, ckpt_path, step, config_hash, history, elapsed + time.perf_counter() - t0, window,
+                                rank)
+                for cb in callbacks or []:
+                    cb(step, model)
     finally:
-        if bar is not None:
-            bar[0].stop()
         if writer is not None:
             writer.close()
     elapsed += time.perf_counter() - t0
@@ -216,23 +215,7 @@ def _try_resume(model: CycleGAN, path: Path, config_hash: str, rank: int, world:
 # --------------------------------------------------------------------------------------- logging
 def _describe(row: dict[str, float]) -> str:
     keys = ("G", "D_A", "D_B", "cycle_A", "cycle_B")
-    return "CycleGAN " + " ".join(f"{k} {row[k]:.3f}" for k in keys if k in row)
-
-
-def _progress(enabled: bool, total: int, done: int):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:
-            return Text(f"{task.speed:.2f} it/s" if task.speed else "-- it/s", style="progress.data.speed")
-
-    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn())
-    task = p.add_task("CycleGAN", total=total, completed=done)
-    p.start()
-    return p, task
+    return " ".join(f"{k} {row[k]:.3f}" for k in keys if k in row)
 
 
 def _tensorboard(logdir: Path):

@@ -100,6 +100,16 @@ def test_cli_train_gan_and_translate(trained, tiny_dataset, tmp_path):
     assert len(log["images"]) == 2 and [f["file"].endswith("broken.png") for f in log["failed"]] == [True]
     assert {p: p.stat().st_mtime_ns for p in src.rglob("*")} == before  # inputs untouched
 
+    # --native: the photo's own resolution, tiled (130 px > tile 64) instead of resized to the training 64 px
+    out = runner.invoke(app, ["translate", str(res.model_dir), str(src), str(tmp_path / "native"), "--device", "cpu",
+                              "--native", "--tile", "64", "--precision", "fp32"])
+    assert out.exit_code == 0, out.output
+    native = cv2.imread(str(tmp_path / "native" / "sub" / "b.jpg"))
+    assert native.shape == (130, 90, 3)
+    assert json.loads((tmp_path / "native" / "translations.json").read_text())["scale"] == "native"
+    out = runner.invoke(app, ["translate", str(res.model_dir), str(src), str(tmp_path / "o2"), "--native", "--size", "80"])
+    assert out.exit_code == 2 and "exclude" in out.output
+
     out = runner.invoke(app, ["translate", str(res.model_dir), str(tiny_dataset.root), str(tmp_path / "ds"),
                               "--direction", "BtoA"])
     assert out.exit_code == 0, out.output
