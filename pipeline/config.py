@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -119,6 +120,8 @@ class DataConfig(Section):
     category_map: dict[str, str] = Field(default_factory=dict, description="source name -> name")
     split: SplitConfig = SplitConfig()
     max_pixels: int = Field(50_000_000, ge=1, description="larger images are quarantined (bombs)")
+    min_image_side: int = Field(8, ge=1, description="images narrower or shorter than this (px) are "
+                                "quarantined: too small to hold a part")
     min_box_size: float = Field(1.0, gt=0, description="boxes thinner than this (px) are dropped")
     clip_min_inside: float = Field(
         0.5, ge=0, le=1, description="clip boxes at least this much inside, else drop"
@@ -294,6 +297,13 @@ class RunConfig(Section):
     def _plain(cls, v: str) -> str:
         return v.strip() or "custom"
 
+    @model_validator(mode="after")
+    def _outputs_outside_inputs(self) -> "RunConfig":
+        problem = output_root_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     def section_hash(self, name: str) -> str:
         """sha256 of one section's canonical JSON: the cache key part that config contributes."""
         return _hash_json(getattr(self, name).model_dump(mode="json"))
@@ -303,6 +313,34 @@ class RunConfig(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def output_root_problem(cfg: RunConfig) -> str | None:
+    """Why runtime.output_root may not be used with these sources (None: it may).
+
+    An output root inside an input folder (a source's images, or its annotations folder) would
+    write dataset versions, models and reports into the user's photos, and a later ingest would
+    read them back as inputs. Paths are compared resolved (symlinks, relative to the working
+    directory), as ingest opens them. The demo's sources live under the output root: not checked.
+    """
+    if cfg.data.source != "folders":
+        return None
+    out = _real(cfg.runtime.output_root)
+    for domain, sources in (("a", cfg.data.a), ("b", cfg.data.b)):
+        for i, src in enumerate(sources):
+            folders = [("images", src.images)]
+            if src.annotations is not None and src.format in ("yolo", "labelme"):
+                folders.append(("annotations", src.annotations))
+            for key, folder in folders:
+                if out.is_relative_to(_real(folder)):
+                    where = f"data.{domain}[{i}].{key} {folder}"
+                    return (f"runtime.output_root {cfg.runtime.output_root} is inside {where}: outputs "
+                            "would be written into your inputs; choose an output root outside every input folder")
+    return None
+
+
+def _real(p: Path) -> Path:
+    return Path(os.path.realpath(os.path.abspath(p)))
 
 
 def _hash_json(obj: Any) -> str:
@@ -376,6 +414,8 @@ def _explain(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         hint = _closest_key(err["loc"])
         return f"unknown key '{dotted}'" + (f" (did you mean '{hint}'?)" if hint else "")
+    if not loc:  # a check across sections: its message names the keys, the input is the whole config
+        return str(err["msg"]).removeprefix("Value error, ")
     return f"'{dotted}': {err['msg']} (got {err.get('input')!r})"
 
 

@@ -19,7 +19,9 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,21 +111,67 @@ def stage_key(stage: str, config_section: Any, parents: list[dict[str, Any]]) ->
 
 
 # ---------------------------------------------------------------------------------- atomic writes
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
+# Temp names: `.<name>.<random>.tmp` files and `.<name>.<random>.partial` folders (random: the
+# 8 characters tempfile draws). Their writer holds an flock on them while it lives, so a leftover
+# of a killed run is told from live work by taking that lock (see `remove_stale`).
+_TMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+_TMP_DIR = re.compile(r"^\..+\.[a-z0-9_]{8}\.partial$")
+# A writer takes its lock right after creating the temp: an empty one this young may be unlocked yet.
+_FRESH_S = 60.0
+# Retrying these cannot help: the disk stays full, the file system read-only, the mode the same.
+_PERMANENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                     errno.ENAMETOOLONG}
+
+
+def is_transient(e: OSError) -> bool:
+    """Whether an I/O error may pass on a retry (a network file system hiccup), unlike a full disk."""
+    return e.errno not in _PERMANENT_ERRNOS
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """`e` naming `path` when it names no file: `write()` on a full disk says only "No space left
+    on device". The errno picks the subclass (PermissionError, ...), as OSError() does itself."""
+    if e.filename is not None or e.errno is None:
+        return e
+    named = OSError(e.errno, e.strerror, str(path))
+    named.__cause__ = e
+    return named
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Plain write (parents created) for files inside a folder built by `atomic_dir`; an OSError
+    names the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as e:
+        raise _naming(e, path) from None
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write to a temp file in the same directory, fsync, then rename over `path`. An OSError
+    (full disk, permission) names `path` and leaves no temp file behind."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from None
+    try:
+        _try_flock(fd)  # released when the fd closes or the process dies: then the temp is stale
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
         raise
     return path
 
@@ -138,11 +186,22 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Pat
 
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Build a directory under a temp name and rename it into place only when the block succeeds."""
+    """Build a directory under a temp name and rename it into place only when the block succeeds.
+
+    Leftovers of killed runs beside it (`remove_stale`) are removed first: without that every
+    SIGKILL would leave a half-built copy on disk for good.
+    """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(final.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    except OSError as e:
+        raise _naming(e, final.parent) from None
+    fd = None
+    try:
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        _try_flock(fd)  # held until the rename: a folder we can lock is a dead run's
         yield tmp
         if final.exists():  # someone else finished the same content first: keep theirs
             _rmtree(tmp)
@@ -151,6 +210,55 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     except BaseException:
         _rmtree(tmp)
         raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def remove_stale(folder: str | Path) -> list[str]:
+    """Remove the temp files and partial folders of atomic writes in `folder` (not below it)
+    whose writer is gone; returns their names.
+
+    A writer holds an flock on its temp while it lives, so one we can lock is a dead run's. An
+    empty temp younger than a minute is left alone (its writer may not have locked it yet);
+    temps of other kinds (a resumable stage's fixed `.<name>.partial`) never match the pattern.
+    Where flock is not supported (some network file systems) nothing is removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        is_dir = _TMP_DIR.match(entry.name) and entry.is_dir(follow_symlinks=False)
+        if not is_dir and not (_TMP_FILE.match(entry.name) and entry.is_file(follow_symlinks=False)):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            st = os.fstat(fd)
+            empty = not os.listdir(entry.path) if is_dir else st.st_size == 0
+            if empty and now - st.st_mtime < _FRESH_S:
+                continue
+            if is_dir:
+                _rmtree(Path(entry.path))
+            else:
+                os.unlink(entry.path)
+            removed.append(entry.name)
+        except OSError:  # locked by a live writer, or flock unsupported: not ours to remove
+            continue
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _try_flock(fd: int) -> None:
+    with contextlib.suppress(OSError):  # no flock (some network file systems): temps just stay
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _rmtree(p: Path) -> None:

@@ -20,4 +20,12 @@ app = typer.Typer(
 def main() -> None:
     from pipeline.cli import commands  # noqa: F401  (registers the sub-commands)
 
-    app()
+    try:
+        app()
+    except OSError as e:
+        # A full disk or a folder we may not write is the machine's state, not a bug: one line
+        # naming the path, no traceback. Inputs that cannot be read are quarantined before this.
+        from pipeline.cli.common import os_error_text, print_error
+
+        print_error(os_error_text(e))
+        raise SystemExit(1) from None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.config import ConfigError, RunConfig, load_config
 
@@ -31,10 +32,25 @@ def load(config: Path | None, overrides: list[str] | None) -> RunConfig:
     try:
         return load_config(config, overrides or [])
     except ConfigError as e:
-        console.print(f"[bold red]config error:[/] {e}")
+        console.print(f"[bold red]config error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
 def fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    print_error(message)
     raise typer.Exit(code)
+
+
+def print_error(message: str) -> None:
+    """`error: <message>` on stderr, on one line: paths stay whole for grep and copy."""
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def os_error_text(e: OSError) -> str:
+    """`No space left on device: /out/data/datasets/...`: the system's words and the path."""
+    what = e.strerror or str(e)
+    paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+    text = f"{what}: {' -> '.join(paths)}" if paths else what
+    if isinstance(e, PermissionError) and paths:
+        text += " (this user may not write or read there; check runtime.output_root and the input folders)"
+    return text

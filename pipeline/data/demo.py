@@ -177,7 +177,7 @@ def _write_split(
     jobs = [(cfg, seed, domain, split, i) for i in range(n)]
     for i, (png, hard, parts) in enumerate(mapper(_render_png, jobs)):
         name = f"{domain.lower()}-{split}-{i:05d}.png"
-        (images_dir / name).write_bytes(png)
+        store.write_bytes(images_dir / name, png)  # inside the render's atomic_dir; errors name the file
         advance(1)
         images.append({"id": i + 1, "file_name": name, "width": size, "height": size, "hard": hard})
         for category, bbox, visibility in parts:
@@ -201,7 +201,7 @@ def _write_split(
                 {"id": k + 1, "name": c, "supercategory": "part"} for k, c in enumerate(CATEGORIES)
             ],
         }
-        (folder / "annotations.json").write_text(json.dumps(coco), encoding="utf-8")
+        store.write_bytes(folder / "annotations.json", json.dumps(coco).encode("utf-8"))
     return {"images": n, "boxes": len(annotations)}
 
 

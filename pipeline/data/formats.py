@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from pipeline.data.coco import Annotation, Category, CocoSet, ImageRecord
-from pipeline.data.validate import IMAGE_EXTS, display_size, quarantine_row
+from pipeline.data.validate import IMAGE_EXTS, display_size, inside_root, quarantine_row
 from pipeline.store import atomic_write_json, atomic_write_text
 
 
@@ -108,9 +108,14 @@ def read_coco(path: str | Path, issues: list[dict] | None = None) -> CocoSet:
         images.append(rec)
 
     anns: list[Annotation] = []
+    seen_ann: set[Any] = set()
     for a in d.get("annotations") or []:
         aid = a.get("id", "?") if isinstance(a, dict) else "?"
         where = f"{path}#annotation {aid}"
+        if aid != "?" and _hashable(aid) in seen_ann:
+            # Ids are renumbered on reading, so both boxes can stay; the row says the file is odd.
+            _problem(issues, where, f"duplicate annotation id {aid}", "annotation kept (renumbered)")
+        seen_ann.add(_hashable(aid))
         try:
             image_id, cat = int(a["image_id"]), int(a["category_id"])
         except (KeyError, TypeError, ValueError):
@@ -136,6 +141,10 @@ def read_coco(path: str | Path, issues: list[dict] | None = None) -> CocoSet:
             continue
         anns.append(Annotation(len(anns) + 1, image_id, remap[cat], box, int(a.get("iscrowd", 0) or 0)))
     return CocoSet(images, anns, categories, {"source": str(path)})
+
+
+def _hashable(v: Any) -> Any:
+    return v if isinstance(v, (int, float, str)) else repr(v)
 
 
 def _int_or0(v: Any) -> int:
@@ -235,12 +244,20 @@ def read_yolo(
     categories = [Category(i + 1, n) for i, n in enumerate(class_names)]
     coco = CocoSet(categories=categories, info={"source": str(labels_dir)})
     stems: set[Path] = set()
-    for idx, img in enumerate(_list_images(images_dir), start=1):
+    idx = 0
+    for img in _list_images(images_dir):
         rel = img.relative_to(images_dir)
         stems.add(rel.with_suffix(""))
-        size = display_size(img) or (0, 0)
-        coco.images.append(ImageRecord(idx, rel.as_posix(), size[0], size[1]))
         txt = labels_dir / rel.with_suffix(".txt")
+        if txt.is_file() and not inside_root(labels_dir, txt):
+            # Without its labels the photo would pass as a background image: leave it out.
+            reason = f"label file resolves outside the annotation root {labels_dir} (to {txt.resolve()})"
+            _problem(issues, txt, reason, "image skipped")
+            continue
+        idx += 1
+        # An image linked from outside keeps size 0: ingest refuses it by path before any read.
+        size = (display_size(img) or (0, 0)) if inside_root(images_dir, img) else (0, 0)
+        coco.images.append(ImageRecord(idx, rel.as_posix(), size[0], size[1]))
         if not txt.is_file() or size == (0, 0):  # unreadable images are quarantined by validation
             continue
         for ln, line in enumerate(txt.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
@@ -342,14 +359,21 @@ def read_labelme(
     coco = CocoSet(info={"source": str(json_dir)})
     seen: dict[str, Path] = {}
     for jf in sorted(json_dir.rglob("*.json")):
+        if not inside_root(json_dir, jf):
+            # Walked files are untrusted like the paths inside them: a link out of the folder
+            # would make ingest read (and, through imagePath, ingest) files from anywhere.
+            reason = f"symlink resolves outside the annotation root {json_dir} (to {jf.resolve()})"
+            _problem(issues, jf, reason, "image skipped")
+            continue
         try:
             d = _load_json(jf)
-            if not isinstance(d, dict) or "shapes" not in d or "imagePath" not in d:
-                raise FormatError(f"{jf}: not a labelme file (needs 'shapes' and 'imagePath')")
+            problem = _labelme_schema_problem(d)
+            if problem:
+                raise FormatError(f"{jf}: not a labelme file ({problem})")
         except FormatError as e:
             _problem(issues, jf, str(e).split(": ", 1)[-1], "image skipped")
             continue
-        image_path = str(d.get("imagePath") or "")
+        image_path = d.get("imagePath") or ""
         file_name, extra = _labelme_file_name(jf, image_path, images_dir, bool(d.get("imageData")))
         if file_name in seen:
             _problem(issues, jf, f"duplicate file name {file_name!r} (also in {seen[file_name].name})",
@@ -371,6 +395,26 @@ def read_labelme(
             coco.annotations.append(Annotation(len(coco.annotations) + 1, img_id, cid, box))
     coco.categories = [Category(i, n) for n, i in names.items()]
     return coco
+
+
+def _labelme_schema_problem(d: Any) -> str | None:
+    """What makes `d` no labelme record (None: it is one). `shapes: null` is an image without
+    shapes; anything else that is not a list would be read character by character."""
+    if not isinstance(d, dict) or "shapes" not in d or "imagePath" not in d:
+        return "needs 'shapes' and 'imagePath'"
+    wrong = []
+    if d["shapes"] is not None and not isinstance(d["shapes"], list):
+        wrong.append(f"'shapes' is {type(d['shapes']).__name__} {_short(d['shapes'])}, not a list")
+    if d["imagePath"] is not None and not isinstance(d["imagePath"], str):
+        wrong.append(f"'imagePath' is {type(d['imagePath']).__name__} {_short(d['imagePath'])}, not a string")
+    if d.get("imageData") is not None and not isinstance(d["imageData"], str):
+        wrong.append(f"'imageData' is {type(d['imageData']).__name__}, not base64 text")
+    return "; ".join(wrong) or None
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _labelme_file_name(jf: Path, image_path: str, images_dir: Path, embedded: bool) -> tuple[str, dict]:
@@ -404,6 +448,8 @@ def _shape_box(s: Any) -> list[float] | str:
         (cx, cy), (px, py) = pts[0], pts[1]
         r = math.hypot(px - cx, py - cy)
         return [cx - r, cy - r, 2 * r, 2 * r]
+    if kind == "polygon" and len(pts) < 3:  # two points are a line: its box is no part's outline
+        return f"polygon with {len(pts)} points (needs at least 3)"
     if kind in ("polygon", "rectangle", "mask") and len(pts) >= 2:
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]

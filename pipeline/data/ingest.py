@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import store
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, output_root_problem
 from pipeline.data.coco import Annotation, Category, CocoSet, ImageRecord
 from pipeline.data.quarantine import summary_text
 from pipeline.data.sources import (
@@ -51,7 +51,7 @@ from pipeline.data.sources import (
     read_source,
     skipped_action,
 )
-from pipeline.data.split import PlacedImage, SplitItem, assign_splits, separate_held_out
+from pipeline.data.split import PlacedImage, SplitItem, assign_splits, identical_note, separate_held_out
 from pipeline.data.validate import BoxCheck, InputProblem, check_box, load_image, quarantine_row
 from pipeline.data.version import DatasetVersion
 from pipeline.progress import stage_progress
@@ -76,6 +76,7 @@ class Shard:
     max_pixels: int
     boxes: BoxCheck
     strict: bool
+    min_image_side: int = 1
 
 
 @dataclass
@@ -96,6 +97,8 @@ class IngestPlan:
     strict: bool
     # Domain -> path prefixes of its labelled sources: each such domain must keep a labelled image.
     labelled_sources: dict[str, list[str]] = field(default_factory=dict)
+    # Task keys of identical photos kept in several places: noted once validation has passed them.
+    duplicates: list[list[int]] = field(default_factory=list)
 
     @property
     def version_dir(self) -> Path:
@@ -110,7 +113,8 @@ class IngestPlan:
         size = self.cfg.data.shard_size
         check = BoxCheck(self.cfg.data.clip_min_inside, self.cfg.data.min_box_size)
         return [
-            Shard(i // size, self.tasks[i : i + size], self.cfg.data.max_pixels, check, self.strict)
+            Shard(i // size, self.tasks[i : i + size], self.cfg.data.max_pixels, check, self.strict,
+                  self.cfg.data.min_image_side)
             for i in range(0, len(self.tasks), size)
         ]
 
@@ -126,6 +130,9 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None, progress: bool = 
     """Read every source's annotations, hash its images and assign splits (no pixel decoding).
     With data.source demo the demo photos are rendered first (`progress`: shown on stderr)."""
     strict = cfg.data.strict if strict is None else strict
+    problem = output_root_problem(cfg)  # also checked on loading; a config edited in code is not
+    if problem:
+        raise IngestError(problem)
     rows: list[dict] = []
 
     def report(row: dict) -> None:
@@ -160,7 +167,7 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None, progress: bool = 
         report(row)
     for t, s in zip(b_tasks, splits):
         t.split = s
-    tasks = _separate_held_out(tasks, report)
+    tasks, duplicates = _separate_held_out(tasks, report)
     labelled_sources = labelled_source_paths(read)
     _require_labelled(labelled_sources, Counter(t.domain for t in tasks if _is_labelled(t.split)), rows)
     _name_outputs(tasks)
@@ -171,7 +178,7 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None, progress: bool = 
         "ingest", {"data": key_config, "seed": cfg.runtime.seed},
         [*parents, {"files_hash": store.hash_json({"images": planned, "rows": rows, "cats": categories})}],
     )
-    return IngestPlan(cfg, key, categories, tasks, rows, parents, strict, labelled_sources)
+    return IngestPlan(cfg, key, categories, tasks, rows, parents, strict, labelled_sources, duplicates)
 
 
 def _is_labelled(split: str) -> bool:
@@ -179,15 +186,14 @@ def _is_labelled(split: str) -> bool:
     return split in ("train", "val", "test")
 
 
-def _separate_held_out(tasks: list[ImageTask], report) -> list[ImageTask]:
-    """Drop copies (any domain, any pool) of held-out photos from training splits; note the rest."""
+def _separate_held_out(tasks: list[ImageTask], report) -> tuple[list[ImageTask], list[list[int]]]:
+    """Drop copies (any domain, any pool) of held-out photos from training splits; returns the
+    tasks kept and the keys of each group of identical photos kept in several places."""
     placed = [PlacedImage(t.sha256, t.domain, t.split, t.src) for t in tasks]
-    drop, notes = separate_held_out(placed)
+    drop, groups = separate_held_out(placed)
     for i, reason in sorted(drop.items()):
         report(quarantine_row(tasks[i].src, reason, skipped_action(len(tasks[i].boxes))))
-    for row in notes:
-        report(row)
-    return [t for i, t in enumerate(tasks) if i not in drop]
+    return [t for i, t in enumerate(tasks) if i not in drop], [[tasks[i].key for i in g] for g in groups]
 
 
 def _require_labelled(sources: dict[str, list[str]], kept: Counter, rows: list[dict]) -> None:
@@ -231,7 +237,7 @@ def validate_shard(shard: Shard, build_dir: Path) -> ShardResult:
 
     for t in shard.tasks:
         try:
-            img = load_image(read_image_bytes(t), shard.max_pixels)
+            img = load_image(read_image_bytes(t), shard.max_pixels, shard.min_image_side)
             if img.sha256 != t.sha256:
                 raise InputProblem("file changed while ingest was running")
         except InputProblem as p:
@@ -253,9 +259,7 @@ def validate_shard(shard: Shard, build_dir: Path) -> ShardResult:
                 report(quarantine_row(t.src, reason, action))
             if box is not None:
                 kept.append((cat, box, crowd))
-        out = build_dir / (t.out_stem + img.ext)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(img.data)
+        store.write_bytes(build_dir / (t.out_stem + img.ext), img.data)  # inside the partial version
         records.append({"key": t.key, "file_name": t.out_stem + img.ext, "width": img.width,
                         "height": img.height, "copied": img.copied, "boxes": kept})
     return ShardResult(shard.index, records, rows)
@@ -269,6 +273,7 @@ def finalize_ingest(plan: IngestPlan, results: list[ShardResult], build_dir: Pat
     by_key = {t.key: t for t in plan.tasks}
     records = sorted((r for res in results for r in res.records), key=lambda r: r["key"])
     rows = plan.rows + [row for res in sorted(results, key=lambda r: r.index) for row in res.rows]
+    rows += _duplicate_notes(plan, {r["key"] for r in records})
     cats = [Category(i + 1, n) for i, n in enumerate(plan.categories)]
     sets: dict[tuple[str, str], CocoSet] = {k: CocoSet(categories=list(cats)) for k in STANDARD_SPLITS}
     for rec in records:
@@ -306,6 +311,17 @@ def finalize_ingest(plan: IngestPlan, results: list[ShardResult], build_dir: Pat
     store.write_manifest(build_dir, kind="dataset", id=plan.version_dir.name, config=config,
                          parents=plan.parents, summary=summary)
     return summary
+
+
+def _duplicate_notes(plan: IngestPlan, valid: set[int]) -> list[dict]:
+    """A row per group of identical photos of which at least two copies passed validation."""
+    by_key = {t.key: t for t in plan.tasks}
+    notes = []
+    for group in plan.duplicates:
+        copies = [by_key[k] for k in group if k in valid]
+        if len(copies) > 1:
+            notes.append(identical_note([PlacedImage(t.sha256, t.domain, t.split, t.src) for t in copies]))
+    return notes
 
 
 @contextlib.contextmanager
@@ -359,12 +375,13 @@ def run_shards(plan: IngestPlan, build_dir: Path, *, progress: bool = True) -> l
 
 
 def _with_retries(shard: Shard, build_dir: Path, attempts: int = 3, delay_s: float = 1.0) -> ShardResult:
-    """validate_shard, retried on transient I/O errors (what the Prefect flow's task retries do)."""
+    """validate_shard, retried on transient I/O errors (what the Prefect flow's task retries do);
+    a full disk, a read-only file system or a refused permission fails at once."""
     for attempt in range(1, attempts + 1):
         try:
             return validate_shard(shard, build_dir)
-        except OSError:
-            if attempt == attempts:
+        except OSError as e:
+            if attempt == attempts or not store.is_transient(e):
                 raise
             time.sleep(delay_s * attempt)
     raise AssertionError("unreachable")

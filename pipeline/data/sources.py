@@ -34,7 +34,7 @@ from pipeline.data.formats import (
     read_yolo,
 )
 from pipeline.data.split import lookup_split, read_split_file
-from pipeline.data.validate import InputProblem, quarantine_row, safe_image_path
+from pipeline.data.validate import InputProblem, quarantine_row, safe_image_path, utf8_name
 
 Report = Callable[[dict], None]
 
@@ -164,7 +164,7 @@ def plan_tasks(read: list[ReadSource], categories: list[str], data: DataConfig,
         by_image = coco.anns_by_image()
         labelled = src.format != "none"
         for im in coco.images:
-            label = f"{domain}{index}:{im.file_name}"
+            label = f"{domain}{index}:{utf8_name(im.file_name)}"  # output names and JSON are UTF-8
             boxes = [(cat_id[names[a.category_id]], list(a.bbox), a.iscrowd) for a in by_image.get(im.id, [])]
             embedded = "image_data_from" in im.extra
             try:
@@ -211,11 +211,15 @@ def labelled_source_paths(read: list[ReadSource]) -> dict[str, list[str]]:
 
 
 def hash_tasks(tasks: list[ImageTask], workers: int, report: Report) -> None:
-    """Content hash of every planned image (threads: hashlib releases the GIL)."""
+    """Content hash of every planned image (threads: hashlib releases the GIL); unreadable and
+    zero-byte files are quarantined here and keep an empty hash (left out of the plan)."""
 
     def one(t: ImageTask) -> str | InputProblem:
         try:
-            return store.sha256_bytes(read_image_bytes(t))
+            data = read_image_bytes(t)
+            if not data:  # never an image; its all-empty hash would group every empty file as copies
+                return InputProblem("zero-byte file")
+            return store.sha256_bytes(data)
         except InputProblem as p:
             return p
         except (FileNotFoundError, PermissionError, IsADirectoryError) as e:

@@ -107,19 +107,20 @@ class PlacedImage:
     file: str  # for quarantine messages
 
 
-def separate_held_out(images: Sequence[PlacedImage]) -> tuple[dict[int, str], list[dict]]:
+def separate_held_out(images: Sequence[PlacedImage]) -> tuple[dict[int, str], list[list[int]]]:
     """Copies to drop so that no held-out photo also sits in a training split.
 
     Returns ({index: reason} for every copy in a training split (A train/unlabelled, B train or
-    unlabelled) of a photo that is also held out, notes: one row per group of identical photos
-    that are all kept). Copies within held-out splits are left to `assign_splits` (labelled B
-    duplicates share one split already).
+    unlabelled) of a photo that is also held out, the groups (lists of indices) of identical
+    photos that are all kept). Copies within held-out splits are left to `assign_splits` (labelled
+    B duplicates share one split already). Ingest notes a kept group (`identical_note`) only once
+    its copies have passed validation: broken copies are no photos.
     """
     groups: dict[str, list[int]] = defaultdict(list)
     for i, im in enumerate(images):
         groups[im.sha256].append(i)
     drop: dict[int, str] = {}
-    notes: list[dict] = []
+    kept_groups: list[list[int]] = []
     for members in groups.values():
         if len(members) < 2:
             continue
@@ -131,11 +132,15 @@ def separate_held_out(images: Sequence[PlacedImage]) -> tuple[dict[int, str], li
                     drop[i] = f"duplicate of held-out image {first.file} ({first.domain}_{first.split})"
         kept = [i for i in members if i not in drop]
         if len(kept) > 1:
-            where = sorted({f"{images[i].domain}_{images[i].split}" for i in kept})
-            notes.append(quarantine_row(", ".join(images[i].file for i in kept),
-                                        f"{len(kept)} identical images in {', '.join(where)}",
-                                        "all copies kept"))
-    return drop, notes
+            kept_groups.append(kept)
+    return drop, kept_groups
+
+
+def identical_note(copies: Sequence[PlacedImage]) -> dict[str, str]:
+    """The quarantine row noting identical photos that are all kept."""
+    where = sorted({f"{im.domain}_{im.split}" for im in copies})
+    return quarantine_row(", ".join(im.file for im in copies),
+                          f"{len(copies)} identical images in {', '.join(where)}", "all copies kept")
 
 
 def _fill_empty_splits(hashed: dict[str, str], cfg: SplitConfig, seed: int) -> dict[str, str]:

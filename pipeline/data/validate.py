@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -57,7 +58,29 @@ class InputProblem(Exception):
 
 
 def quarantine_row(file: str | Path, reason: str, action: str) -> dict[str, str]:
-    return {"file": str(file), "reason": reason, "action": action}
+    """A quarantine row; every field passes through `utf8_name` (rows are written as JSON)."""
+    return {"file": utf8_name(str(file)), "reason": utf8_name(reason), "action": utf8_name(action)}
+
+
+def utf8_name(text: str) -> str:
+    """`text` as valid UTF-8: file-name bytes that were not UTF-8 are percent-encoded.
+
+    Python reads such bytes as lone surrogates (os.fsdecode(b"gear-\\xff.png") is "gear-\\udcff.png"),
+    which no UTF-8 file name or JSON string can hold; they become "%FF" as in a URL
+    ("gear-%FF.png"). Any other lone surrogate (a JSON "\\ud800" escape) becomes U+FFFD. A literal
+    "%" is kept as it is: output names stay readable, and ingest makes clashing names unique.
+    """
+    if text.isascii():
+        return text
+    return _SURROGATES.sub(_escape_surrogate, text)
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(m: re.Match) -> str:
+    code = ord(m.group())
+    return f"%{code - 0xDC00:02X}" if 0xDC80 <= code <= 0xDCFF else "\ufffd"
 
 
 # ------------------------------------------------------------------------------------------ paths
@@ -70,25 +93,36 @@ def safe_image_path(root: Path, name: str) -> Path:
     """
     if not name or not str(name).strip():
         raise InputProblem("empty file name")
+    shown = utf8_name(str(name))  # reasons quote the name: never as raw bytes or "\\udcff" escapes
     posix = str(name).replace("\\", "/")
     if posix.startswith("/") or PurePosixPath(posix).is_absolute() or (len(posix) > 1 and posix[1] == ":"):
-        raise InputProblem(f"absolute path {name!r} (must be relative to {root})")
+        raise InputProblem(f"absolute path {shown!r} (must be relative to {root})")
     norm = os.path.normpath(posix)
     if norm == ".." or norm.startswith("../"):
-        raise InputProblem(f"path {name!r} escapes the image root {root}")
+        raise InputProblem(f"path {shown!r} escapes the image root {root}")
     path = root / norm
     real_root = root.resolve()
     try:
         real = path.resolve(strict=False)
     except (OSError, RuntimeError) as e:  # symlink loops
-        raise InputProblem(f"path {name!r} cannot be resolved: {e}") from None
+        raise InputProblem(f"path {shown!r} cannot be resolved: {e}") from None
+    except UnicodeEncodeError:  # a JSON "\\ud800" escape: no file can have this name
+        raise InputProblem(f"file name {shown!r} is not valid text") from None
     if not real.is_relative_to(real_root):
-        raise InputProblem(f"symlink {name!r} resolves outside the image root {root} (to {real})")
+        raise InputProblem(f"symlink {shown!r} resolves outside the image root {root} (to {real})")
     if not path.exists():
-        raise InputProblem(f"missing image file {name!r} under {root}")
+        raise InputProblem(f"missing image file {shown!r} under {root}")
     if not path.is_file():
-        raise InputProblem(f"{name!r} is not a regular file")
+        raise InputProblem(f"{shown!r} is not a regular file")
     return path
+
+
+def inside_root(root: Path, path: Path) -> bool:
+    """Whether `path` (found by walking `root`) still lies inside `root` once symlinks resolve."""
+    try:
+        return path.resolve(strict=False).is_relative_to(root.resolve())
+    except (OSError, RuntimeError, UnicodeEncodeError):
+        return False
 
 
 # ----------------------------------------------------------------------------------------- images
@@ -127,8 +161,12 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
-def load_image(data: bytes, max_pixels: int) -> LoadedImage:
-    """Validate and normalise one image from its bytes; raises InputProblem when it is unusable."""
+def load_image(data: bytes, max_pixels: int, min_side: int = 1) -> LoadedImage:
+    """Validate and normalise one image from its bytes; raises InputProblem when it is unusable.
+
+    `max_pixels` (width x height) and `min_side` (pixels) bound the declared size: larger images
+    are possible decompression bombs, ones narrower than `min_side` cannot hold a part.
+    """
     if len(data) == 0:
         raise InputProblem("zero-byte file")
     digest = sha256_bytes(data)
@@ -154,6 +192,8 @@ def load_image(data: bytes, max_pixels: int) -> LoadedImage:
                 f"declared size {w}x{h} = {w * h} px exceeds data.max_pixels={max_pixels} "
                 "(possible decompression bomb; not decoded)"
             )
+        if min(w, h) < min_side:
+            raise InputProblem(f"image too small ({w}x{h} px, data.min_image_side={min_side})")
         fmt = im.format or "?"
         orientation = _orientation(im)
         sixteen_bit = _is_16bit(im, data)

@@ -16,6 +16,7 @@ from pipeline.data.split import (
     SplitItem,
     assign_splits,
     hash_split,
+    identical_note,
     lookup_split,
     read_split_file,
     separate_held_out,
@@ -105,15 +106,16 @@ def test_copies_of_held_out_photos_are_dropped_from_training_splits():
         PlacedImage(tr, "A", "train", "A/tr.jpg"),
         PlacedImage(sha(5), "A", "train", "A/alone.jpg"),
     ]
-    drop, notes = separate_held_out(images)
+    drop, groups = separate_held_out(images)
     assert drop == {
         1: "duplicate of held-out image B/t.jpg (B_test)",
         2: "duplicate of held-out image B/t.jpg (B_test)",
         4: "duplicate of held-out image B/v.jpg (B_val)",
         6: "duplicate of held-out image B/o.jpg (B_oracle)",
     }
-    assert notes == [{"file": "B/tr.jpg, A/tr.jpg", "reason": "2 identical images in A_train, B_train",
-                      "action": "all copies kept"}]
+    assert groups == [[7, 8]]
+    assert identical_note([images[i] for i in groups[0]]) == {
+        "file": "B/tr.jpg, A/tr.jpg", "reason": "2 identical images in A_train, B_train", "action": "all copies kept"}
     assert set(HELD_OUT) == {"test", "val", "oracle"}
 
 
