@@ -118,7 +118,7 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
            notes: dict[str, str]) -> ReportFacts:
     """Everything the report shows, figures included (each figure failing alone, with a note)."""
     r = cfg.report
-    alpha = comparison_alpha(compare_dir, r.alpha)
+    alpha = comparison_alpha(compare_dir, r.alpha, metrics)
     categories = list(metrics.get("categories") or [])
     head, kind, secondary = verdict(metrics, alpha)
     gan = None
@@ -184,10 +184,15 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
     return facts
 
 
-def comparison_alpha(compare_dir: Path, default: float) -> float:
-    """The CI level the comparison's bootstrap used (its saved config), so the report's "95% CI"
-    label matches the interval even when the report is built with another config."""
+def comparison_alpha(compare_dir: Path, default: float, metrics: dict[str, Any] | None = None) -> float:
+    """The CI level the comparison's bootstrap used (recorded with its comparisons, else its saved
+    config), so the report's "95% CI" label matches the interval even when the report is built
+    with another config."""
     import yaml
+
+    recorded = {c.get("alpha") for c in (metrics or {}).get("comparisons") or []} - {None}
+    if len(recorded) == 1:
+        return float(recorded.pop())
 
     try:
         saved = yaml.safe_load((Path(compare_dir) / "config.yaml").read_text()) or {}

@@ -234,13 +234,23 @@ def test_bsdata_attribution_when_its_photos_are_used(tmp_path: Path) -> None:
 def test_ci_label_follows_the_comparisons_own_alpha(report_cfg, fixture_run: Path) -> None:
     """The interval was computed at the comparison's alpha; a report built with another config
     must not relabel it."""
-    saved = report_cfg.model_copy(deep=True)
-    saved.report.alpha = 0.10
-    (fixture_run / "compare" / "config.yaml").write_text(saved.to_yaml())
+    m = _metrics(fixture_run)
+    for c in m["comparisons"]:
+        c["alpha"] = 0.10  # recorded with each interval
+    _save(fixture_run, m)
     res = build_report(report_cfg, fixture_run / "compare", fixture_run)  # report_cfg.alpha = 0.05
     md = read(res.markdown)
     assert "90% CI +0.021 to +0.099" in md and "95% CI" not in md
     assert json.loads(res.metrics.read_text())["report"]["ci_percent"] == 90
+    # an older metrics.json without it: the comparison's saved config decides
+    for c in m["comparisons"]:
+        del c["alpha"]
+    _save(fixture_run, m)
+    saved = report_cfg.model_copy(deep=True)
+    saved.report.alpha = 0.20
+    (fixture_run / "compare" / "config.yaml").write_text(saved.to_yaml())
+    md = read(build_report(report_cfg, fixture_run / "compare", fixture_run).markdown)
+    assert "80% CI +0.021 to +0.099" in md and "95% CI" not in md
 
 
 def test_timings_and_stale_figures(report_cfg, fixture_run: Path) -> None:
