@@ -217,7 +217,7 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
         "categories": test.category_names,
         "test": {"images": len(test.images), "instances": test.class_counts()},
         "config": cfg.detect.model_dump(mode="json"),
-        "detector": detector_identity(cfg),
+        "detector": _identity_or_error(cfg),
         "arms": arms,
         "comparisons": comparisons,
         "comparisons_skipped": skipped,
@@ -242,6 +242,16 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
     write_manifest(out_dir, kind="comparison", id=f"compare-{(key or 'partial')[:12]}",
                    config=cfg.detect.model_dump(mode="json"), parents=parents, summary=summary, files=files)
     return CompareResult(out_dir, path, False, metrics)
+
+
+def _identity_or_error(cfg: RunConfig) -> dict[str, Any]:
+    """The detector identity for metrics.json; start weights deleted since planning must not
+    throw away the finished runs, so that becomes a recorded error."""
+    try:
+        return detector_identity(cfg)
+    except ValueError as e:
+        return {"backend": cfg.detect.backend, "model": str(cfg.detect.weights or cfg.detect.model),
+                "weights_sha256": None, "ultralytics": None, "error": str(e)}
 
 
 def _no_pair_reason(treatment: dict[str, Any], baseline: dict[str, Any]) -> str:
