@@ -125,3 +125,36 @@ def test_defaults_are_paper_cyclegan() -> None:
     assert (g.ngf, g.n_blocks, g.lambda_cycle, g.lambda_identity, g.pool_size, g.lr, g.beta1) == (
         64, 9, 10.0, 0.5, 50, 2e-4, 0.5,
     )
+
+
+def test_an_output_root_inside_an_input_folder_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from pipeline.config import output_root_problem, validate_config
+
+    photos, labels = tmp_path / "photos", tmp_path / "labels"
+    photos.mkdir()
+    labels.mkdir()
+    (tmp_path / "link").symlink_to(photos, target_is_directory=True)
+
+    def config(out: Path | str, **source) -> dict:
+        src = {"images": str(photos), "format": "none", **source}
+        return {"data": {"source": "folders", "a": [src], "b": [dict(src)]}, "runtime": {"output_root": str(out)}}
+
+    for out in (photos, photos / "metalize", tmp_path / "link" / "out"):  # the folder, below it, via a link
+        with pytest.raises(ConfigError, match=r"runtime.output_root .* is inside data.a\[0\].images .*: outputs "
+                                               r"would be written into your inputs"):
+            validate_config(config(out))
+    with pytest.raises(ConfigError, match=r"inside data.a\[0\].annotations"):
+        validate_config(config(labels / "out", annotations=str(labels), format="labelme"))
+    monkeypatch.chdir(photos)  # relative paths resolve against the working directory, as ingest opens them
+    with pytest.raises(ConfigError, match="inside"):
+        validate_config(config("out"))
+    ok = validate_config(config(tmp_path / "out"))  # beside the inputs: fine
+    assert output_root_problem(ok) is None
+    demo = validate_config({"runtime": {"output_root": str(tmp_path)}})  # demo sources live under the root
+    assert output_root_problem(demo) is None
+
+
+def test_min_image_side_is_a_positive_data_setting() -> None:
+    assert load_config(None, ["data.min_image_side=16"]).data.min_image_side == 16
+    with pytest.raises(ConfigError, match="data.min_image_side"):
+        load_config(None, ["data.min_image_side=0"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,92 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path: Path) -> None:
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
     assert p.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+# A run that dies (os._exit: no cleanup, like SIGKILL) while building a folder and writing a file.
+_DIES = """
+import os, sys
+from pathlib import Path
+from pipeline import store
+root = Path(sys.argv[1])
+building = store.atomic_dir(root / "v2")
+(building.__enter__() / "half.png").write_bytes(b"x" * 100)
+fd, _ = __import__("tempfile").mkstemp(prefix=".x.json.", suffix=".tmp", dir=root)
+os.write(fd, b"{half")
+os._exit(9)
+"""
+
+# A live run: holds a folder and a temp file under construction until stdin closes.
+_BUILDS = """
+import os, sys, tempfile
+from pathlib import Path
+from pipeline import store
+root = Path(sys.argv[1])
+with store.atomic_dir(root / "v3") as d:
+    (d / "img.png").write_bytes(b"x" * 100)
+    fd, _ = tempfile.mkstemp(prefix=".y.json.", suffix=".tmp", dir=root)
+    store._try_flock(fd)
+    os.write(fd, b"{building")
+    print("building", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_leftovers_of_killed_runs_are_removed_and_live_work_is_not(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    dead = subprocess.run([sys.executable, "-c", _DIES, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert dead.returncode == 9, dead.stderr
+    stale = sorted(p.name for p in tmp_path.iterdir())
+    assert len(stale) == 2 and stale[0].startswith(".v2.") and stale[1].startswith(".x.json.")
+    (tmp_path / ".keep.partial").mkdir()  # a resumable stage's fixed staging name: not ours
+    live = subprocess.Popen([sys.executable, "-c", _BUILDS, str(tmp_path)], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout.readline().strip() == "building"
+        building = {p.name for p in tmp_path.iterdir()} - set(stale) - {".keep.partial"}
+        with store.atomic_dir(tmp_path / "v1") as d:  # cleans its parent first
+            (d / "f").write_text("x")
+        names = {p.name for p in tmp_path.iterdir()}
+        assert names == {"v1", ".keep.partial", *building}, names  # the dead run's two are gone
+        assert len(building) == 2
+    finally:
+        live.communicate("", timeout=30)
+    # Its folder became v3; the temp file it left is stale now that it has exited.
+    assert [n.startswith(".y.json.") for n in store.remove_stale(tmp_path)] == [True]
+    assert {p.name for p in tmp_path.iterdir()} == {"v1", "v3", ".keep.partial"}
+
+
+def test_a_fresh_unlocked_temp_is_left_alone(tmp_path: Path) -> None:
+    """Between mkstemp and its flock a writer's temp is unlocked: an empty young one is spared."""
+    (tmp_path / ".a.json.abcdefgh.tmp").write_bytes(b"")
+    (tmp_path / ".a.json.bcdefghi.tmp").write_bytes(b"{")
+    assert store.remove_stale(tmp_path) == [".a.json.bcdefghi.tmp"]
+    old = time.time() - 3600
+    os.utime(tmp_path / ".a.json.abcdefgh.tmp", (old, old))
+    assert store.remove_stale(tmp_path) == [".a.json.abcdefgh.tmp"]
+
+
+def test_write_errors_name_the_file(tmp_path: Path, monkeypatch) -> None:
+    # /dev/full: every write fails with ENOSPC, as on a full disk; the bare error names no file.
+    with pytest.raises(OSError) as e:
+        store.write_bytes(Path("/dev/full"), b"x" * 10)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == "/dev/full"
+    assert not store.is_transient(e.value) and store.is_transient(OSError(errno.EIO, "I/O error"))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    target = tmp_path / "m.json"
+    with pytest.raises(OSError) as e:
+        store.atomic_write_json(target, {"a": 1})
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []  # no temp file left behind
+
+    def denied(*a, **k):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(store.tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError) as e:  # the errno keeps its subclass
+        store.atomic_write_json(target, {"a": 1})
+    assert e.value.filename == str(target)

@@ -205,3 +205,80 @@ def test_yolo_names_from_a_data_yaml_path(tmp_path):
     c = read_yolo(tmp_path / "images", names=[str(tmp_path / "data.yaml")])  # labels/ beside images/
     assert c.category_names == ["gear", "hex_nut"]
     assert [(a.category_id, a.bbox) for a in c.annotations] == [(2, [10.0, 5.0, 20.0, 10.0])]
+
+
+def test_coco_duplicate_annotation_ids_keep_both_boxes_with_a_row(tmp_path):
+    write_rgb(tmp_path / "a.png")
+    path = coco_json(tmp_path / "ann.json", images=[{"id": 1, "file_name": "a.png"}], categories=["gear"],
+                     annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]},
+                                  {"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 6, 7, 8]},
+                                  {"id": 1, "image_id": 1, "category_id": 1, "bbox": [9, 9, 2, 2]}])
+    issues: list[dict] = []
+    c = read_coco(path, issues)
+    assert [(a.id, a.bbox) for a in c.annotations] == [(1, [1, 2, 3, 4]), (2, [5, 6, 7, 8]), (3, [9, 9, 2, 2])]
+    assert [(r["file"], r["reason"], r["action"]) for r in issues] == [
+        (f"{path}#annotation 1", "duplicate annotation id 1", "annotation kept (renumbered)")] * 2
+
+
+def _labelme_file(path: Path, **fields) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"imagePath": "a.png", "imageData": None, "shapes": [], **fields}))
+    return path
+
+
+def test_labelme_degenerate_polygons_and_wrong_types(tmp_path):
+    imgs, labels = tmp_path / "images", tmp_path / "labels"
+    write_rgb(imgs / "a.png", 60, 40)
+    _labelme_file(labels / "a.json", shapes=[
+        {"label": "pit", "points": [[1, 1], [9, 9]], "shape_type": "polygon"},  # a line, not an outline
+        {"label": "pit", "points": [[1, 1]], "shape_type": "polygon"},
+        {"label": "pit", "points": [[1, 1], [9, 1], [5, 8]], "shape_type": "polygon"},
+        {"label": "pit", "points": [[1, 1], [9, 9]], "shape_type": "rectangle"},  # two corners: fine
+    ])
+    shapes_str = _labelme_file(labels / "s.json", shapes="none", imagePath=7)
+    path_int = _labelme_file(labels / "p.json", imagePath=["a.png"])
+    _labelme_file(labels / "n.json", imagePath="b.png", shapes=None)  # null shapes: an image without boxes
+    write_rgb(imgs / "b.png", 60, 40, seed=2)
+    issues: list[dict] = []
+    c = read_labelme(labels, imgs, issues)
+    assert sorted(im.file_name for im in c.images) == ["a.png", "b.png"]
+    assert [a.bbox for a in c.annotations] == [[1, 1, 8, 7], [1, 1, 8, 8]]
+    rows = [(Path(r["file"]).name, r["reason"], r["action"]) for r in issues]
+    assert ("a.json#shape 0", "polygon with 2 points (needs at least 3)", "box dropped") in rows
+    assert ("a.json#shape 1", "polygon with 1 points (needs at least 3)", "box dropped") in rows
+    by_file = {f: (reason, action) for f, reason, action in rows}
+    # One row for the whole file, not one per character of the string "none".
+    assert sum(f.startswith("s.json") for f, _, _ in rows) == 1
+    assert by_file[shapes_str.name] == ("not a labelme file ('shapes' is str 'none', not a list; "
+                                        "'imagePath' is int 7, not a string)", "image skipped")
+    assert by_file[path_int.name][0] == "not a labelme file ('imagePath' is list ['a.png'], not a string)"
+
+
+def test_walked_annotation_files_linking_out_of_their_folder_are_refused(tmp_path):
+    outside = tmp_path / "outside"
+    write_rgb(outside / "secret.png", 40, 30)
+    _labelme_file(outside / "foreign.json", imagePath="secret.png",
+                  shapes=[{"label": "pit", "points": [[1, 1], [9, 9]], "shape_type": "rectangle"}])
+    (outside / "foreign.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    # labelme: a JSON symlinked from outside the annotation folder
+    imgs, labels = tmp_path / "lm" / "images", tmp_path / "lm" / "labels"
+    write_rgb(imgs / "a.png", 40, 30)
+    _labelme_file(labels / "a.json")
+    (labels / "link.json").symlink_to(outside / "foreign.json")
+    issues: list[dict] = []
+    c = read_labelme(labels, imgs, issues)
+    assert [im.file_name for im in c.images] == ["a.png"] and not c.annotations
+    assert [(r["file"], r["action"]) for r in issues] == [(str(labels / "link.json"), "image skipped")]
+    assert "resolves outside the annotation root" in issues[0]["reason"]
+    # YOLO: a label file symlinked from outside; the photo would pass as background: left out
+    imgs, labels = tmp_path / "yolo" / "images", tmp_path / "yolo" / "labels"
+    write_rgb(imgs / "a.png", 40, 30)
+    write_rgb(imgs / "b.png", 40, 30, seed=3)
+    labels.mkdir()
+    (labels / "a.txt").symlink_to(outside / "foreign.txt")
+    (labels / "b.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    issues = []
+    c = read_yolo(imgs, labels, names=["gear"], issues=issues)
+    assert [im.file_name for im in c.images] == ["b.png"] and len(c.annotations) == 1
+    assert [(r["file"], r["action"]) for r in issues] == [(str(labels / "a.txt"), "image skipped")]
+    assert "resolves outside the annotation root" in issues[0]["reason"]

@@ -14,7 +14,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))  # ingest_helpers lives beside this file (importlib mode)
 from ingest_helpers import exif_rotated_jpeg, pil_bytes, png16, png_header_only, scene
-from pipeline.data.validate import BoxCheck, InputProblem, check_box, load_image, safe_image_path
+from pipeline.data.validate import (
+    BoxCheck,
+    InputProblem,
+    check_box,
+    load_image,
+    quarantine_row,
+    safe_image_path,
+    utf8_name,
+)
 
 MAX = 10_000_000
 
@@ -176,6 +184,33 @@ def test_paths_that_leave_the_root_are_refused(tmp_path):
         with pytest.raises(InputProblem) as e:
             safe_image_path(root, name)
         assert expected in e.value.reason, name
+
+
+def test_images_too_small_to_hold_a_part_are_skipped():
+    one = cv2.imencode(".png", np.full((1, 1, 3), 128, np.uint8))[1].tobytes()
+    with pytest.raises(InputProblem) as e:
+        load_image(one, MAX, min_side=8)
+    assert e.value.reason == "image too small (1x1 px, data.min_image_side=8)"
+    thin = cv2.imencode(".png", np.full((7, 64, 3), 90, np.uint8))[1].tobytes()
+    with pytest.raises(InputProblem, match=r"64x7 px"):
+        load_image(thin, MAX, min_side=8)
+    assert load_image(cv2.imencode(".png", np.full((8, 8, 3), 90, np.uint8))[1].tobytes(), MAX, min_side=8).width == 8
+
+
+def test_names_that_are_not_utf8_are_percent_encoded_everywhere_they_are_shown(tmp_path):
+    raw = os.fsdecode(b"gear-\xff\xfe.png")  # how Python reads a Latin-1 era file name
+    assert utf8_name(raw) == "gear-%FF%FE.png"
+    assert utf8_name("zahnrad-ß-歯車.png") == "zahnrad-ß-歯車.png"  # valid names stay
+    assert utf8_name("a\ud800b") == "a\ufffdb"  # a lone surrogate from a JSON escape
+    row = quarantine_row(tmp_path / raw, f"missing {raw}", "image skipped")
+    assert all(v.encode("utf-8") for v in row.values()) and "gear-%FF%FE.png" in row["file"]
+    root = tmp_path / "images"
+    root.mkdir()
+    for name, expected in [(raw, "missing image file 'gear-%FF%FE.png'"), ("x\ud800.png", "not valid text")]:
+        with pytest.raises(InputProblem) as e:
+            safe_image_path(root, name)
+        assert e.value.reason.startswith(expected) or expected in e.value.reason, e.value.reason
+        e.value.reason.encode("utf-8")
 
 
 def test_corrupt_pixel_data_is_detected():
