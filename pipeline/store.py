@@ -6,6 +6,10 @@ Every produced directory (dataset version, model, report) holds a `manifest.json
      "config": {...section...}, "config_hash": "...", "parents": [<parent manifests>],
      "files": {"relative/path": "sha256", ...}, "summary": {...}}
 
+Atomic writes build `.<name>.<random>.tmp` files and `.<name>.<random>.partial` folders, flock'ed
+while their writer lives; `remove_stale` (run by every `atomic_dir` on its parent) removes those of
+killed runs. An OSError from a write names the file (a full disk says only "No space left").
+
 A stage's cache key is the hash of its parents' manifest hashes, its config section and the code
 version: unchanged inputs give the same key, so the stage is skipped.
 """

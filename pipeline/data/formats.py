@@ -10,6 +10,10 @@ category id, annotation without image, malformed line...) is appended as a quara
 `{file, reason, action}` and reading goes on; without one, the first problem raises
 `FormatError`. A file that cannot be parsed at all always raises `FormatError`.
 
+Files found by walking a folder (labelme JSON, YOLO txt) are as untrusted as the paths inside
+them: one that resolves outside its folder (a symlink) is refused with a row, its image left out.
+The COCO file named in the config is trusted.
+
 Writers: `write_coco` (pycocotools-loadable JSON), `write_yolo` (ultralytics layout) and
 `write_labelme` (rectangles, imageData null).
 """

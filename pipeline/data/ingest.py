@@ -12,6 +12,9 @@ Splits (split.py) come from content hashes; a byte copy of a held-out photo (B v
 found in a training split - among the A photos or in the unlabelled B pool - is dropped with a
 quarantine row. A domain given labelled sources that keeps no labelled image (its annotation file
 unreadable, every photo broken) is an IngestError listing the reasons, never an empty version.
+Identical photos kept in several places are noted ("all copies kept") only among the copies that
+pass validation: empty or broken files are no photos. An output root inside an input folder is
+an IngestError before anything is written.
 
 `ingest(cfg)` runs the three. The version id is `<data.name>-<key12>` where the key hashes the
 data config (less knobs that do not change the output: strict, shard_size, dask), the seed, the

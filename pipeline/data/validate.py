@@ -4,7 +4,8 @@ A quarantine row is `{"file": str, "reason": str, "action": str}`; `action` says
 ("image skipped", "box dropped", "box clipped", "normalised to 8-bit RGB PNG", ...).
 
 Images. `load_image` reads the bytes once, hashes them, and asks Pillow for the *declared* size
-from the header before any pixel is decoded, so a decompression bomb is refused cheaply. Then it
+from the header before any pixel is decoded, so a decompression bomb (over `data.max_pixels`) and
+an image too small to hold a part (a side under `data.min_image_side`) are refused cheaply. Then it
 decodes fully (a truncated or corrupt file fails here) and decides:
 - plain 8-bit RGB JPEG/PNG without an EXIF rotation: the original bytes are kept (fast path);
 - anything else is normalised to 8-bit RGB and re-encoded as PNG: 16-bit (grayscale scaled by
@@ -16,6 +17,9 @@ tag is dropped (the written PNG has no EXIF), so every later reader (OpenCV appl
 default, ultralytics too, PIL does not) sees the same pixels. Boxes are taken to be in the
 *displayed* orientation - what labelme, CVAT and COCO annotators show the annotator - so they are
 kept as they are and checked against the displayed width and height.
+
+Names. A file name that is not UTF-8 reaches Python as lone surrogates; `utf8_name` turns those
+bytes into `%FF` so every output name, "original" label and quarantine row is valid UTF-8.
 
 Boxes (`check_boxes`, xywh in pixels): NaN/inf, negative or zero width/height are dropped; boxes
 partly outside the image are clipped when at least `clip_min_inside` of their area is inside,
