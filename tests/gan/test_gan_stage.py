@@ -40,6 +40,12 @@ def test_model_directory_is_complete_and_cached(trained, tiny_dataset):
     assert sorted(p.name for p in (d / "samples").glob("*.png")) == ["step_000006.png", "step_000012.png"]
     grid = cv2.imread(str(d / "samples" / "step_000012.png"))
     assert grid.shape == (2 * 64, 3 * 64, 3)  # A, G(A), F(G(A)) over B, F(B), G(F(B))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(d / "tensorboard")).Reload()
+    assert {"loss/G", "loss/cycle_A", "lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss/G")] == [4, 8, 12]  # log_every 4
+    assert [e.step for e in events.Images("A_GA_FGA__B_FB_GFB")] == [6, 12]  # the same grids as the PNGs
     m = read_manifest(d)
     assert m["kind"] == "cyclegan" and m["parents"][0]["id"] == tiny_dataset.id
     assert verify_manifest(d) == [] and not any(k.startswith("checkpoints/") for k in m["files"])
