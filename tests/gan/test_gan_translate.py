@@ -155,3 +155,16 @@ def test_tiled_host_memory_grows_with_width_not_area(weights):
     small, large = extra(256), extra(1024)
     assert large < 6 * small, (small, large)  # 4x the width; the area would give 16x
     assert large < 16 * 1024 * 1024 / 8, large  # far below full-size float32 accumulators (16 B/pixel)
+
+
+def test_auto_precision_translates_in_bf16_on_a_bf16_cpu_close_to_fp32(weights):
+    from pipeline.gan.accel import cpu_has_fast_bf16
+
+    auto = Translator.load(weights, load_size=None)
+    assert auto.precision == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    imgs = [scene(64, 64, 4), scene(100, 150, 5)]  # whole, and tiled at tile 64
+    fp32 = Translator.load(weights, tile=64, load_size=None, precision="fp32")(imgs)
+    bf16 = Translator.load(weights, tile=64, load_size=None, precision="bf16")(imgs)
+    for a, b in zip(fp32, bf16):
+        d = np.abs(a.astype(int) - b.astype(int))
+        assert d.mean() < 2.0 and np.percentile(d, 99) <= 8, (d.mean(), np.percentile(d, 99))
