@@ -48,49 +48,70 @@ _BASELINE = 4
 # A source pixel is an edge when its central difference exceeds this (8-bit units) and 3x the
 # image's median difference; synthetic steps there are explained by the source.
 _SOURCE_EDGE = 8.0
+# A line is judged in this many segments; a segment needs a quarter of its pixels off source edges.
+_SEGMENTS = 4
+_MIN_FREE = 0.25
 
 
-def _steps(g: np.ndarray) -> np.ndarray:
-    """|g[:, x+1] - g[:, x-1]| at every interior column: (H, W - 2), 8-bit units."""
-    return np.abs(g[:, 2:] - g[:, :-2])
+def _source_edges(source: np.ndarray) -> np.ndarray:
+    """(H, W - 2) mask of source edges at the central-difference positions, widened by ±1 line."""
+    s = np.asarray(source, dtype=np.float32)
+    ds = np.abs(s[:, 2:] - s[:, :-2])
+    edge = ds > max(_SOURCE_EDGE, 3.0 * float(np.median(ds)))
+    edge[:, 1:] |= edge[:, :-1].copy()
+    edge[:, :-1] |= edge[:, 1:].copy()
+    return edge
 
 
 def line_steps(gray: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:
-    """Per vertical line x (1 <= x < W - 1): the lower quartile over rows of
-    |g[:, x+1] - g[:, x-1]|, minus the median of that profile over the neighbouring lines
-    (8-bit units). Returns (W - 2,) excess step heights.
+    """Per vertical line x (1 <= x < W - 1): the step g[:, x+1] - g[:, x-1] that holds along the
+    whole line with one sign, minus the median of that profile over the neighbouring lines
+    (8-bit units). Returns (W - 2,).
 
-    The central difference spans two pixels, so a seam softened by a resize still counts. The
-    lower quartile needs the step along at least three quarters of the line: a tile border runs
-    through the whole image, object edges cover only parts of lines. Where `source` (same shape)
-    has an edge at that place (±1 line), the step is not counted: the synthetic image inherited it
-    (a letterbox border, parts standing in a row).
+    The line is cut into 4 segments; each gets the median of its signed steps, and the line the
+    smallest of them when all agree in sign (else 0). A tile border runs through the whole image
+    with one tile brighter than the other; object edges, highlights and brushed streaks change
+    sign or stop along a line. Medians shrug off pixel noise; the central difference spans two
+    pixels, so a seam softened by a resize still counts. Where `source` (same shape) has an edge,
+    the synthetic step is inherited (a letterbox border, parts in a row) and left out.
     """
     g = np.asarray(gray, dtype=np.float32)
-    if g.shape[1] < 3:
-        return np.zeros(0, np.float32)
-    d = _steps(g)
-    if source is not None:
-        ds = _steps(np.asarray(source, dtype=np.float32))
-        edge = ds > max(_SOURCE_EDGE, 3.0 * float(np.median(ds)))
-        edge[:, 1:] |= edge[:, :-1].copy()
-        edge[:, :-1] |= edge[:, 1:].copy()
-        d = np.where(edge, 0.0, d)
-    prof = np.quantile(d, 0.25, axis=0)
+    if g.shape[1] < 3 or g.shape[0] < _SEGMENTS:
+        return np.zeros(max(0, g.shape[1] - 2), np.float32)
+    d = g[:, 2:] - g[:, :-2]
+    free = np.ones(d.shape, bool) if source is None else ~_source_edges(source)
+    seg_median = np.full((_SEGMENTS, d.shape[1]), np.nan, np.float32)
+    for k, rows in enumerate(np.array_split(np.arange(d.shape[0]), _SEGMENTS)):
+        fs = free[rows]
+        ok = fs.mean(axis=0) >= _MIN_FREE
+        if ok.any():
+            seg_median[k, ok] = np.nanmedian(np.where(fs[:, ok], d[rows][:, ok], np.nan), axis=0)
+    judged = np.isfinite(seg_median).sum(axis=0) >= _SEGMENTS // 2 + 1
+    m = np.where(np.isfinite(seg_median), seg_median, 0.0)
+    one_sign = np.all(m >= 0, axis=0) | np.all(m <= 0, axis=0)  # unjudged segments count as 0
+    mag = np.where(np.isfinite(seg_median), np.abs(seg_median), np.inf).min(axis=0)
+    prof = np.where(judged & one_sign, mag, 0.0).astype(np.float32)
     pad = np.pad(prof, _BASELINE, mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(pad, 2 * _BASELINE + 1)
     return prof - np.median(windows, axis=1)
 
 
-def seam_score(image: np.ndarray, source: np.ndarray | None = None) -> float:
+def seam_score(image: np.ndarray, source: np.ndarray | None = None, border: float = 1 / 16) -> float:
     """Strongest straight row/column step of `image` not explained by `source` (8-bit units).
 
     Tiled translation whose tiles disagree leaves a step along a whole tile border. The score is
-    the largest excess step (see `line_steps`) over every row and column; 0 means no line stands
-    out, a seam of δ grey levels scores about δ.
+    the largest excess step (see `line_steps`) over every interior row and column; lines within
+    `border` x the side of the image edge are skipped (generators trained on crops leave their
+    own faint frame there, which is not a seam). 0 means no line stands out; a seam of δ grey
+    levels scores about δ.
     """
     g = to_gray(image)
     src = None if source is None else to_gray(source)
-    rows = line_steps(g.T, None if src is None else src.T)
-    cols = line_steps(g, src)
-    return float(max(0.0, rows.max(initial=0.0), cols.max(initial=0.0)))
+    best = 0.0
+    for img, ref in ((g, src), (g.T, None if src is None else src.T)):
+        steps = line_steps(img, ref)
+        skip = max(1, int(np.ceil(border * img.shape[1])))  # steps[i] is line i + 1
+        inner = steps[max(0, skip - 1) : len(steps) - skip + 1]
+        if len(inner):
+            best = max(best, float(inner.max()))
+    return best

@@ -81,3 +81,29 @@ def fake_model_dir(root: Path) -> Path:
     (d / "G_AB.safetensors").write_bytes(b"weights stand-in")  # only hashed, never loaded here
     write_manifest(d, kind="cyclegan", id=d.name, config={})
     return d
+
+
+def real_model_dir(root: Path, name: str, seed: int, *, nan: bool = False) -> Path:
+    """A CycleGAN model dir holding a real (random-initialised, tiny) ResnetGenerator as
+    G_AB.safetensors, as the GAN stage saves it; nan=True poisons one bias so every output is NaN."""
+    import torch
+
+    from pipeline.gan.checkpoint import save_weights
+    from pipeline.gan.networks import ResnetGenerator, init_weights
+
+    torch.manual_seed(seed)
+    net = init_weights(ResnetGenerator(3, 3, ngf=8, n_blocks=2))
+    state = net.state_dict()
+    if nan:
+        state["model.1.bias"] = torch.full_like(state["model.1.bias"], float("nan"))
+    d = root / "models" / "cyclegan" / name
+    d.mkdir(parents=True)
+    save_weights(d / "G_AB.safetensors", state, {"ngf": 8, "n_blocks": 2, "load_size": None, "direction": "AtoB"})
+    write_manifest(d, kind="cyclegan", id=name, config={"seed": seed})
+    return d
+
+
+def permissive_gate() -> dict:
+    """Gate settings that accept every output (tests of provenance, not of quality)."""
+    return {"min_box_edge_f1": 0.0, "max_box_offset": None, "max_seam": None, "min_std": 0.0,
+            "max_saturated_fraction": 1.0, "max_checkerboard": 1.0}

@@ -119,3 +119,67 @@ def test_gradient_ssim_metric_also_catches_a_blank():
     res = G.gate(src, syn, boxes, GateConfig(box_metric="both"))
     assert res.keep == [True, False]
     assert res.box_scores[1]["gradient_ssim"] < res.box_scores[0]["gradient_ssim"]
+
+
+def _moved(syn: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Part 0 (rows 8:28, cols 6:30) moved by (dx, dy) pixels over a blank bed."""
+    out = syn.copy()
+    part = out[8:28, 6:30].copy()
+    out[8:28, 6:30] = out[2, 2]
+    out[8 + dy : 28 + dy, 6 + dx : 30 + dx] = part
+    return out
+
+
+def test_part_moved_by_30_percent_of_its_box_is_caught_while_still_overlapping():
+    src, boxes = _scene()
+    syn = _moved(metalize([src])[0], 7, 6)  # 30 % of 24 x 20: the part still covers half its box
+    res = G.gate(src, syn, boxes, GateConfig())
+    assert res.keep == [False, True]
+    (row,) = [r for r in res.rejections if r["box"] == 0 and r["check"] == "box_offset"]
+    assert row["score"] == pytest.approx(0.3, abs=0.02) and row["score"] > row["threshold"]
+    assert res.box_scores[0]["offset_px"] == pytest.approx(np.hypot(7, 6), abs=0.01)
+    assert res.box_scores[1]["offset"] == 0.0  # the part that stayed put
+
+
+@pytest.mark.parametrize("d", [4, 6, 10])
+def test_small_diagonal_shifts_are_caught(d):
+    src, boxes = _scene()
+    res = G.gate(src, _moved(metalize([src])[0], d, d), boxes, GateConfig())
+    assert not res.keep[0] and "box_offset" in [r["check"] for r in res.rejections if r["box"] == 0]
+
+
+def test_offset_check_tolerates_a_one_pixel_wobble_and_can_be_switched_off():
+    src, boxes = _scene()
+    syn = metalize([src])[0]
+    assert G.gate(src, _moved(syn, 1, 1), boxes, GateConfig()).keep == [True, True]
+    off = GateConfig(max_box_offset=None)
+    res = G.gate(src, _moved(syn, 7, 6), boxes, off)
+    assert res.box_scores[0]["offset"] is None and "box_offset" not in [r["check"] for r in res.rejections]
+
+
+def test_tiling_seam_is_rejected_but_a_straight_edge_of_the_source_is_not():
+    rng = np.random.default_rng(2)
+    src, boxes = _scene()
+    syn = metalize([src])[0].astype(np.float32) + rng.normal(0, 2, (64, 64, 1))
+    clean = np.clip(syn, 0, 255).astype(np.uint8)
+    seamed = syn.copy()
+    seamed[:, 32:] += 10  # the right tile came out 10 grey levels brighter
+    seamed = np.clip(seamed, 0, 255).astype(np.uint8)
+    assert G.seam_score(clean, src) < 3 and G.seam_score(seamed, src) > 6
+    res = G.gate(src, seamed, boxes, GateConfig())
+    assert not res.accepted and [r["check"] for r in res.rejections] == ["seam"]
+    assert G.gate(src, clean, boxes, GateConfig()).accepted
+    # A letterbox border is a straight full-height step in the source: inherited, not a seam.
+    lb_src = src.copy()
+    lb_src[:, :8] = 0
+    lb_syn = clean.copy()
+    lb_syn[:, :8] = 200
+    assert G.seam_score(lb_syn, lb_src) < 2 < G.seam_score(lb_syn)
+
+
+def test_non_finite_values_reported_by_the_generator_reject_a_uint8_image():
+    src, boxes = _scene()
+    syn = metalize([src])[0]  # the Translator already cast its NaNs to uint8
+    res = G.gate(src, syn, boxes, GateConfig(), nonfinite=12)
+    assert not res.accepted and [(r["check"], r["score"]) for r in res.rejections] == [("finite", 12.0)]
+    assert G.gate(src, syn, boxes, GateConfig(), nonfinite=0).accepted
