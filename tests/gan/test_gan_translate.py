@@ -168,3 +168,27 @@ def test_auto_precision_translates_in_bf16_on_a_bf16_cpu_close_to_fp32(weights):
     for a, b in zip(fp32, bf16):
         d = np.abs(a.astype(int) - b.astype(int))
         assert d.mean() < 2.0 and np.percentile(d, 99) <= 8, (d.mean(), np.percentile(d, 99))
+
+
+def test_translate_files_streams_in_groups_bounded_by_batch_and_pixels(weights, tmp_path):
+    from pipeline.gan.translate import translate_files
+
+    tr = Translator.load(weights, tile=64, overlap=16, batch=2, load_size=None, precision="fp32")
+    sizes = [(50, 70), (50, 70), (50, 70), (300, 200), (40, 40)]
+    pairs = []
+    for i, (h, w) in enumerate(sizes):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), scene(h, w, i))
+        pairs.append((tmp_path / f"{i}.png", tmp_path / "out" / f"{i}.png"))
+    calls = []
+    real_call = Translator.__call__
+
+    class Recording(Translator):
+        def __call__(self, images):
+            calls.append([i.shape[:2] for i in images])
+            return real_call(self, images)
+
+    tr.__class__ = Recording
+    done, failed = translate_files(tr, pairs)
+    assert len(done) == 5 and not failed
+    # at most `batch` images and batch × tile² pixels per call; the large photo goes alone
+    assert calls == [[(50, 70), (50, 70)], [(50, 70)], [(300, 200)], [(40, 40)]]
