@@ -30,10 +30,15 @@ def load(config: Path | None, overrides: list[str] | None) -> RunConfig:
     """Load the run config or exit with status 2 and a one-line reason."""
     offline_env()
     try:
-        return load_config(config, overrides or [])
+        cfg = load_config(config, overrides or [])
     except ConfigError as e:
         console.print(f"[bold red]config error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    # torch keeps kernels of its fused CPU optimisers and of torch.compile in
+    # $TMPDIR/torchinductor_<user>, left there after the run: keep them with the run's other outputs.
+    cache = cfg.runtime.output_root / "cache" / "torchinductor"
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(cache))
+    return cfg
 
 
 def fail(message: str, code: int = 1) -> None:
