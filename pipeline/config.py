@@ -335,7 +335,8 @@ def output_root_problem(cfg: RunConfig) -> str | None:
                 if out.is_relative_to(_real(folder)):
                     where = f"data.{domain}[{i}].{key} {folder}"
                     return (f"runtime.output_root {cfg.runtime.output_root} is inside {where}: outputs "
-                            "would be written into your inputs; choose an output root outside every input folder")
+                            "would be written into your inputs; choose an output root outside every "
+                            "input folder")
     return None
 
 
