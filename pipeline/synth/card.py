@@ -205,6 +205,8 @@ def write_card(
                 score = "—" if r["score"] is None else f"{r['score']:.3f}"
                 lines.append(f"- `{r['image']}` {r['check']} = {score} "
                              f"(threshold {r['threshold']}), {r['action']}")
-    lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()), ""]
+    # Timings stay in the manifest: the card's content depends only on the data.
+    counts = {k: v for k, v in summary["counts"].items() if k != "seconds"}
+    lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in counts.items()), ""]
     return atomic_write_text(card / "README.md", "\n".join(lines))
 

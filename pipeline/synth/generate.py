@@ -313,6 +313,11 @@ def generate(
 
     if not generators:
         raise ValueError("generate: no generator given")
+    shas = [g.sha256 for g in generators]
+    if len(set(shas)) < len(shas):
+        dup = next(s for s in shas if shas.count(s) > 1)
+        raise ValueError(f"generate: the same generator (sha256 {dup[:12]}) is listed twice; "
+                         "its outputs would overwrite each other")
     a_train = dataset.coco("A", "train")
     real_counts = dataset.coco("B", "train").class_counts() if dataset.has("B", "train") else {}
     items, balance = plan_items(cfg, a_train, real_counts, len(generators))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from synth_helpers import fake_model_dir as _model_dir
@@ -106,3 +107,73 @@ def test_rerun_is_a_cache_hit_and_a_config_change_is_not(published, mini_dataset
 def test_missing_weights_named_in_the_error(mini_dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="G_AB.safetensors"):
         stage.prepare(RunConfig(), mini_dataset, tmp_path)
+
+
+def _flaky(images):
+    """Every third image comes out constant (rejected), every other one mirrored (its parts moved:
+    boxes dropped, or the image rejected when most of them fail)."""
+    out = []
+    for k, im in enumerate(metalize(images)):
+        if k % 3 == 0:
+            im = np.full_like(im, 90)
+        elif k % 2 == 0:
+            im = np.ascontiguousarray(im[:, ::-1])
+        out.append(im)
+    return out
+
+
+@pytest.fixture(scope="module")
+def with_rejects(mini_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rejects")
+    cfg = RunConfig()
+    cfg.runtime.output_root = root
+    cfg.gan.translate_batch = 4
+    cfg.synth = cfg.synth.model_copy(update={"shard_size": 5, "variants": 2, "n_card_examples": 3,
+                                             "balance_classes": True})
+    model = _model_dir(root)
+    plan = stage.prepare(cfg, mini_dataset, model)
+    gens = [Generator(plan.generator_shas[0], _flaky)]
+    res = stage.finalize(plan, [stage.run_plan_shard(plan, k, gens) for k in range(len(plan.shards))])
+    return cfg, plan, res
+
+
+def test_rejections_are_listed_with_thumbnails_in_the_card(with_rejects):
+    cfg, plan, res = with_rejects
+    v = res.version
+    rows = [json.loads(line) for line in (v.root / "rejected.jsonl").read_text().splitlines()]
+    assert res.rejected > 0 and len(rows) >= res.rejected
+    checks = {r["check"] for r in rows}
+    assert "near_constant" in checks and checks & {"box_edge_f1", "box_offset"}
+    for r in rows:
+        assert {"image", "source_image_id", "generator", "box", "check", "score", "threshold", "action"} <= set(r)
+        assert r["action"] in ("reject_image", "drop_box") and r["generator"] == plan.generator_shas[0]
+        if r["check"] == "near_constant":
+            assert r["score"] < r["threshold"] and r["box"] is None and r["action"] == "reject_image"
+        if r["check"] in ("box_edge_f1", "box_offset"):
+            assert (r["score"] < r["threshold"]) == (r["check"] == "box_edge_f1")  # F1 low, offset high
+            assert isinstance(r["box"], int) and len(r["bbox"]) == 4
+    by_check = v.manifest["summary"]["gate"]["by_check"]
+    assert {k: d["count"] for k, d in by_check.items()} == {c: sum(r["check"] == c for r in rows) for c in checks}
+    # Thumbnails: shards wrote several each; only the card's n examples ship, each one listed.
+    thumbs = sorted({r["thumbnail"] for r in rows if r["thumbnail"]})
+    on_disk = sorted(p.relative_to(v.root).as_posix() for p in (v.root / "card" / "rejected").glob("*.png"))
+    assert thumbs == on_disk and 0 < len(on_disk) <= cfg.synth.n_card_examples < len(plan.shards) * 3
+    assert all(t in v.manifest["files"] for t in thumbs)
+    readme = (v.root / "card" / "README.md").read_text()
+    assert (v.root / "card" / "rejected.png").is_file() and "![rejected](rejected.png)" in readme
+    import cv2
+
+    grid = cv2.imread(str(v.root / "card" / "rejected.png"))
+    assert grid is not None and grid.shape[0] >= 2 * 48  # at least one row of source | synthetic pairs
+    assert sum(f"`{r['image']}` {r['check']}" in readme for r in rows if r["thumbnail"]) >= len(thumbs)
+
+
+def test_card_shows_class_balance_before_and_after(with_rejects, mini_dataset):
+    _, plan, res = with_rejects
+    bal = res.version.manifest["summary"]["balance"]
+    assert bal["extra_variants"] > 0 and bal["after"] != bal["before"]
+    readme = (res.version.root / "card" / "README.md").read_text()
+    real = mini_dataset.coco("B", "train").class_counts()
+    syn = res.version.manifest["summary"]["boxes"]["synthetic"]
+    for n in mini_dataset.category_names:
+        assert f"| {n} | {real.get(n, 0)} | {syn[n]} | {bal['before'][n]} | {bal['after'][n]} |" in readme
