@@ -22,7 +22,8 @@ from pipeline.gan.stage import GanResult, train_cyclegan
 from pipeline.gan.trainer import StepCallback
 
 
-@task(name="train-cyclegan", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror, cache_policy=NONE)
+@task(name="train-cyclegan", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror,
+      cache_policy=NONE)
 def train_cyclegan_task(cfg: RunConfig, dataset: DatasetVersion,
                         callbacks: list[StepCallback] | None = None) -> GanResult:
     # strict=False: when the limit could not be created (server unreachable) the stage still runs

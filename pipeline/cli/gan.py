@@ -19,11 +19,14 @@ from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
 def train_gan(
     config: Path = CONFIG_ARG,
     overrides: list[str] = OVERRIDES_ARG,
-    dataset: Path | None = typer.Option(None, "--dataset", help="dataset version folder (default: ingest(cfg), cached)"),
-    flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (concurrency limit 'gpu', retries)"),
+    dataset: Path | None = typer.Option(None, "--dataset",
+                                        help="dataset version folder (default: ingest(cfg), cached)"),
+    flow: bool = typer.Option(False, "--flow",
+                              help="run as the Prefect flow (concurrency limit 'gpu', retries)"),
     nproc: int = typer.Option(1, "--nproc-per-node", min=1,
-                              help=">1: DistributedDataParallel via torchrun (runs the stage directly, not as the "
-                                   "Prefect flow: no 'gpu' concurrency slot, no flow retries; --flow is ignored)"),
+                              help=">1: DistributedDataParallel via torchrun (runs the stage directly, "
+                                   "not as the Prefect flow: no 'gpu' concurrency slot, no flow retries; "
+                                   "--flow is ignored)"),
 ) -> None:
     """Train (or resume, or reuse) the CycleGAN; prints the model directory on stdout."""
     cfg = load(config, overrides)
@@ -53,10 +56,11 @@ def train_gan(
     q = result.metrics.get("quality", {})
     if q:
         r, r0 = q["realism"], q["realism_raw_a"]
-        console.print(f"realism critic accuracy: translated {r['accuracy']:.2f} (raw A {r0['accuracy']:.2f}; 0.5 = "
-                      f"indistinguishable), box edge F1 {q['structure']['box_edge_f1'] or float('nan'):.2f}, "
-                      f"cycle L1 {q['cycle_l1']:.3f}")
-    console.print(f"model card: {result.model_dir / 'model_card.md'}" + (" (cached)" if result.cached else ""))
+        console.print(f"realism critic accuracy: translated {r['accuracy']:.2f} (raw A "
+                      f"{r0['accuracy']:.2f}; 0.5 = indistinguishable), box edge F1 "
+                      f"{q['structure']['box_edge_f1'] or float('nan'):.2f}, cycle L1 {q['cycle_l1']:.3f}")
+    cached = " (cached)" if result.cached else ""
+    console.print(f"model card: {result.model_dir / 'model_card.md'}{cached}")
     typer.echo(str(result.model_dir))
 
 
@@ -80,11 +84,14 @@ def translate(
     tile: int = typer.Option(512, "--tile", help="tile side in pixels for large images"),
     overlap: int | None = typer.Option(None, "--overlap", help="tile overlap in pixels (default: half the "
                                                              "generator's receptive field)"),
-    batch: int = typer.Option(8, "--batch", help="images or tiles per forward pass (halved on CUDA out-of-memory)"),
-    native: bool = typer.Option(False, "--native", help="translate at each photo's own resolution (tiled when "
-                                                        "larger than --tile) instead of the training scale"),
-    size: int | None = typer.Option(None, "--size", min=16, help="translate with the short side resized to SIZE "
-                                                                 "pixels (default: the training scale)"),
+    batch: int = typer.Option(8, "--batch",
+                              help="images or tiles per forward pass (halved on CUDA out-of-memory)"),
+    native: bool = typer.Option(False, "--native",
+                                help="translate at each photo's own resolution (tiled when larger than "
+                                     "--tile) instead of the training scale"),
+    size: int | None = typer.Option(None, "--size", min=16,
+                                    help="translate with the short side resized to SIZE pixels (default: "
+                                         "the training scale)"),
     precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 (auto: bf16 on CUDA and "
                                                               "bf16-capable CPUs)"),
 ) -> None:
@@ -128,10 +135,13 @@ def translate(
     written = set(done)
     atomic_write_json(out_dir / "translations.json", {
         "model": str(model_dir), "direction": direction, "generator": translator.sha256,
-        "scale": load_size, "tile": translator.tile, "overlap": translator.overlap, "precision": translator.precision,
-        "images": [{"input": str(s), "output": str(d.relative_to(out_dir))} for s, d in pairs if d in written],
+        "scale": load_size, "tile": translator.tile, "overlap": translator.overlap,
+        "precision": translator.precision,
+        "images": [{"input": str(s), "output": str(d.relative_to(out_dir))}
+                   for s, d in pairs if d in written],
         "failed": failed})
-    console.print(f"{len(done)} translated, {len(failed)} failed" + (f": {json.dumps(failed[:3])}" if failed else ""))
+    examples = f": {json.dumps(failed[:3])}" if failed else ""
+    console.print(f"{len(done)} translated, {len(failed)} failed{examples}")
     typer.echo(str(out_dir))
     if failed and not done:
         raise typer.Exit(1)

@@ -1,4 +1,5 @@
-"""CycleGAN: networks, losses, image pool, training, checkpoints, tiled translation and offline quality metrics.
+"""CycleGAN: networks, losses, image pool, training, checkpoints, tiled translation and offline
+quality metrics (quality.py; the realism critics in realism.py; speed levers by device in accel.py).
 
 `train_cyclegan(cfg, dataset) -> GanResult` (stage.py) trains or reuses a model directory;
 `translate.Translator.load(model_dir)` translates images; `quality` measures realism and structure.

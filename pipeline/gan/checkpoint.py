@@ -31,7 +31,8 @@ class UnsafeCheckpointError(CheckpointError):
     """A checkpoint file would need arbitrary code execution (a full pickle) to load."""
 
 
-def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> Path:
+def save_weights(path: str | Path, tensors: dict[str, torch.Tensor],
+                 metadata: dict[str, Any] | None = None) -> Path:
     """Atomically write a state dict as safetensors; metadata values are stored as JSON strings."""
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
     data = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
@@ -94,7 +95,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Any
         # torch's message names the blocked import ("unsupported GLOBAL posix.system ...")
         found = re.search(r"(?:GLOBAL|global)\s+([\w.]+)", msg)
         if found is None:
-            raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a torch file)") from None
+            msg = f"{path}: not a readable checkpoint (corrupt or not a torch file)"
+            raise CheckpointError(msg) from None
         raise UnsafeCheckpointError(
             f"{path}: refused to load — the file is a pickle that would import {found.group(1)} and "
             f"could run code. Only safetensors or plain tensor checkpoints are accepted; re-save it "

@@ -148,7 +148,8 @@ class UnpairedDataset(Dataset):
             self._plain = A.Compose([A.RandomCrop(c, c), *flip])
             self._object = A.Compose(
                 [A.AtLeastOneBBoxRandomCrop(c, c), *flip],
-                bbox_params=A.BboxParams(format="coco", label_fields=["labels"], clip=True, min_visibility=0.0),
+                bbox_params=A.BboxParams(format="coco", label_fields=["labels"], clip=True,
+                                         min_visibility=0.0),
             )
         return self._plain, self._object
 

@@ -30,12 +30,14 @@ class GANLoss(nn.Module):
             raise ValueError(f"gan mode {mode!r} not one of lsgan, vanilla, wgangp, hinge")
         self.mode = mode
 
-    def forward(self, pred: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target_is_real: bool,
+                for_discriminator: bool = True) -> torch.Tensor:
         pred = pred.float()  # losses in fp32 even under autocast
         if self.mode == "lsgan":
             return F.mse_loss(pred, torch.full_like(pred, 1.0 if target_is_real else 0.0))
         if self.mode == "vanilla":
-            return F.binary_cross_entropy_with_logits(pred, torch.full_like(pred, 1.0 if target_is_real else 0.0))
+            target = torch.full_like(pred, 1.0 if target_is_real else 0.0)
+            return F.binary_cross_entropy_with_logits(pred, target)
         if self.mode == "wgangp":
             return -pred.mean() if target_is_real else pred.mean()
         # hinge
@@ -44,8 +46,10 @@ class GANLoss(nn.Module):
         return F.relu(1.0 - pred).mean() if target_is_real else F.relu(1.0 + pred).mean()
 
 
-def gradient_penalty(netD: nn.Module, real: torch.Tensor, fake: torch.Tensor, lambda_gp: float = 10.0) -> torch.Tensor:
-    """WGAN-GP (Gulrajani et al.): lambda · E[(‖∇D(x̂)‖₂ − 1)²] at x̂ = α·real + (1−α)·fake, α ~ U(0,1) per sample."""
+def gradient_penalty(netD: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     lambda_gp: float = 10.0) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al.): lambda · E[(‖∇D(x̂)‖₂ − 1)²] at x̂ = α·real + (1−α)·fake,
+    α ~ U(0,1) per sample."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     out = netD(x_hat)

@@ -20,7 +20,8 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, dim: int, use_dropout: bool = False):
         super().__init__()
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=True), Norm(dim), nn.ReLU(True)]
+        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=True), Norm(dim),
+                                   nn.ReLU(True)]
         if use_dropout:
             layers.append(nn.Dropout(0.5))
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=True), Norm(dim)]
@@ -37,7 +38,8 @@ class ResnetGenerator(nn.Module):
                  use_dropout: bool = False):
         super().__init__()
         # Instance norm has no affine shift, so the convolutions keep their bias (as the original).
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=True), Norm(ngf), nn.ReLU(True)]
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=True), Norm(ngf),
+                                   nn.ReLU(True)]
         for i in range(2):  # downsampling
             mult = 2**i
             layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=True),
@@ -45,8 +47,8 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(ngf * 4, use_dropout) for _ in range(n_blocks)]
         for i in range(2):  # upsampling with transposed convolutions, as the original
             mult = 2 ** (2 - i)
-            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1,
-                                          bias=True),
+            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
+                                          output_padding=1, bias=True),
                        Norm(ngf * mult // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
@@ -61,7 +63,8 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3):
         super().__init__()
         kw, pad = 4, 1
-        layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, kw, stride=2, padding=pad), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, kw, stride=2, padding=pad),
+                                   nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers):
             prev, mult = mult, min(2**n, 8)

@@ -38,7 +38,8 @@ class ImagePool:
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors on CPU and the RNG state (loadable with torch.load(weights_only=True))."""
-        return {"pool_size": self.pool_size, "images": [t.cpu() for t in self.images], "rng": self.rng.getstate()}
+        return {"pool_size": self.pool_size, "images": [t.cpu() for t in self.images],
+                "rng": self.rng.getstate()}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
         self.pool_size = int(state["pool_size"])

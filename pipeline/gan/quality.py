@@ -27,9 +27,9 @@ from pipeline.gan.realism import (REALISM_CRITIC, Critic, kid, load_realism_scor
 if TYPE_CHECKING:
     from pipeline.data.version import DatasetVersion
 
-__all__ = ["REALISM_CRITIC", "Critic", "box_structure", "edge_f1", "evaluate_quality", "fid", "fit_realism_critic",
-           "gradient_ssim", "inception_features", "kid", "load_realism_scorer", "mean_pairwise_distance",
-           "train_realism_critic", "two_sample_test", "wilson_interval"]
+__all__ = ["REALISM_CRITIC", "Critic", "box_structure", "edge_f1", "evaluate_quality", "fid",
+           "fit_realism_critic", "gradient_ssim", "inception_features", "kid", "load_realism_scorer",
+           "mean_pairwise_distance", "train_realism_critic", "two_sample_test", "wilson_interval"]
 
 
 # ------------------------------------------------------------------------------------- structure
@@ -161,7 +161,8 @@ def fid(f1: np.ndarray, f2: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------ evaluation
 def _l1(x: list[np.ndarray], y: list[np.ndarray]) -> float:
     """Mean |x − y| over images, as a fraction of 255."""
-    return float(np.mean([np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() / 255 for a, b in zip(x, y)]))
+    return float(np.mean([np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() / 255
+                          for a, b in zip(x, y)]))
 
 
 def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_images: int = 64, seed: int = 0,
@@ -209,15 +210,16 @@ def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_imag
         "cycle_l1_B": _l1(b_imgs, rec_b),
     }
     if inception_weights:
-        fr, ff = inception_features(b_imgs, inception_weights, device), inception_features(fake, inception_weights, device)
+        fr = inception_features(b_imgs, inception_weights, device)
+        ff = inception_features(fake, inception_weights, device)
         k, ks = kid(fr, ff, seed=seed)
         out["inception"] = {"fid": fid(fr, ff), "kid": k, "kid_std": ks, "weights": str(inception_weights)}
     return out
 
 
-def fit_realism_critic(model_dir: str | Path, dataset: "DatasetVersion", *, n_images: int = 256, steps: int = 300,
-                       seed: int = 0, device: str = "cpu", tile: int = 512, overlap: int | None = None,
-                       batch: int = 8) -> dict[str, Any]:
+def fit_realism_critic(model_dir: str | Path, dataset: "DatasetVersion", *, n_images: int = 256,
+                       steps: int = 300, seed: int = 0, device: str = "cpu", tile: int = 512,
+                       overlap: int | None = None, batch: int = 8) -> dict[str, Any]:
     """Train and save <model_dir>/realism_critic.safetensors: real B training photos
     (B_unlabelled + B_train, as the GAN saw) vs G_AB(A_train), up to n_images of each; B_val and
     B_test are never read. Returns the critic's card (held-out accuracy and CI, sizes)."""

@@ -224,7 +224,8 @@ def load_realism_scorer(model_dir: str | Path, device: str = "cpu") -> Callable[
     size = int(meta.get("size", 64))
 
     def score(image: np.ndarray) -> float:
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
+                and image.dtype == np.uint8):
             got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ValueError(f"realism scorer: expected a uint8 (H,W,3) RGB image, got {got}")
         with torch.inference_mode():

@@ -116,8 +116,8 @@ def _init_distributed(cfg: "RunConfig") -> bool:
     return True
 
 
-def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: int, world: int, progress: bool,
-           callbacks: list[StepCallback] | None) -> GanResult:
+def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: int, world: int,
+           progress: bool, callbacks: list[StepCallback] | None) -> GanResult:
     g = cfg.gan
     device = resolve_device(cfg.runtime.device, int(os.environ.get("LOCAL_RANK", "0")))
     if cfg.runtime.threads:
@@ -135,8 +135,8 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        result = fit(g, fopt, a, b, model_dir, device=device, seed=cfg.runtime.seed, config_hash=store.hash_json(section),
-                     progress=progress, callbacks=callbacks)
+        result = fit(g, fopt, a, b, model_dir, device=device, seed=cfg.runtime.seed,
+                     config_hash=store.hash_json(section), progress=progress, callbacks=callbacks)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
     checksums = _rank_checksums(result.model, world)
@@ -152,17 +152,17 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
     t0 = time.perf_counter()
     from pipeline.gan.quality import evaluate_quality
 
+    translation = dict(device=str(device), tile=g.tile, overlap=g.tile_overlap, batch=g.translate_batch)
     quality = evaluate_quality(model_dir, dataset, n_images=g.quality_images, seed=cfg.runtime.seed,
-                               device=str(device), tile=g.tile, overlap=g.tile_overlap, batch=g.translate_batch,
-                               critic_steps=g.quality_steps, inception_weights=g.inception_weights)
+                               critic_steps=g.quality_steps, inception_weights=g.inception_weights,
+                               **translation)
     realism_steps = 2 * g.quality_steps if g.realism_steps is None else g.realism_steps
     critic = None
     if realism_steps > 0:
         from pipeline.gan.quality import fit_realism_critic
 
-        critic = fit_realism_critic(model_dir, dataset, n_images=max(4 * g.quality_images, 64), steps=realism_steps,
-                                    seed=cfg.runtime.seed, device=str(device), tile=g.tile, overlap=g.tile_overlap,
-                                    batch=g.translate_batch)
+        critic = fit_realism_critic(model_dir, dataset, n_images=max(4 * g.quality_images, 64),
+                                    steps=realism_steps, seed=cfg.runtime.seed, **translation)
     images = result.step * g.batch_size * world
     metrics = {
         "iterations": result.step, "resumed_from": result.resumed_from, "world_size": world,
@@ -171,18 +171,20 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
         "images_per_s": round(2 * images / result.train_seconds, 2) if result.train_seconds else None,
         "quality_seconds": round(time.perf_counter() - t0, 2),
         "final_losses": result.history[-1] if result.history else {},
-        "quality": quality, "realism_critic": critic, "hardware": hardware(device), "rank_checksums": checksums,
-        "precision": result.model.precision, "channels_last": result.model.memory_format == torch.channels_last,
+        "quality": quality, "realism_critic": critic, "hardware": hardware(device),
+        "rank_checksums": checksums, "precision": result.model.precision,
+        "channels_last": result.model.memory_format == torch.channels_last,
     }
     store.atomic_write_json(model_dir / "metrics.json", metrics)
     store.atomic_write_text(model_dir / "losses.csv", _csv(result.history))
     store.atomic_write_text(model_dir / "config.yaml", cfg.to_yaml())
-    store.atomic_write_text(model_dir / "model_card.md", model_card(cfg, dataset, metrics, result.samples, model_dir))
+    card = model_card(cfg, dataset, metrics, result.samples, model_dir)
+    store.atomic_write_text(model_dir / "model_card.md", card)
     files = {k: v for k, v in store.hash_tree(model_dir).items()
              if not k.startswith(("checkpoints/", "tensorboard/")) and k != ".lock"}
+    shas = {"AtoB": files["G_AB.safetensors"], "BtoA": files["G_BA.safetensors"]}
     store.write_manifest(model_dir, kind=KIND, id=model_dir.name, config=section, parents=[dataset.manifest],
-                         summary={"metrics": metrics, "generator_sha256": {
-                             "AtoB": files["G_AB.safetensors"], "BtoA": files["G_BA.safetensors"]}}, files=files)
+                         summary={"metrics": metrics, "generator_sha256": shas}, files=files)
     if world > 1:
         dist.barrier()
     return GanResult(model_dir, False, metrics)
@@ -219,8 +221,9 @@ def hardware(device: torch.device) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    hw = {"device": str(device), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-          "torch": torch.__version__, "python": platform.python_version()}
+    hw = {"device": str(device), "cpu": cpu, "cpu_count": os.cpu_count(),
+          "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+          "python": platform.python_version()}
     if device.type == "cuda":
         hw["gpu"] = torch.cuda.get_device_name(device)
     return hw
@@ -237,9 +240,10 @@ def model_card(cfg: "RunConfig", dataset: "DatasetVersion", metrics: dict[str, A
     lines = [
         f"# CycleGAN {model_dir.name}: replica (A) ↔ metal (B)",
         "",
-        f"ResNet-{g.n_blocks} generators (ngf {g.ngf}) and {g.n_layers_d}-layer PatchGAN discriminators (ndf {g.ndf}), "
-        f"{g.gan_mode} loss, λ_cycle {g.lambda_cycle}, identity {g.lambda_identity}, trained {metrics['iterations']} "
-        f"iterations on {g.crop_size}² crops of images resized to short side {g.load_size}.",
+        f"ResNet-{g.n_blocks} generators (ngf {g.ngf}) and {g.n_layers_d}-layer PatchGAN discriminators "
+        f"(ndf {g.ndf}), {g.gan_mode} loss, λ_cycle {g.lambda_cycle}, identity {g.lambda_identity}, trained "
+        f"{metrics['iterations']} iterations on {g.crop_size}² crops of images resized to short side "
+        f"{g.load_size}.",
         "",
         "- `G_AB.safetensors`: A→B (makes synthetic metal); `G_BA.safetensors`: B→A.",
         f"- dataset: `{dataset.id}` (manifest files hash `{dataset.manifest.get('files_hash', '')[:16]}`), "
@@ -251,38 +255,42 @@ def model_card(cfg: "RunConfig", dataset: "DatasetVersion", metrics: dict[str, A
         "| metric | translated A→B | raw A (baseline) |",
         "|---|---|---|",
         f"| realism: critic accuracy real B vs set (0.5 = indistinguishable) | {fmt(r['accuracy'])} "
-        f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}], n={r['n']} | {fmt(r0['accuracy'])} [{fmt(r0['ci_low'])}, "
-        f"{fmt(r0['ci_high'])}] |",
+        f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}], n={r['n']} | {fmt(r0['accuracy'])} "
+        f"[{fmt(r0['ci_low'])}, {fmt(r0['ci_high'])}] |",
         f"| KID on critic features (×100) | {fmt(100 * r['kid'])} ± {fmt(100 * r['kid_std'])} | "
         f"{fmt(100 * r0['kid'])} ± {fmt(100 * r0['kid_std'])} |",
-        f"| diversity (pairwise feature distance / real B's) | {fmt(r['diversity_ratio'])} | {fmt(r0['diversity_ratio'])} |",
+        f"| diversity (pairwise feature distance / real B's) | {fmt(r['diversity_ratio'])} | "
+        f"{fmt(r0['diversity_ratio'])} |",
         "",
         f"Structure A vs G(A): edge F1 {fmt(s['edge_f1'])}, gradient SSIM {fmt(s['gradient_ssim'])}; inside "
-        f"{s['n_boxes']} boxes: edge F1 {fmt(s['box_edge_f1'])}, gradient SSIM {fmt(s['box_gradient_ssim'])}. "
-        f"Cycle error |A − F(G(A))| = {fmt(q['cycle_l1'])}, |B − G(F(B))| = {fmt(q.get('cycle_l1_B'))} (fractions "
-        f"of 255). Real B reference: {q['b_reference']}; {q['n_a']} A, {q['n_b']} B images.",
+        f"{s['n_boxes']} boxes: edge F1 {fmt(s['box_edge_f1'])}, gradient SSIM "
+        f"{fmt(s['box_gradient_ssim'])}. Cycle error |A − F(G(A))| = {fmt(q['cycle_l1'])}, "
+        f"|B − G(F(B))| = {fmt(q.get('cycle_l1_B'))} (fractions of 255). Real B reference: "
+        f"{q['b_reference']}; {q['n_a']} A, {q['n_b']} B images.",
     ]
     c = metrics.get("realism_critic")
     if c:
-        lines += ["", f"Realism critic for the synthesis gate: `{c['file']}` ({c['trained_on']}; {c['steps']} steps at "
-                  f"{c['size']}²): held-out accuracy {fmt(c['heldout_accuracy'])} [{fmt(c['ci_low'])}, "
-                  f"{fmt(c['ci_high'])}], n={c['n_heldout']}. `pipeline.gan.quality.load_realism_scorer(model_dir)` "
-                  "gives P(real metal) per image."]
+        lines += ["", f"Realism critic for the synthesis gate: `{c['file']}` ({c['trained_on']}; "
+                  f"{c['steps']} steps at {c['size']}²): held-out accuracy {fmt(c['heldout_accuracy'])} "
+                  f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}], n={c['n_heldout']}. "
+                  "`pipeline.gan.quality.load_realism_scorer(model_dir)` gives P(real metal) per image."]
     if "inception" in q:
         lines += ["", f"Inception ({q['inception']['weights']}): FID {q['inception']['fid']:.2f}, "
                   f"KID {q['inception']['kid']:.4f} ± {q['inception']['kid_std']:.4f}."]
     lines += [
         "", "## Training", "",
-        f"{metrics['train_seconds']} s of training ({metrics['iterations_per_s']} it/s, {metrics['world_size']} "
-        f"process(es), resumed from step {metrics['resumed_from']}; {metrics.get('precision', 'fp32')}"
-        f"{', channels_last' if metrics.get('channels_last') else ''}), quality metrics {metrics['quality_seconds']} s. "
+        f"{metrics['train_seconds']} s of training ({metrics['iterations_per_s']} it/s, "
+        f"{metrics['world_size']} process(es), resumed from step {metrics['resumed_from']}; "
+        f"{metrics.get('precision', 'fp32')}{', channels_last' if metrics.get('channels_last') else ''}), "
+        f"quality metrics {metrics['quality_seconds']} s. "
         "Loss curves: `losses.csv`, TensorBoard: `tensorboard/`.",
         "", "Final losses (mean over the last log window): "
         + ", ".join(f"{k} {v:.3f}" for k, v in metrics["final_losses"].items() if k not in ("step", "lr")),
         "", f"Hardware: {metrics['hardware']}",
     ]
     if last:
-        lines += ["", "## Samples", "", "Rows: A, G(A), F(G(A)) / B, F(B), G(F(B)).", "", f"![last sample]({last})"]
+        lines += ["", "## Samples", "", "Rows: A, G(A), F(G(A)) / B, F(B), G(F(B)).", "",
+                  f"![last sample]({last})"]
     lines += ["", "## Configuration", "", "| key | value |", "|---|---|", rows, ""]
     return "\n".join(lines)
 

@@ -106,7 +106,8 @@ class CycleGAN:
         cl = use_channels_last(opt.channels_last, self.device)
         self.memory_format = torch.channels_last if cl else torch.contiguous_format
         self.generators = Generators(self.G_AB, self.G_BA).to(self.device, memory_format=self.memory_format)
-        self.discriminators = Discriminators(self.D_A, self.D_B).to(self.device, memory_format=self.memory_format)
+        self.discriminators = Discriminators(self.D_A, self.D_B).to(self.device,
+                                                                     memory_format=self.memory_format)
 
         self.gen_step: nn.Module = self.generators
         self.disc_step: nn.Module = self.discriminators
@@ -124,10 +125,13 @@ class CycleGAN:
 
         # fused Adam: one kernel for all parameters (CUDA, and CPU since torch 2.4: 3x faster step here)
         adam = dict(lr=opt.lr, betas=(opt.beta1, 0.999), fused=True)
-        self.optimizer_G = torch.optim.Adam(itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()), **adam)
-        self.optimizer_D = torch.optim.Adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), **adam)
+        g_params = itertools.chain(self.G_AB.parameters(), self.G_BA.parameters())
+        d_params = itertools.chain(self.D_A.parameters(), self.D_B.parameters())
+        self.optimizer_G = torch.optim.Adam(g_params, **adam)
+        self.optimizer_D = torch.optim.Adam(d_params, **adam)
         decay = LinearDecay(opt.iterations, opt.decay_from)
-        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in (self.optimizer_G, self.optimizer_D)]
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, decay)
+                           for o in (self.optimizer_G, self.optimizer_D)]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.amp_dtype = amp_dtype(self.precision)
         self.criterionGAN = GANLoss(opt.gan_mode)
@@ -173,7 +177,8 @@ class CycleGAN:
         fake_A = self.fake_A_pool.query(self.fake_A)
         fake_B = self.fake_B_pool.query(self.fake_B)
         with self.autocast():
-            real_pred_A, fake_pred_A, real_pred_B, fake_pred_B = self.disc_step(self.real_A, fake_A, self.real_B, fake_B)
+            real_pred_A, fake_pred_A, real_pred_B, fake_pred_B = self.disc_step(self.real_A, fake_A,
+                                                                                self.real_B, fake_B)
             loss_D_A = self.backward_D_basic(real_pred_A, fake_pred_A, self.D_A, self.real_A, fake_A)
             loss_D_B = self.backward_D_basic(real_pred_B, fake_pred_B, self.D_B, self.real_B, fake_B)
         # one backward for both discriminators (they share an optimiser, as the original)
@@ -207,7 +212,8 @@ class CycleGAN:
 
     def visuals(self) -> list[torch.Tensor]:
         """First item of the batch: A, G(A), F(G(A)), B, F(B), G(F(B)) as (3,H,W) in [-1,1]."""
-        return [t[0].detach().float().cpu() for t in (self.real_A, self.fake_B, self.rec_A, self.real_B, self.fake_A, self.rec_B)]
+        seq = (self.real_A, self.fake_B, self.rec_A, self.real_B, self.fake_A, self.rec_B)
+        return [t[0].detach().float().cpu() for t in seq]
 
     @property
     def lr(self) -> float:

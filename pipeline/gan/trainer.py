@@ -85,9 +85,11 @@ def fit(opt: GanOptions, fopt: FitOptions, a: list[ImageItem], b: list[ImageItem
     start = step
 
     ds = UnpairedDataset(a, b, load_size=fopt.load_size, crop_size=fopt.crop_size, seed=seed,
-                         length=opt.iterations * world * fopt.batch_size, object_aware=fopt.object_aware_crops)
+                         length=opt.iterations * world * fopt.batch_size,
+                         object_aware=fopt.object_aware_crops)
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=fopt.batch_size, sampler=StepSampler(step, opt.iterations, fopt.batch_size, rank, world),
+        ds, batch_size=fopt.batch_size,
+        sampler=StepSampler(step, opt.iterations, fopt.batch_size, rank, world),
         num_workers=fopt.num_workers, pin_memory=device.type == "cuda", worker_init_fn=seed_worker,
         persistent_workers=False, prefetch_factor=4 if fopt.num_workers else None)
 
@@ -106,15 +108,17 @@ def fit(opt: GanOptions, fopt: FitOptions, a: list[ImageItem], b: list[ImageItem
                     model.optimize_parameters()
                 except torch.cuda.OutOfMemoryError as e:
                     raise TrainingOutOfMemoryError(
-                        f"CUDA out of memory in a CycleGAN training step at gan.batch_size={fopt.batch_size}, "
-                        f"gan.crop_size={fopt.crop_size}: lower gan.batch_size (or gan.crop_size, gan.ngf) and rerun; "
-                        f"it resumes from the last checkpoint. ({e})") from e
+                        f"CUDA out of memory in a CycleGAN training step at "
+                        f"gan.batch_size={fopt.batch_size}, gan.crop_size={fopt.crop_size}: lower "
+                        f"gan.batch_size (or gan.crop_size, gan.ngf) and rerun; it resumes from the last "
+                        f"checkpoint. ({e})") from e
                 step += 1
                 for k, v in model.losses.items():  # accumulate on device: no sync per step
                     sums[k] = sums.get(k, 0) + v.detach().float()
                 n_in_window += 1
                 if step % fopt.log_every == 0 or step == opt.iterations:
-                    row = {"step": step, "lr": model.lr, **{k: float(v) / n_in_window for k, v in sums.items() if k != "_n"}}
+                    means = {k: float(v) / n_in_window for k, v in sums.items() if k != "_n"}
+                    row = {"step": step, "lr": model.lr, **means}
                     history.append(row)
                     sums, n_in_window = {}, 0
                     if writer is not None:
@@ -123,12 +127,13 @@ def fit(opt: GanOptions, fopt: FitOptions, a: list[ImageItem], b: list[ImageItem
                                 writer.add_scalar(f"loss/{k}" if k != "lr" else "lr", v, step)
                     status = _describe(row)
                 if rank == 0 and (step % fopt.image_every == 0 or step == opt.iterations):
-                    samples.append(_save_grid(model, work_dir / "samples" / f"step_{step:06d}.png", writer, step))
+                    png = work_dir / "samples" / f"step_{step:06d}.png"
+                    samples.append(_save_grid(model, png, writer, step))
                 bar.advance(1, status)
                 if step % fopt.checkpoint_every == 0 or step == opt.iterations:
                     window = {k: float(v) for k, v in sums.items()} | {"_n": n_in_window}
-                    _checkpoint(model, ckpt_path, step, config_hash, history, elapsed + time.perf_counter() - t0, window,
-                                rank)
+                    _checkpoint(model, ckpt_path, step, config_hash, history,
+                                elapsed + time.perf_counter() - t0, window, rank)
                 for cb in callbacks or []:
                     cb(step, model)
     finally:
@@ -204,7 +209,8 @@ def _try_resume(model: CycleGAN, path: Path, config_hash: str, rank: int, world:
     ranks = state["ranks"]
     mine = ranks[rank] if state.get("world_size") == world and rank < len(ranks) else None
     if mine is None:
-        log.warning("%s: written by %s ranks, now %d; image pools restart empty", path, state.get("world_size"), world)
+        log.warning("%s: written by %s ranks, now %d; image pools restart empty", path,
+                    state.get("world_size"), world)
         _seed_all(state["step"] * 7919 + rank)
         return state["step"], list(state["history"]), float(state["elapsed"]), {}
     model.load_pool_states(mine["pools"])

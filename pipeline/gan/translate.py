@@ -82,7 +82,7 @@ def _ramp(n: int, overlap: int, taper_start: bool, taper_end: bool) -> np.ndarra
     overlap = min(overlap, n // 2)
     m = int(round(overlap * MARGIN))
     k = overlap - 2 * m
-    rise = (0.5 - 0.5 * np.cos(np.pi * (np.arange(k) + 0.5) / k)).astype(np.float32) if k > 0 else np.ones(0, np.float32)
+    rise = (0.5 - 0.5 * np.cos(np.pi * (np.arange(max(k, 0)) + 0.5) / max(k, 1))).astype(np.float32)
     if taper_start:
         w[:m], w[m:m + k] = 0.0, rise
     if taper_end:
@@ -108,8 +108,8 @@ class Translator:
     """`Translator.load(model_dir)(images)` -> translated images (uint8 RGB (H,W,3), same shapes)."""
 
     def __init__(self, net: ResnetGenerator, *, sha256: str = "", load_size: int | None = None,
-                 device: str | torch.device = "cpu", tile: int = 512, overlap: int | None = None, batch: int = 8,
-                 precision: str = "auto", stats_pixels: int = 1024 * 1024):
+                 device: str | torch.device = "cpu", tile: int = 512, overlap: int | None = None,
+                 batch: int = 8, precision: str = "auto", stats_pixels: int = 1024 * 1024):
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
         self.net = copy.deepcopy(net).eval().to(self.device)  # its norms are swapped below
@@ -126,8 +126,8 @@ class Translator:
 
     @classmethod
     def load(cls, model: str | Path, direction: str = "AtoB", device: str | torch.device = "cpu", *,
-             tile: int = 512, overlap: int | None = None, batch: int = 8, load_size: int | str | None = "train",
-             precision: str = "auto") -> "Translator":
+             tile: int = 512, overlap: int | None = None, batch: int = 8,
+             load_size: int | str | None = "train", precision: str = "auto") -> "Translator":
         """Build from a model directory (G_AB/G_BA.safetensors) or one weights file.
 
         load_size: "train" resizes to the generator's training scale (from the weights' metadata),
@@ -152,16 +152,17 @@ class Translator:
             net.load_state_dict(state)
         except RuntimeError as e:
             raise CheckpointError(f"{path}: not a ResnetGenerator state dict ({e})") from None
-        size = meta.get("load_size") if load_size == "train" else (None if load_size == "native" else load_size)
-        return cls(net, sha256=sha256_file(path), load_size=int(size) if size else None, device=device, tile=tile,
-                   overlap=overlap, batch=batch, precision=precision)
+        size = {"train": meta.get("load_size"), "native": None}.get(load_size, load_size)
+        return cls(net, sha256=sha256_file(path), load_size=int(size) if size else None, device=device,
+                   tile=tile, overlap=overlap, batch=batch, precision=precision)
 
     @classmethod
     def for_config(cls, model: str | Path, gan: Any, direction: str = "AtoB",
                    device: str | torch.device = "cpu") -> "Translator":
-        """Load with a GanConfig's translation settings (tile, tile_overlap, translate_batch, translate_size)."""
-        return cls.load(model, direction, device, tile=gan.tile, overlap=gan.tile_overlap, batch=gan.translate_batch,
-                        load_size=getattr(gan, "translate_size", "train"))
+        """Load with a GanConfig's translation settings (tile, tile_overlap, translate_batch,
+        translate_size)."""
+        return cls.load(model, direction, device, tile=gan.tile, overlap=gan.tile_overlap,
+                        batch=gan.translate_batch, load_size=getattr(gan, "translate_size", "train"))
 
     # ------------------------------------------------------------------------------------ calls
     def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -189,7 +190,8 @@ class Translator:
             else:
                 out[i], bad[i] = self._tiled(w)
         for idx in small.values():  # same-shape small images share batches
-            for i, (y, n) in zip(idx, self._batched(idx, lambda chunk: self._whole([work[i] for i in chunk]))):
+            results = self._batched(idx, lambda chunk: self._whole([work[i] for i in chunk]))
+            for i, (y, n) in zip(idx, results):
                 out[i], bad[i] = y, n
         return [_resize_to(y, img.shape[:2]) for y, img in zip(out, images)], bad
 
@@ -327,7 +329,8 @@ def _resize_to(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------------------- folders
 def iter_images(root: Path) -> Iterator[Path]:
     for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts):
+        hidden = any(s.startswith(".") for s in p.relative_to(root).parts)
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not hidden:
             yield p
 
 
