@@ -50,11 +50,12 @@ CUDA_TARGETS = {"train_it_per_s_256": 100.0, "translate_img_per_s_256": 2000.0, 
 
 
 def options(size: int, ngf: int, blocks: int, variant: str) -> SimpleNamespace:
-    return SimpleNamespace(ngf=ngf, ndf=ngf if size < 256 else 64, n_blocks=blocks, n_layers_d=3, gan_mode="lsgan",
-                           lambda_cycle=10.0, lambda_identity=0.5, lambda_gp=10.0, pool_size=50, lr=2e-4, beta1=0.5,
-                           iterations=10**6, decay_from=0.5,
+    return SimpleNamespace(ngf=ngf, ndf=ngf if size < 256 else 64, n_blocks=blocks, n_layers_d=3,
+                           gan_mode="lsgan", lambda_cycle=10.0, lambda_identity=0.5, lambda_gp=10.0,
+                           pool_size=50, lr=2e-4, beta1=0.5, iterations=10**6, decay_from=0.5,
                            precision="fp32" if variant in ("reference", "fp32") else "bf16",
-                           channels_last=True if variant == "bf16_cl" else "auto", compile=variant == "bf16_compile")
+                           channels_last=True if variant == "bf16_cl" else "auto",
+                           compile=variant == "bf16_compile")
 
 
 class ReferenceStep:
@@ -72,10 +73,10 @@ class ReferenceStep:
         self.netG_B = init_weights(ResnetGenerator(3, 3, opt.ngf, opt.n_blocks)).to(device)
         self.netD_A = init_weights(PatchDiscriminator(3, opt.ndf, 3)).to(device)
         self.netD_B = init_weights(PatchDiscriminator(3, opt.ndf, 3)).to(device)
-        self.optimizer_G = torch.optim.Adam(itertools.chain(self.netG_A.parameters(), self.netG_B.parameters()),
-                                            lr=opt.lr, betas=(opt.beta1, 0.999))
-        self.optimizer_D = torch.optim.Adam(itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()),
-                                            lr=opt.lr, betas=(opt.beta1, 0.999))
+        g_params = itertools.chain(self.netG_A.parameters(), self.netG_B.parameters())
+        d_params = itertools.chain(self.netD_A.parameters(), self.netD_B.parameters())
+        self.optimizer_G = torch.optim.Adam(g_params, lr=opt.lr, betas=(opt.beta1, 0.999))
+        self.optimizer_D = torch.optim.Adam(d_params, lr=opt.lr, betas=(opt.beta1, 0.999))
         self.gan, self.l1 = GANLoss("lsgan"), torch.nn.L1Loss()
         self.fake_A_pool, self.fake_B_pool = ImagePool(50), ImagePool(50)
 
@@ -158,7 +159,8 @@ def run_train(case: dict) -> dict:
         cpu.append(time.process_time() - c)
     timed = times[case["warmup"]:]
     # CPU seconds per iteration: on a shared machine wall time also counts other people's work
-    return {**case, "s_per_iter": statistics.median(timed), "cpu_s_per_iter": statistics.median(cpu[case["warmup"]:]),
+    return {**case, "s_per_iter": statistics.median(timed),
+            "cpu_s_per_iter": statistics.median(cpu[case["warmup"]:]),
             "first_iter_s": times[0], "all_s": timed, "peak_mb": _peak(device)}
 
 
@@ -172,8 +174,8 @@ def run_translate(case: dict) -> dict:
     device = torch.device(case["device"])
     torch.manual_seed(0)
     tr = Translator(init_weights(ResnetGenerator(3, 3, case["ngf"], case["blocks"])), device=device,
-                    tile=case["tile"], overlap=case.get("overlap"), batch=case["batch"], precision=case["precision"],
-                    stats_pixels=case.get("stats_pixels", 1024 * 1024))
+                    tile=case["tile"], overlap=case.get("overlap"), batch=case["batch"],
+                    precision=case["precision"], stats_pixels=case.get("stats_pixels", 1024 * 1024))
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 255, (case["h"], case["w"], 3), dtype=np.uint8) for _ in range(case["n"])]
     if case["n"] > 1:
@@ -185,8 +187,8 @@ def run_translate(case: dict) -> dict:
     _sync(device)
     dt = time.perf_counter() - t
     assert out[0].shape == imgs[0].shape
-    return {**case, "seconds": dt, "img_per_s": case["n"] / dt, "peak_mb": _peak(device), "rss_peak_mb": _rss_peak_mb(),
-            "rss_before_mb": rss_before, "overlap_used": tr.overlap}
+    return {**case, "seconds": dt, "img_per_s": case["n"] / dt, "peak_mb": _peak(device),
+            "rss_peak_mb": _rss_peak_mb(), "rss_before_mb": rss_before, "overlap_used": tr.overlap}
 
 
 def run_case(case: dict) -> dict:
@@ -195,17 +197,19 @@ def run_case(case: dict) -> dict:
     load_before = os.getloadavg()[0]
     torch.set_num_threads(case["threads"])
     out = run_train(case) if case["kind"] == "train" else run_translate(case)
-    return {**out, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "loadavg_1min": [load_before, os.getloadavg()[0]]}
+    return {**out, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "loadavg_1min": [load_before, os.getloadavg()[0]]}
 
 
 def spawn(case: dict) -> dict:
     # set before the child imports torch: OpenMP reads it once, at start-up
     env = {**os.environ, "OMP_NUM_THREADS": str(case["threads"]),
            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    p = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True, env=env,
-                       timeout=3600)
+    p = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True,
+                       env=env, timeout=3600)
     if p.returncode != 0:
-        return {**case, "error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"rc {p.returncode}"}
+        err = p.stderr.strip()
+        return {**case, "error": err.splitlines()[-1] if err else f"rc {p.returncode}"}
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
@@ -228,30 +232,35 @@ def cases(device: str, threads: int, quick: bool) -> list[dict]:
         for precision in (("fp32", "bf16") if cuda or size < 256 else ("bf16",)):
             n = 512 if cuda else (4 if quick else (8 if size >= 256 else 32))
             out.append({"kind": "translate", "device": device, "threads": threads, "size": size, "ngf": ngf,
-                        "blocks": blocks, "precision": precision, "batch": 64 if cuda else 8, "h": size, "w": size,
-                        "tile": max(size, 512), "n": n})
+                        "blocks": blocks, "precision": precision, "batch": 64 if cuda else 8, "h": size,
+                        "w": size, "tile": max(size, 512), "n": n})
     # large photos, tiled, at two sizes with the same tile and batch: memory bounded by tile x batch
     ngf, blocks = (64, 9) if cuda else (32, 6)
     # (both above the norm-statistics pass's pixel cap, which is the same for both)
-    photos = [(2048, 1536), (4096, 3072)] if cuda else ([(512, 384), (1024, 768)] if quick else [(1536, 1152), (3072, 2304)])
+    if cuda:
+        photos = [(2048, 1536), (4096, 3072)]
+    else:
+        photos = [(512, 384), (1024, 768)] if quick else [(1536, 1152), (3072, 2304)]
     for w, h in photos:
-        out.append({"kind": "translate", "device": device, "threads": threads, "size": 0, "ngf": ngf, "blocks": blocks,
-                    "precision": "bf16" if cuda else "auto", "batch": 8 if cuda else 2, "h": h, "w": w,
-                    "tile": 512 if cuda else 256, "n": 1, "stats_pixels": 256 * 256 if quick else 1024 * 1024})
+        out.append({"kind": "translate", "device": device, "threads": threads, "size": 0, "ngf": ngf,
+                    "blocks": blocks, "precision": "bf16" if cuda else "auto", "batch": 8 if cuda else 2,
+                    "h": h, "w": w, "tile": 512 if cuda else 256, "n": 1,
+                    "stats_pixels": 256 * 256 if quick else 1024 * 1024})
     return out
 
 
 def summarise(results: list[dict]) -> dict:
     by: dict[tuple, list[dict]] = {}
     for r in results:
-        key = tuple(r.get(k) for k in ("kind", "size", "ngf", "blocks", "variant", "precision", "batch", "h", "w"))
+        key = tuple(r.get(k) for k in ("kind", "size", "ngf", "blocks", "variant", "precision", "batch", "h",
+                                       "w"))
         by.setdefault(key, []).append(r)
     rows = []
     for group in by.values():
         ok = [r for r in group if "error" not in r]
-        row = {k: v for k, v in group[0].items() if k not in ("all_s", "seconds", "s_per_iter", "img_per_s", "peak_mb",
-                                                                "first_iter_s", "error", "loadavg_1min", "rss_peak_mb",
-                                                                "rss_before_mb", "cpu_s_per_iter")}
+        per_repeat = ("all_s", "seconds", "s_per_iter", "img_per_s", "peak_mb", "first_iter_s", "error",
+                      "loadavg_1min", "rss_peak_mb", "rss_before_mb", "cpu_s_per_iter")
+        row = {k: v for k, v in group[0].items() if k not in per_repeat}
         row["repeats"] = len(ok)
         row["loadavg_1min"] = [r.get("loadavg_1min") for r in group]
         if not ok:
@@ -276,14 +285,15 @@ def summarise(results: list[dict]) -> dict:
     for r in rows:
         if r["kind"] != "train" or "s_per_iter" not in r or r["variant"] == "reference":
             continue
-        ref = next((x for x in rows if x["kind"] == "train" and x["variant"] == "reference" and x["size"] == r["size"]
-                    and x["batch"] == r["batch"] and "s_per_iter" in x), None)
+        ref = next((x for x in rows if x["kind"] == "train" and x["variant"] == "reference"
+                    and x["size"] == r["size"] and x["batch"] == r["batch"] and "s_per_iter" in x), None)
         if ref:
+            cpu_b1 = r["device"] == "cpu" and r["batch"] == 1
+            original = ORIGINAL_CPU_S_PER_ITER[r["size"]] if cpu_b1 else None
             speedups.append({"size": r["size"], "batch": r["batch"], "variant": r["variant"],
                              "speedup_vs_reference": ref["s_per_iter"] / r["s_per_iter"],
                              "cpu_time_speedup_vs_reference": ref["cpu_s_per_iter"] / r["cpu_s_per_iter"],
-                             "speedup_vs_brief_original": (ORIGINAL_CPU_S_PER_ITER[r["size"]] / r["s_per_iter"]
-                                                           if r["device"] == "cpu" and r["batch"] == 1 else None)})
+                             "speedup_vs_brief_original": original / r["s_per_iter"] if original else None})
     return {"rows": rows, "speedups": speedups, "targets": targets(rows)}
 
 
@@ -292,8 +302,8 @@ def targets(rows: list[dict]) -> list[dict]:
     out = []
     train = [r for r in rows if r["kind"] == "train" and "s_per_iter" in r and r["batch"] == 1]
     for size, original in ORIGINAL_CPU_S_PER_ITER.items():
-        cands = [r for r in train if r["device"] == "cpu" and r["size"] == size and r["variant"] != "reference"
-                 and r["threads"] == 2]
+        cands = [r for r in train if r["device"] == "cpu" and r["size"] == size
+                 and r["variant"] != "reference" and r["threads"] == 2]
         best = min(cands, key=lambda r: r["s_per_iter"]) if cands else None
         out.append({"target": f"CPU {size}²: >= {CPU_SPEEDUP_TARGET}x faster per iteration than the original "
                               f"({original} s/iter), 2 threads, batch 1",
@@ -304,19 +314,20 @@ def targets(rows: list[dict]) -> list[dict]:
                     "met": best["s_per_iter"] <= original / CPU_SPEEDUP_TARGET if best else None})
     cuda = [r for r in rows if r.get("device", "").startswith("cuda")]
     t256 = [r for r in cuda if r["kind"] == "train" and r["size"] == 256 and "it_per_s" in r]
-    best = max((r["it_per_s"] * r["batch"] for r in t256), default=None)  # images through per second / batch 1
+    best = max((r["it_per_s"] * r["batch"] for r in t256), default=None)  # image pairs/s = batch-1 it/s
     out.append({"target": "CUDA: >= 100 iterations/s at 256², ngf 64, 9 blocks (batch-1 equivalent)",
-                "value": best, "met": best >= CUDA_TARGETS["train_it_per_s_256"] if best is not None else None})
-    tr = max((r["img_per_s"] for r in cuda if r["kind"] == "translate" and r["size"] == 256 and "img_per_s" in r),
-             default=None)
+                "value": best,
+                "met": best >= CUDA_TARGETS["train_it_per_s_256"] if best is not None else None})
+    tr = max((r["img_per_s"] for r in cuda
+              if r["kind"] == "translate" and r["size"] == 256 and "img_per_s" in r), default=None)
     out.append({"target": "CUDA: translation >= 2000 img/s at 256²", "value": tr,
                 "met": tr >= CUDA_TARGETS["translate_img_per_s_256"] if tr is not None else None})
-    big = next((r for r in cuda if r["kind"] == "translate" and (r["w"], r["h"]) == (4096, 3072) and "peak_mb" in r),
-               None)
+    big = next((r for r in cuda
+                if r["kind"] == "translate" and (r["w"], r["h"]) == (4096, 3072) and "peak_mb" in r), None)
     out.append({"target": "CUDA: a 4096x3072 photo tiled with < 4 GB GPU memory and < 3 GB CPU RSS",
                 "gpu_mb": big["peak_mb"] if big else None, "rss_mb": big["rss_peak_mb"] if big else None,
-                "met": (big["peak_mb"] < CUDA_TARGETS["tiled_gpu_mb"] and big["rss_peak_mb"] < CUDA_TARGETS["tiled_rss_mb"])
-                if big else None})
+                "met": (big["peak_mb"] < CUDA_TARGETS["tiled_gpu_mb"]
+                        and big["rss_peak_mb"] < CUDA_TARGETS["tiled_rss_mb"]) if big else None})
     return out
 
 
@@ -326,7 +337,8 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 64² only, few iterations, no torch.compile")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 64² only, few iterations, no torch.compile")
     ap.add_argument("--only", default=None, help="comma list of kinds/variants to run, e.g. train,bf16")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gan.json")
     args = ap.parse_args()
@@ -339,7 +351,8 @@ def main() -> None:
     todo = cases(device, args.threads, args.quick)
     if args.only:
         keep = set(args.only.split(","))
-        todo = [c for c in todo if c["kind"] in keep or c.get("variant") in keep or c.get("precision") in keep]
+        todo = [c for c in todo
+                if c["kind"] in keep or c.get("variant") in keep or c.get("precision") in keep]
     results: list[dict] = []
     t0 = time.time()
     for rep in range(args.repeats):  # round-robin: a noisy minute hurts every variant alike
@@ -347,8 +360,8 @@ def main() -> None:
             r = spawn(case)
             results.append(r)
             val = r.get("s_per_iter") or r.get("img_per_s") or r.get("error")
-            print(f"[{rep}] {case['kind']} {case['size'] or (case['w'], case['h'])} {case.get('variant') or case['precision']}"
-                  f" b{case['batch']}: {val}", file=sys.stderr, flush=True)
+            what = f"{case['size'] or (case['w'], case['h'])} {case.get('variant') or case['precision']}"
+            print(f"[{rep}] {case['kind']} {what} b{case['batch']}: {val}", file=sys.stderr, flush=True)
             write(args, device, results, t0)  # partial results survive an interrupted run
     summary = summarise(results)
     for s in summary["speedups"] + summary["targets"]:
@@ -359,10 +372,12 @@ def write(args, device: str, results: list[dict], t0: float) -> None:
     import torch
 
     out = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-           "cpu": platform.processor(), "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+           "cpu": platform.processor(), "cpu_count": os.cpu_count(), "threads": args.threads,
+           "torch": torch.__version__,
            "repeats": args.repeats, "quick": args.quick,
            "omp_wait_policy": sorted({str(r.get("omp_wait_policy")) for r in results if "error" not in r}),
-           "loadavg_at_end": os.getloadavg(), "wall_s": time.time() - t0, **summarise(results), "raw": results}
+           "loadavg_at_end": os.getloadavg(), "wall_s": time.time() - t0, **summarise(results),
+           "raw": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=1) + "\n")
