@@ -204,8 +204,8 @@ def main() -> None:
         img_scores["generator"].append(image_scores(out, source=src))
         img_scores["generator_tiled"].append(image_scores(out_tiled, source=src))
         img_scores["constant"].append(image_scores(np.full_like(out, int(out.mean())), source=src))
-        img_scores["blown_out"].append(image_scores(np.clip(out.astype(np.float32) * 3.0, 0, 255).astype(np.uint8),
-                                                    source=src))
+        blown = np.clip(out.astype(np.float32) * 3.0, 0, 255).astype(np.uint8)
+        img_scores["blown_out"].append(image_scores(blown, source=src))
         img_scores["checkerboard_8"].append(image_scores(checkerboard_injected(out), source=src))
         for step in (3, 6, 10):
             img_scores[f"seam_{step}"].append(image_scores(seam_injected(out, step, rng), source=src))
@@ -239,7 +239,8 @@ def main() -> None:
         "box_scores": {k: {m: quantiles(v[m]) for m in v} for k, v in box.items()},
         "image_scores": {k: {m: quantiles([s.get(m) for s in v]) for m in image_metrics}
                          for k, v in img_scores.items()},
-        "gate_false_rejects": {k: {"images": n_images, "boxes": n_boxes, **dict(c)} for k, c in gate_outcome.items()},
+        "gate_false_rejects": {k: {"images": n_images, "boxes": n_boxes, **dict(c)}
+                               for k, c in gate_outcome.items()},
         "thresholds": {},
     }
     for m in ("edge_f1", "gradient_ssim"):

@@ -48,12 +48,16 @@ def _generator(ngf: int, blocks: int, device: str, batch: int):
     net = ResnetGenerator(3, 3, ngf=ngf, n_blocks=blocks).to(device).eval()
 
     @torch.inference_mode()
-    def translate(images: list[np.ndarray]) -> list[np.ndarray]:
+    def translate_checked(images: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+        """As the Translator does: count non-finite outputs before the uint8 cast."""
         x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
         y = torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)])
-        return list(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+        bad = (~torch.isfinite(y)).flatten(1).sum(1).tolist()
+        out = list(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+        return out, [int(b) for b in bad]
 
-    return Generator("0" * 64, translate, name=f"random ResnetGenerator ngf={ngf} blocks={blocks}")
+    return Generator("0" * 64, lambda ims: translate_checked(ims)[0], translate_checked=translate_checked,
+                     name=f"random ResnetGenerator ngf={ngf} blocks={blocks}")
 
 
 def run_one(n: int, args) -> dict:
@@ -71,8 +75,9 @@ def run_one(n: int, args) -> dict:
     ds = _dataset(Path(args.data_root))
     n_src = len(ds.coco("A", "train").images)
     variants = max(1, round(n / n_src))
-    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={work}", f"synth.variants={variants}",
-                                                       "synth.shard_size=256", f"gan.translate_batch={args.batch}"])
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [
+        f"runtime.output_root={work}", f"synth.variants={variants}", "synth.shard_size=256",
+        f"gan.translate_batch={args.batch}", f"synth.prefetch={str(args.prefetch).lower()}"])
     gen = _generator(args.ngf, args.blocks, args.device, args.batch)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cpu0 = time.process_time()
@@ -83,13 +88,15 @@ def run_one(n: int, args) -> dict:
     rss_gen = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tot = res.totals()
     t1 = time.perf_counter()
-    export_version(cfg, ds, work / "staging", n_shards=len(res.shards), version_id="bench-aug", parents=[ds.manifest],
+    export_version(cfg, ds, work / "staging", n_shards=len(res.shards), version_id="bench-aug",
+                   parents=[ds.manifest],
                    generators=[{"sha256": gen.sha256, "file": gen.name}], balance=res.balance, counts={})
     t_exp = time.perf_counter() - t1
     rss_exp = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     sec = tot.seconds
     busy = sum(sec.values())
     outputs = tot.accepted + tot.rejected
+    checks_io = sec["checks"] + sec["read"] + sec["write"] + sec.get("journal", 0.0)
     return {
         "images": outputs,
         "accepted": tot.accepted,
@@ -101,8 +108,14 @@ def run_one(n: int, args) -> dict:
         "images_per_s_with_export": round(outputs / (t_gen + t_exp), 1),
         "seconds": {k: round(v, 2) for k, v in sec.items()},
         "share_translate": round(sec["translate"] / busy, 3),
-        "share_checks_io": round((sec["checks"] + sec["read"] + sec["write"]) / busy, 3),
-        "checks_io_over_translate": round((sec["checks"] + sec["read"] + sec["write"]) / sec["translate"], 3),
+        "share_checks_io": round(checks_io / busy, 3),
+        # The issue's target (GPU: <= 0.2): checks + read + write + journal, per second translating.
+        "checks_io_over_translate": round(checks_io / sec["translate"], 3),
+        # With prefetch the next batch translates during this one's checks and writes: what the
+        # overlap leaves of them on the wall clock, per second translating (0 = fully hidden).
+        "wall_beyond_translate_over_translate": round(max(0.0, t_gen - sec["translate"]) / sec["translate"],
+                                                      3),
+        "unaccounted_s": round(max(0.0, t_gen - busy), 2) if not args.prefetch else None,
         "peak_rss_mb_before": round(rss0 / 1024, 1),
         "peak_rss_mb_generate": round(rss_gen / 1024, 1),
         "peak_rss_mb_export": round(rss_exp / 1024, 1),
@@ -118,6 +131,8 @@ def main() -> None:
     ap.add_argument("--ngf", type=int, default=8)
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=True,
+                    help="translate the next batch while checking/writing the current one (synth.prefetch)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "synth.json")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--data-root", help=argparse.SUPPRESS)
@@ -132,7 +147,7 @@ def main() -> None:
     for n in args.sizes:
         cmd = [sys.executable, __file__, "--one", str(n), "--data-root", data_root, "--device", args.device,
                "--threads", str(args.threads), "--ngf", str(args.ngf), "--blocks", str(args.blocks),
-               "--batch", str(args.batch)]
+               "--batch", str(args.batch), "--prefetch" if args.prefetch else "--no-prefetch"]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         runs[str(n)] = json.loads(out.strip().splitlines()[-1])
         print(n, runs[str(n)], flush=True)
@@ -146,6 +161,7 @@ def main() -> None:
         "device": args.device,
         "threads": args.threads,
         "batch": args.batch,
+        "prefetch": args.prefetch,
         "hardware": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                      "torch": torch.__version__,
                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},

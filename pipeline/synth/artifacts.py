@@ -5,6 +5,7 @@ Both take (H, W, 3) or (H, W) images, uint8 or float in 8-bit units.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -63,6 +64,20 @@ def _source_edges(source: np.ndarray) -> np.ndarray:
     return edge
 
 
+def _masked_median(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Medians along axis -2 of `values` over the `keep` entries (a quarter or more of them).
+
+    Dropped entries become -inf and +inf in turn down each column, which leaves the middle of the
+    sorted column, its median, among the kept values (to within one entry); ~10x faster than
+    np.nanmedian.
+    """
+    dropped = ~keep
+    up = (np.cumsum(dropped, axis=-2) % 2).astype(bool)
+    filled = np.where(keep, values, np.where(up, np.inf, -np.inf))
+    with np.errstate(invalid="ignore"):  # a column with too few kept values is discarded anyway
+        return np.median(filled, axis=-2)
+
+
 def line_steps(gray: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:
     """Per vertical line x (1 <= x < W - 1): the step g[:, x+1] - g[:, x-1] that holds along the
     whole line with one sign, minus the median of that profile over the neighbouring lines
@@ -80,12 +95,11 @@ def line_steps(gray: np.ndarray, source: np.ndarray | None = None) -> np.ndarray
         return np.zeros(max(0, g.shape[1] - 2), np.float32)
     d = g[:, 2:] - g[:, :-2]
     free = np.ones(d.shape, bool) if source is None else ~_source_edges(source)
-    seg_median = np.full((_SEGMENTS, d.shape[1]), np.nan, np.float32)
-    for k, rows in enumerate(np.array_split(np.arange(d.shape[0]), _SEGMENTS)):
-        fs = free[rows]
-        ok = fs.mean(axis=0) >= _MIN_FREE
-        if ok.any():
-            seg_median[k, ok] = np.nanmedian(np.where(fs[:, ok], d[rows][:, ok], np.nan), axis=0)
+    n = d.shape[0] // _SEGMENTS * _SEGMENTS  # equal segments (the last rows, < 4, are left out)
+    d_seg = d[:n].reshape(_SEGMENTS, n // _SEGMENTS, -1)
+    f_seg = free[:n].reshape(_SEGMENTS, n // _SEGMENTS, -1)
+    seg_median = _masked_median(d_seg, f_seg).astype(np.float32)  # (segments, W - 2)
+    seg_median[f_seg.mean(axis=1) < _MIN_FREE] = np.nan
     judged = np.isfinite(seg_median).sum(axis=0) >= _SEGMENTS // 2 + 1
     m = np.where(np.isfinite(seg_median), seg_median, 0.0)
     one_sign = np.all(m >= 0, axis=0) | np.all(m <= 0, axis=0)  # unjudged segments count as 0
@@ -96,6 +110,19 @@ def line_steps(gray: np.ndarray, source: np.ndarray | None = None) -> np.ndarray
     return prof - np.median(windows, axis=1)
 
 
+# Seams are judged at most this large (long side, pixels): a step survives area averaging, and
+# the medians cost grows with the pixel count.
+_SEAM_SIDE = 256
+
+
+def _shrink(gray: np.ndarray) -> np.ndarray:
+    h, w = gray.shape
+    f = _SEAM_SIDE / max(h, w)
+    if f >= 1:
+        return gray
+    return cv2.resize(gray, (max(3, round(w * f)), max(3, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
 def seam_score(image: np.ndarray, source: np.ndarray | None = None, border: float = 1 / 16) -> float:
     """Strongest straight row/column step of `image` not explained by `source` (8-bit units).
 
@@ -103,10 +130,10 @@ def seam_score(image: np.ndarray, source: np.ndarray | None = None, border: floa
     the largest excess step (see `line_steps`) over every interior row and column; lines within
     `border` x the side of the image edge are skipped (generators trained on crops leave their
     own faint frame there, which is not a seam). 0 means no line stands out; a seam of δ grey
-    levels scores about δ.
+    levels scores about δ. Images over 256 px are judged area-downscaled to that size.
     """
-    g = to_gray(image)
-    src = None if source is None else to_gray(source)
+    g = _shrink(to_gray(image))
+    src = None if source is None else _shrink(to_gray(source))
     best = 0.0
     for img, ref in ((g, src), (g.T, None if src is None else src.T)):
         steps = line_steps(img, ref)

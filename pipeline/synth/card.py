@@ -72,8 +72,9 @@ def box_sizes_png(path: Path, real: CocoSet, synthetic_sizes: np.ndarray) -> Non
     top = max(1.0, float(r.max()) if len(r) else 0.0, float(s.max()) if len(s) else 0.0)
     bins = np.linspace(0, top, 25)
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.hist(r, bins=bins, alpha=0.6, density=True, label=f"real B ({len(r)})")
-    ax.hist(s, bins=bins, alpha=0.6, density=True, label=f"synthetic B ({len(s)})")
+    # An empty side (e.g. every synthetic image rejected) has no density to normalise.
+    ax.hist(r, bins=bins, alpha=0.6, density=len(r) > 0, label=f"real B ({len(r)})")
+    ax.hist(s, bins=bins, alpha=0.6, density=len(s) > 0, label=f"synthetic B ({len(s)})")
     ax.set_xlabel("box size sqrt(w·h), pixels")
     ax.set_ylabel("density")
     ax.legend()

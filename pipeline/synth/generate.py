@@ -5,8 +5,9 @@ A *work item* is (A image, generator, variant). Each item becomes one or more ou
 tile crop, see geometry.py), is translated by the injected generator, judged by the gate, then
 optionally augmented with albumentations, and written atomically as PNG (outputs.py).
 
-Resumable: every finished item appends one fsync'ed line to `shards/<k>.jsonl` (outputs with
-their sha256, rejections, counters) right after its images are written; a finished shard gets
+Resumable: every finished item appends one line to `shards/<k>.jsonl` (outputs with their
+sha256, rejections, counters) right after its images are written (flushed at once, fsync'ed once
+per batch); a finished shard gets
 `shards/<k>.done.json`. On restart an item is skipped when its journal line exists and every
 output file still hashes to the recorded value; torn journal lines are dropped. An image written
 just before a kill, whose line never made it, is recomputed and kept when its bytes are the same
@@ -92,8 +93,9 @@ class ShardSummary:
     aug_boxes_clipped: int = 0
     aug_boxes_dropped: int = 0
     # read = decode + geometry; write = thumbnails, augmentation, PNG encode and atomic write;
-    # journal = the fsync'ed journal appends. With prefetch, read + translate of the next batch
-    # run while this one is checked and written, so the parts can sum to more than the wall time.
+    # journal = the journal appends (flush per item, fsync per batch). With prefetch, read and
+    # translate of the next batch run while this one is checked and written, so the parts can sum
+    # to more than the wall time.
     seconds: dict[str, float] = field(
         default_factory=lambda: {"read": 0.0, "translate": 0.0, "checks": 0.0, "write": 0.0, "journal": 0.0}
     )
@@ -269,7 +271,8 @@ def run_shard(
                         sec.update(read=cur.read_s, translate=cur.translate_s)
                     row["stats"]["seconds"] = sec
                     tj = time.perf_counter()
-                    append_row(jf, row)  # right after the item's images: a kill loses at most one item
+                    # Right after the item's images: a kill loses at most this item's line.
+                    append_row(jf, row, sync=n == len(chunk) - 1)
                     summary.seconds["journal"] += time.perf_counter() - tj
                     summary.add(row["stats"])
                     tick(1)

@@ -1,7 +1,7 @@
 """Per-shard journals: the resumption record of a synthesis run.
 
-`shards/<k>.jsonl` holds one fsync'ed JSON line per finished work item (outputs with sha256,
-rejections, counters); `shards/<k>.done.json` marks a finished shard. A line whose outputs no longer
+`shards/<k>.jsonl` holds one JSON line per finished work item (outputs with sha256, rejections,
+counters; flushed at once, fsync'ed per batch); `shards/<k>.done.json` marks a finished shard. A line whose outputs no longer
 hash to the recorded values, or a torn last line, does not count.
 """
 
@@ -42,10 +42,14 @@ def outputs_intact(staging: Path, row: dict[str, Any]) -> bool:
     return True
 
 
-def append_row(f, row: dict[str, Any]) -> None:
+def append_row(f, row: dict[str, Any], *, sync: bool = True) -> None:
+    """Append one line. flush() hands it to the OS, so it survives the process being killed;
+    fsync (sync=True) also survives a power cut. Callers fsync once per batch: a line lost to a
+    power cut only makes its item recomputed, and its image is then kept (same bytes)."""
     f.write(json.dumps(row, separators=(",", ":")) + "\n")
     f.flush()
-    os.fsync(f.fileno())
+    if sync:
+        os.fsync(f.fileno())
 
 
 def shard_done(staging: Path, index: int) -> bool:

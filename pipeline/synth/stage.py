@@ -86,12 +86,15 @@ def translation_settings(cfg: RunConfig) -> dict[str, Any]:
     """Everything besides the weights that changes the translated pixels (part of the cache key).
 
     size: gan.translate_size ("train" = the generator's training scale, "native" = the image's
-    own, or a short side in pixels); precision follows the device kind (bf16 autocast on CUDA).
+    own, or a short side in pixels); tile_overlap None = the Translator's default; precision:
+    gan.precision resolved on this device ("auto" = bf16 on CUDA and on bf16-capable CPUs), so
+    the key names what actually ran; device: its kind (cuda:0 and cuda:1 give the same pixels).
     """
+    from pipeline.gan.accel import resolve_precision
+
     kind = resolve_device(cfg.runtime.device).split(":")[0]
-    size = getattr(cfg.gan, "translate_size", "train")
-    return {"tile": cfg.gan.tile, "tile_overlap": cfg.gan.tile_overlap, "size": size, "device": kind,
-            "precision": "bf16" if kind == "cuda" else "fp32"}
+    return {"tile": cfg.gan.tile, "tile_overlap": cfg.gan.tile_overlap, "size": cfg.gan.translate_size,
+            "device": kind, "precision": resolve_precision(cfg.gan.precision, kind)}
 
 
 def _unique_generators(checkpoints: list[Path], shas: list[str]) -> None:
@@ -149,10 +152,9 @@ def _translators(paths: tuple[str, ...], device: str, tile: int, overlap: int, b
                  precision: str) -> tuple[Any, ...]:
     from pipeline.gan.translate import Translator
 
-    load_size = None if size == "native" else size
     return tuple(
         Translator.load(p, direction="AtoB", device=device, tile=tile, overlap=overlap, batch=batch,
-                        load_size=load_size, precision=precision)
+                        load_size=size, precision=precision)
         for p in paths
     )
 
@@ -166,18 +168,14 @@ def load_generators(plan: SynthPlan) -> list[Generator]:
     t = plan.translation
     trs = _translators(tuple(str(c) for c in plan.checkpoints), resolve_device(plan.cfg.runtime.device),
                        t["tile"], t["tile_overlap"], plan.cfg.gan.translate_batch, t["size"], t["precision"])
-    return [
-        Generator(sha, tr, name=str(c), translate_checked=getattr(tr, "translate_checked", None))
-        for sha, tr, c in zip(plan.generator_shas, trs, plan.checkpoints)
-    ]
+    return [Generator(sha, tr, name=str(c), translate_checked=tr.translate_checked)
+            for sha, tr, c in zip(plan.generator_shas, trs, plan.checkpoints)]
 
 
 @functools.lru_cache(maxsize=4)
 def _realism(model_dir: str, device: str) -> Realism | None:
-    try:
-        from pipeline.gan.quality import load_realism_scorer
-    except ImportError:  # a gan package without a per-image realism critic
-        return None
+    from pipeline.gan.quality import load_realism_scorer
+
     return load_realism_scorer(model_dir, device=device)
 
 

@@ -98,7 +98,8 @@ def real_model_dir(root: Path, name: str, seed: int, *, nan: bool = False) -> Pa
         state["model.1.bias"] = torch.full_like(state["model.1.bias"], float("nan"))
     d = root / "models" / "cyclegan" / name
     d.mkdir(parents=True)
-    save_weights(d / "G_AB.safetensors", state, {"ngf": 8, "n_blocks": 2, "load_size": None, "direction": "AtoB"})
+    meta = {"ngf": 8, "n_blocks": 2, "load_size": None, "direction": "AtoB"}
+    save_weights(d / "G_AB.safetensors", state, meta)
     write_manifest(d, kind="cyclegan", id=name, config={"seed": seed})
     return d
 

@@ -48,8 +48,9 @@ def test_cli_flow_option_runs_the_prefect_flow(prefect_harness, monkeypatch, min
 
     monkeypatch.setattr(fs, "synthesize_flow", spy)
     model = fake_model_dir(tmp_path)
-    res = CliRunner().invoke(app, ["synthesize", str(REPO / "configs" / "tiny.yaml"), f"runtime.output_root={tmp_path}",
-                                   "--dataset", str(mini_dataset.root), "--model", str(model), "--flow"])
+    args = ["synthesize", str(REPO / "configs" / "tiny.yaml"), f"runtime.output_root={tmp_path}",
+            "--dataset", str(mini_dataset.root), "--model", str(model), "--flow"]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert ran == ["synthesize"]
     out = Path(res.stdout.strip().splitlines()[-1])

@@ -145,7 +145,8 @@ def test_rejections_are_listed_with_thumbnails_in_the_card(with_rejects):
     checks = {r["check"] for r in rows}
     assert "near_constant" in checks and checks & {"box_edge_f1", "box_offset"}
     for r in rows:
-        assert {"image", "source_image_id", "generator", "box", "check", "score", "threshold", "action"} <= set(r)
+        assert {"image", "source_image_id", "generator", "box", "check", "score", "threshold", "action"} \
+            <= set(r)
         assert r["action"] in ("reject_image", "drop_box") and r["generator"] == plan.generator_shas[0]
         if r["check"] == "near_constant":
             assert r["score"] < r["threshold"] and r["box"] is None and r["action"] == "reject_image"
@@ -153,7 +154,8 @@ def test_rejections_are_listed_with_thumbnails_in_the_card(with_rejects):
             assert (r["score"] < r["threshold"]) == (r["check"] == "box_edge_f1")  # F1 low, offset high
             assert isinstance(r["box"], int) and len(r["bbox"]) == 4
     by_check = v.manifest["summary"]["gate"]["by_check"]
-    assert {k: d["count"] for k, d in by_check.items()} == {c: sum(r["check"] == c for r in rows) for c in checks}
+    counted = {c: sum(r["check"] == c for r in rows) for c in checks}
+    assert {k: d["count"] for k, d in by_check.items()} == counted
     # Thumbnails: shards wrote several each; only the card's n examples ship, each one listed.
     thumbs = sorted({r["thumbnail"] for r in rows if r["thumbnail"]})
     on_disk = sorted(p.relative_to(v.root).as_posix() for p in (v.root / "card" / "rejected").glob("*.png"))

@@ -76,7 +76,8 @@ def test_flow_runs_shards_and_publishes(dask, prefect_harness, fake_generators, 
     assert again.cached and again.accepted == res.accepted
 
 
-def test_shard_task_retries_only_on_oserror(prefect_harness, fake_generators, mini_dataset, tmp_path, monkeypatch):
+def test_shard_task_retries_only_on_oserror(prefect_harness, fake_generators, mini_dataset, tmp_path,
+                                            monkeypatch):
     import flows.synthesize as fs
 
     calls = {"n": 0}

@@ -58,7 +58,8 @@ def _journal_lines(out: Path) -> int:
 def _recorded(out: Path) -> dict[str, str]:
     """{file name: sha256} of every journalled output."""
     return {o["image"]["file_name"]: o["image"]["sha256"]
-            for p in sorted((out / "shards").glob("*.jsonl")) for row in read_journal(p) for o in row["outputs"]}
+            for p in sorted((out / "shards").glob("*.jsonl"))
+            for row in read_journal(p) for o in row["outputs"]}
 
 
 def _on_disk(out: Path) -> dict[str, tuple[int, int]]:

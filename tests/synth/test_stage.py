@@ -31,22 +31,22 @@ def _key(cfg, dataset, model):
 def test_cache_key_holds_pixel_settings_and_ignores_run_only_ones(mini_dataset, tmp_path):
     model = fake_model_dir(tmp_path)
     base = _cfg(tmp_path)
+    base.gan.precision = "fp32"
     k0 = _key(base, mini_dataset, model)
-    for section, field, value in [("gan", "tile", 256), ("gan", "tile_overlap", 8), ("runtime", "device", "cuda"),
-                                  ("runtime", "seed", 1), ("synth", "variants", 2), ("synth", "augment", True)]:
+    pixel_settings = [("gan", "tile", 256), ("gan", "tile_overlap", 8), ("gan", "translate_size", "native"),
+                      ("gan", "translate_size", 96), ("gan", "precision", "bf16"),
+                      ("runtime", "device", "cuda"), ("runtime", "seed", 1), ("synth", "variants", 2),
+                      ("synth", "augment", True)]
+    for section, field, value in pixel_settings:
         other = base.model_copy(deep=True)
         setattr(getattr(other, section), field, value)
-        assert _key(other, mini_dataset, model) != k0, f"{section}.{field} changes pixels but not the key"
-    if hasattr(base.gan, "translate_size"):
-        other = base.model_copy(deep=True)
-        other.gan.translate_size = "native"
-        assert _key(other, mini_dataset, model) != k0
+        assert _key(other, mini_dataset, model) != k0, f"{section}.{field}={value}: not in the key"
     cuda = base.model_copy(deep=True)
     cuda.runtime.device = "cuda:1"  # the same device kind: same pixels
     cuda0 = base.model_copy(deep=True)
     cuda0.runtime.device = "cuda"
     assert _key(cuda, mini_dataset, model) == _key(cuda0, mini_dataset, model)
-    assert stage.prepare(cuda0, mini_dataset, model).translation["precision"] == "bf16"
+    assert stage.prepare(cuda0, mini_dataset, model).translation["device"] == "cuda"
     for field, value in [("shard_size", 3), ("n_card_examples", 2), ("dask", True), ("prefetch", False)]:
         other = base.model_copy(deep=True)
         setattr(other.synth, field, value)
@@ -76,7 +76,7 @@ def test_two_real_generator_files_through_prepare_load_and_lineage(mini_dataset,
     shas = [sha256_file(first / "G_AB.safetensors"), sha256_file(second / "G_AB.safetensors")]
     assert plan.generator_shas == shas and plan.n_items == 2 * len(mini_dataset.coco("A", "train").images)
     gens = stage.load_generators(plan)
-    assert [g.sha256 for g in gens] == shas and all(g.translate_checked is not None or g.translate for g in gens)
+    assert [g.sha256 for g in gens] == shas and all(g.translate_checked is not None for g in gens)
     res = stage.synthesize(cfg, mini_dataset, first, progress=False)
     v = res.version
     coco = COCO(str(v.annotation_path("B", "train")))
@@ -159,3 +159,43 @@ def test_kill_after_the_manifest_publishes_the_staged_version(mini_dataset, tmp_
     monkeypatch.setattr(stage, "load_generators", lambda plan: pytest.fail("regenerated a finished export"))
     res = stage.synthesize(cfg, mini_dataset, model, progress=False)
     assert res.version.root == plan.final and not plan.staging.exists() and res.accepted > 0
+
+
+def test_nan_from_the_network_is_caught_through_the_real_stage(mini_dataset, tmp_path):
+    """A generator whose weights produce NaN: the Translator casts it to uint8, its count reaches
+    the gate through translate_checked, and every image is rejected as non-finite."""
+    model = real_model_dir(tmp_path, "gan-nan", seed=3, nan=True)
+    gate = RunConfig().synth.gate.model_copy(update=permissive_gate())  # only the NaN check can fire
+    res = stage.synthesize(_cfg(tmp_path, gate=gate), mini_dataset, model, progress=False)
+    rows = [json.loads(line) for line in (res.version.root / "rejected.jsonl").read_text().splitlines()]
+    n = len(mini_dataset.coco("A", "train").images)
+    assert res.accepted == 0 and res.rejected == n
+    assert [r["check"] for r in rows] == ["finite"] * n and all(r["score"] > 0 for r in rows)
+    fine = real_model_dir(tmp_path, "gan-fine", seed=3)  # the same network without the NaN
+    assert stage.synthesize(_cfg(tmp_path, gate=gate), mini_dataset, fine, progress=False).rejected == 0
+
+
+def _with_critic(root, name: str, mini_dataset):
+    from pipeline.gan.realism import REALISM_CRITIC, train_realism_critic
+
+    d = real_model_dir(root, name, seed=4)
+    b_images = mini_dataset.coco("B", "train").images + mini_dataset.coco("B", "val").images
+    real = [mini_dataset.read_rgb(im) for im in b_images]
+    fake = metalize([mini_dataset.read_rgb(im) for im in mini_dataset.coco("A", "train").images])
+    train_realism_critic(d / REALISM_CRITIC, real, fake, steps=5, seed=0)
+    return d
+
+
+def test_realism_scores_are_recorded_and_min_realism_rejects(mini_dataset, tmp_path, monkeypatch):
+    model = _with_critic(tmp_path, "gan-critic", mini_dataset)
+    monkeypatch.setattr(stage, "load_generators", lambda plan: [Generator(plan.generator_shas[0], metalize)])
+    res = stage.synthesize(_cfg(tmp_path), mini_dataset, model, progress=False)
+    coco = COCO(str(res.version.annotation_path("B", "train")))
+    scores = [im["gate"]["realism"] for im in coco.loadImgs(coco.getImgIds()) if im["synthetic"]]
+    assert len(scores) == res.accepted > 0 and all(0.0 <= s <= 1.0 for s in scores)  # recorded, threshold off
+    strict = _cfg(tmp_path)
+    strict.synth.gate.min_realism = min(1.0, max(scores) + 1e-4)  # above every image's score
+    res2 = stage.synthesize(strict, mini_dataset, model, progress=False)
+    rows = [json.loads(line) for line in (res2.version.root / "rejected.jsonl").read_text().splitlines()]
+    assert res2.accepted == 0 and {r["check"] for r in rows} == {"realism"}
+    assert all(r["score"] < r["threshold"] == strict.synth.gate.min_realism for r in rows)
