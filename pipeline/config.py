@@ -213,6 +213,8 @@ class GateConfig(Section):
                                    "8-bit units (tiling seams); None = off")
     max_box_offset: float | None = Field(0.15, ge=0, description="part displacement / box side; None = off")
     min_box_offset_px: float = Field(3.0, ge=0, description="smaller displacements (px) never count")
+    min_box_offset_gain: float = Field(0.0, ge=0, le=2, description="the part must match this much better "
+                                       "(correlation) where it went than in place, for the offset to count")
     box_offset_search: float = Field(0.5, gt=0, le=2, description="offset search radius / box side")
     min_realism: float | None = Field(None, ge=0, le=1, description="min P(real metal) from the model's "
                                       "realism critic; None = off (scores are recorded when a critic exists)")
