@@ -1,6 +1,7 @@
 """One rank of the "model finished while rank 0 waited for the lock" test (gloo, 2 processes).
 
-usage: RANK=r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=p python ddp_decision_worker.py CONFIG OUTPUT_ROOT DATASET
+usage: RANK=r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=p \
+       python ddp_decision_worker.py CONFIG OUTPUT_ROOT DATASET
 Rank 1 never sees the finished manifest itself (as when the other run finishes after its check);
 training is replaced by an error, so a rank that would train fails instead of hanging.
 """

@@ -21,12 +21,14 @@ from pipeline.gan.trainer import FitOptions, fit
 
 
 def main() -> None:
-    dataset, work, iterations, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    dataset, work = Path(sys.argv[1]), Path(sys.argv[2])
+    iterations, kill_at = int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)
     opt = SimpleNamespace(ngf=8, ndf=8, n_blocks=2, n_layers_d=3, gan_mode="lsgan", lambda_cycle=10.0,
                           lambda_identity=0.5, lambda_gp=10.0, pool_size=3, lr=2e-4, beta1=0.5,
-                          iterations=iterations, decay_from=0.5, precision="fp32", channels_last=False, compile=False)
+                          iterations=iterations, decay_from=0.5, precision="fp32", channels_last=False,
+                          compile=False)
     fopt = FitOptions(load_size=64, crop_size=48, checkpoint_every=5, log_every=2, image_every=1000)
     a, b = training_images(DatasetVersion.open(dataset))
 

@@ -76,11 +76,14 @@ def test_cycle_identity_and_objective():
     a, b = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5)
     assert float(cycle_loss(b, a)) == pytest.approx(0.5) and float(identity_loss(a, a)) == 0
     pred = torch.ones(1, 1, 2, 2)
-    t = cyclegan_objective(GANLoss("lsgan"), pred, pred, a, a, b, a, a, a, lambda_cycle=10, lambda_identity=0.5)
+    t = cyclegan_objective(GANLoss("lsgan"), pred, pred, a, a, b, a, a, a, lambda_cycle=10,
+                           lambda_identity=0.5)
     # adversarial 0 (D says real), cycle_A = 10·0.5, cycle_B = 0, identities 0
     assert float(t["cycle_A"]) == pytest.approx(5.0) and float(t["G"]) == pytest.approx(5.0)
-    t = cyclegan_objective(GANLoss("lsgan"), 0 * pred, pred, a, a, a, a, b, b, lambda_cycle=10, lambda_identity=0.5)
-    assert float(t["G_AB"]) == 1 and float(t["idt_A"]) == pytest.approx(2.5) and float(t["G"]) == pytest.approx(6.0)
+    t = cyclegan_objective(GANLoss("lsgan"), 0 * pred, pred, a, a, a, a, b, b, lambda_cycle=10,
+                           lambda_identity=0.5)
+    assert float(t["G_AB"]) == 1 and float(t["idt_A"]) == pytest.approx(2.5)
+    assert float(t["G"]) == pytest.approx(6.0)
     t = cyclegan_objective(GANLoss("lsgan"), pred, pred, a, a, a, a, None, None, lambda_identity=0)
     assert "idt_A" not in t
 
@@ -111,7 +114,9 @@ def test_gan_package_imports_on_a_bare_gpu_host():
     import sys
     from pathlib import Path
 
-    code = ("import sys\nfor m in ('pydantic', 'albumentations', 'prefect', 'ultralytics', 'typer'): sys.modules[m] = None\n"
+    code = ("import sys\n"
+            "for m in ('pydantic', 'albumentations', 'prefect', 'ultralytics', 'typer'):\n"
+            "    sys.modules[m] = None\n"
             "import pipeline.gan.train, pipeline.gan.trainer, pipeline.gan.translate, pipeline.gan.stage, "
             "pipeline.gan.quality\n")
     repo = Path(__file__).resolve().parents[2]

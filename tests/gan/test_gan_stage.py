@@ -34,8 +34,8 @@ def test_model_directory_is_complete_and_cached(trained, tiny_dataset):
     d = res.model_dir
     assert d.parent == cfg.runtime.models_dir / "cyclegan"
     assert d.name == stage_key("gan", training_section(cfg), [tiny_dataset.manifest])[:12]
-    for f in ("G_AB.safetensors", "G_BA.safetensors", "model_card.md", "metrics.json", "losses.csv", "config.yaml",
-              "checkpoints/last.pt"):
+    for f in ("G_AB.safetensors", "G_BA.safetensors", "model_card.md", "metrics.json", "losses.csv",
+              "config.yaml", "checkpoints/last.pt"):
         assert (d / f).is_file(), f
     assert sorted(p.name for p in (d / "samples").glob("*.png")) == ["step_000006.png", "step_000012.png"]
     grid = cv2.imread(str(d / "samples" / "step_000012.png"))
@@ -63,7 +63,8 @@ def test_model_directory_is_complete_and_cached(trained, tiny_dataset):
 
     critic = metrics["realism_critic"]
     assert REALISM_CRITIC in m["files"] and critic["steps"] == 2 * cfg.gan.quality_steps
-    assert 0 <= critic["heldout_accuracy"] <= 1 and f"`{REALISM_CRITIC}`" in card and "held-out accuracy" in card
+    assert 0 <= critic["heldout_accuracy"] <= 1
+    assert f"`{REALISM_CRITIC}`" in card and "held-out accuracy" in card
     score = load_realism_scorer(d)
     p = score(tiny_dataset.read_rgb(tiny_dataset.coco("B", "test").images[0]))
     assert isinstance(p, float) and 0.0 <= p <= 1.0
@@ -88,7 +89,8 @@ def test_cli_train_gan_and_translate(trained, tiny_dataset, tmp_path):
     cfg, res = trained
     runner = CliRunner()
     out = runner.invoke(app, ["train-gan", str(REPO / "configs" / "tiny.yaml"),
-                              f"runtime.output_root={cfg.runtime.output_root}", "--dataset", str(tiny_dataset.root)])
+                              f"runtime.output_root={cfg.runtime.output_root}",
+                              "--dataset", str(tiny_dataset.root)])
     assert out.exit_code == 0, out.output
     assert out.stdout.strip().splitlines()[-1] == str(res.model_dir)
 
@@ -98,7 +100,8 @@ def test_cli_train_gan_and_translate(trained, tiny_dataset, tmp_path):
     cv2.imwrite(str(src / "sub" / "b.jpg"), np.full((130, 90, 3), 90, np.uint8))
     (src / "broken.png").write_bytes(b"not an image")
     before = {p: p.stat().st_mtime_ns for p in src.rglob("*")}
-    out = runner.invoke(app, ["translate", str(res.model_dir), str(src), str(tmp_path / "out"), "--device", "cpu"])
+    out = runner.invoke(app, ["translate", str(res.model_dir), str(src), str(tmp_path / "out"),
+                              "--device", "cpu"])
     assert out.exit_code == 0, out.output
     assert cv2.imread(str(tmp_path / "out" / "a.png")).shape == (50, 70, 3)
     assert cv2.imread(str(tmp_path / "out" / "sub" / "b.jpg")).shape == (130, 90, 3)
@@ -107,13 +110,14 @@ def test_cli_train_gan_and_translate(trained, tiny_dataset, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in src.rglob("*")} == before  # inputs untouched
 
     # --native: the photo's own resolution, tiled (130 px > tile 64) instead of resized to the training 64 px
-    out = runner.invoke(app, ["translate", str(res.model_dir), str(src), str(tmp_path / "native"), "--device", "cpu",
-                              "--native", "--tile", "64", "--precision", "fp32"])
+    out = runner.invoke(app, ["translate", str(res.model_dir), str(src), str(tmp_path / "native"),
+                              "--device", "cpu", "--native", "--tile", "64", "--precision", "fp32"])
     assert out.exit_code == 0, out.output
     native = cv2.imread(str(tmp_path / "native" / "sub" / "b.jpg"))
     assert native.shape == (130, 90, 3)
     assert json.loads((tmp_path / "native" / "translations.json").read_text())["scale"] == "native"
-    out = runner.invoke(app, ["translate", str(res.model_dir), str(src), str(tmp_path / "o2"), "--native", "--size", "80"])
+    out = runner.invoke(app, ["translate", str(res.model_dir), str(src), str(tmp_path / "o2"), "--native",
+                              "--size", "80"])
     assert out.exit_code == 2 and "exclude" in out.output
 
     out = runner.invoke(app, ["translate", str(res.model_dir), str(tiny_dataset.root), str(tmp_path / "ds"),
@@ -149,7 +153,8 @@ def test_torchrun_ddp_two_processes_gloo(tiny_dataset, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [str(torchrun), "--nproc_per_node=2", "--standalone", "-m",
            "pipeline.gan.stage", str(REPO / "configs" / "tiny.yaml"), f"runtime.output_root={tmp_path}",
-           "gan.iterations=6", "gan.checkpoint_every=3", "gan.quality_steps=5", "--dataset", str(tiny_dataset.root)]
+           "gan.iterations=6", "gan.checkpoint_every=3", "gan.quality_steps=5",
+           "--dataset", str(tiny_dataset.root)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert p.returncode == 0, p.stderr[-3000:]
     model_dir = Path(p.stdout.strip().splitlines()[-1])
@@ -161,7 +166,8 @@ def test_torchrun_ddp_two_processes_gloo(tiny_dataset, tmp_path):
     from pipeline.gan.checkpoint import load_checkpoint
 
     models = load_checkpoint(model_dir / "checkpoints" / "last.pt")["models"]  # what rank 0 wrote at the end
-    saved = sum(float(v.double().sum()) for sd in models.values() for v in sd.values() if v.is_floating_point())
+    saved = sum(float(v.double().sum()) for sd in models.values() for v in sd.values()
+                if v.is_floating_point())
     assert saved == pytest.approx(sums[0], rel=1e-9)
 
 
@@ -170,18 +176,22 @@ def test_ranks_follow_rank_0_when_the_model_was_finished_meanwhile(tiny_dataset,
 
     from pipeline.store import write_manifest
 
-    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={tmp_path}", "runtime.device=cpu"])
+    tiny = REPO / "configs" / "tiny.yaml"
+    cfg = load_config(tiny, [f"runtime.output_root={tmp_path}", "runtime.device=cpu"])
     model_dir = model_dir_for(cfg, tiny_dataset)
     model_dir.mkdir(parents=True)
-    write_manifest(model_dir, kind="cyclegan", id=model_dir.name, config={}, summary={"metrics": {"iterations": 1}})
+    write_manifest(model_dir, kind="cyclegan", id=model_dir.name, config={},
+                   summary={"metrics": {"iterations": 1}})
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    worker = REPO / "tests" / "gan" / "ddp_decision_worker.py"
     procs = [subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "gan" / "ddp_decision_worker.py"), str(REPO / "configs" / "tiny.yaml"),
-         str(tmp_path), str(tiny_dataset.root)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RANK": str(r), "LOCAL_RANK": str(r),
-             "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}) for r in (0, 1)]
+        [sys.executable, str(worker), str(tiny), str(tmp_path), str(tiny_dataset.root)], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RANK": str(r),
+             "LOCAL_RANK": str(r), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+        for r in (0, 1)]
     try:  # before the fix rank 1 trained alone and hung in its first collective
         outs = [p.communicate(timeout=120) for p in procs]
     finally:

@@ -22,15 +22,16 @@ REPO = HERE.parents[1]
 
 
 def tiny_opt(**kw):
-    base = dict(ngf=8, ndf=8, n_blocks=2, n_layers_d=3, gan_mode="lsgan", lambda_cycle=10.0, lambda_identity=0.5,
-                lambda_gp=10.0, pool_size=4, lr=2e-4, beta1=0.5, iterations=30, decay_from=0.5, precision="fp32",
-                channels_last=False, compile=False)
+    base = dict(ngf=8, ndf=8, n_blocks=2, n_layers_d=3, gan_mode="lsgan", lambda_cycle=10.0,
+                lambda_identity=0.5, lambda_gp=10.0, pool_size=4, lr=2e-4, beta1=0.5, iterations=30,
+                decay_from=0.5, precision="fp32", channels_last=False, compile=False)
     return SimpleNamespace(**{**base, **kw})
 
 
 def test_training_images_never_read_b_val_or_test(tiny_dataset):
     a, b = training_images(tiny_dataset)
-    held_out = {str(tiny_dataset.image_path(im)) for s in ("val", "test") for im in tiny_dataset.coco("B", s).images}
+    held_out = {str(tiny_dataset.image_path(im))
+                for s in ("val", "test") for im in tiny_dataset.coco("B", s).images}
     used = {str(i.path) for i in a + b}
     assert held_out and not (held_out & used)
     assert len(a) == len(tiny_dataset.coco("A", "train").images)
@@ -53,9 +54,8 @@ def test_cycle_loss_falls_in_30_steps_and_bf16_tracks_fp32(tiny_dataset, tmp_pat
     a, b = training_images(tiny_dataset)
     runs = {}
     for precision in ("fp32", "bf16"):
-        runs[precision] = fit(tiny_opt(precision=precision), FitOptions(64, 32, log_every=5, checkpoint_every=100,
-                                                                        image_every=15),
-                              a, b, tmp_path / precision, progress=False)
+        fopt = FitOptions(64, 32, log_every=5, checkpoint_every=100, image_every=15)
+        runs[precision] = fit(tiny_opt(precision=precision), fopt, a, b, tmp_path / precision, progress=False)
     for precision, r in runs.items():
         cyc = [row["cycle_A"] + row["cycle_B"] for row in r.history]
         assert r.step == 30 and len(cyc) == 6
@@ -71,8 +71,9 @@ def test_cycle_loss_falls_in_30_steps_and_bf16_tracks_fp32(tiny_dataset, tmp_pat
 
 def _worker(dataset: Path, work: Path, iterations: int, kill_at: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(HERE / "resume_worker.py"), str(dataset), str(work), str(iterations),
-                           str(kill_at)], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(HERE / "resume_worker.py"), str(dataset), str(work),
+                           str(iterations), str(kill_at)], env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_sigkilled_run_resumes_to_the_same_weights(tiny_dataset, tmp_path):
@@ -105,12 +106,14 @@ def test_checkpoint_of_another_config_is_not_resumed(tiny_dataset, tmp_path):
     assert r.resumed_from == 4 and r.step == 6
 
 
-@pytest.mark.parametrize("mode,precision", [("vanilla", "fp32"), ("wgangp", "fp32"), ("hinge", "bf16"), ("lsgan", "fp16")])
+@pytest.mark.parametrize("mode,precision",
+                         [("vanilla", "fp32"), ("wgangp", "fp32"), ("hinge", "bf16"), ("lsgan", "fp16")])
 def test_every_gan_mode_and_precision_trains(tiny_dataset, tmp_path, mode, precision):
     a, b = training_images(tiny_dataset)
-    opt = tiny_opt(gan_mode=mode, precision=precision, iterations=3, lambda_identity=0.0 if mode == "hinge" else 0.5)
-    r = fit(opt, FitOptions(64, 32, batch_size=2, log_every=1, checkpoint_every=3, image_every=3), a, b, tmp_path,
-            progress=False)
+    opt = tiny_opt(gan_mode=mode, precision=precision, iterations=3,
+                   lambda_identity=0.0 if mode == "hinge" else 0.5)
+    fopt = FitOptions(64, 32, batch_size=2, log_every=1, checkpoint_every=3, image_every=3)
+    r = fit(opt, fopt, a, b, tmp_path, progress=False)
     assert r.step == 3 and all(torch.isfinite(torch.tensor(list(row.values()))).all() for row in r.history)
     assert ("idt_A" in r.history[-1]) == (opt.lambda_identity > 0)
     assert r.model.scaler.is_enabled() == (precision == "fp16")
@@ -201,7 +204,8 @@ def test_dataloader_workers_give_the_same_batches(tiny_dataset):
     ds = UnpairedDataset(a, b, load_size=64, crop_size=32, seed=2, length=12)
 
     def batches(workers: int) -> list[dict[str, torch.Tensor]]:
-        loader = torch.utils.data.DataLoader(ds, batch_size=2, sampler=StepSampler(0, 6, 2), num_workers=workers)
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, sampler=StepSampler(0, 6, 2),
+                                             num_workers=workers)
         return list(loader)
 
     plain, parallel = batches(0), batches(2)
@@ -224,7 +228,8 @@ def test_object_aware_crops_contain_the_parts(tmp_path):
         items.append(ImageItem(tmp_path / f"{i}.png", [[x, y, 12, 12]]))
 
     def with_part(object_aware: bool) -> int:
-        ds = UnpairedDataset(items, items, load_size=256, crop_size=32, seed=0, length=200, object_aware=object_aware)
+        ds = UnpairedDataset(items, items, load_size=256, crop_size=32, seed=0, length=200,
+                             object_aware=object_aware)
         return sum(int(ds[k]["A"].max() > 0.5) for k in range(200))
 
     aware, plain = with_part(True), with_part(False)
@@ -233,7 +238,7 @@ def test_object_aware_crops_contain_the_parts(tmp_path):
 
 def test_progress_reports_steps_and_losses(tiny_dataset, tmp_path, capsys):
     a, b = training_images(tiny_dataset)
-    fit(tiny_opt(iterations=4), FitOptions(64, 32, log_every=2, checkpoint_every=4, image_every=4), a, b, tmp_path,
-        progress=True)
+    fopt = FitOptions(64, 32, log_every=2, checkpoint_every=4, image_every=4)
+    fit(tiny_opt(iterations=4), fopt, a, b, tmp_path, progress=True)
     err = capsys.readouterr().err  # not a terminal: plain lines
     assert "CycleGAN: 4/4 it in" in err and "cycle_A" in err

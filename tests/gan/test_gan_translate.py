@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.gan.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint, load_weights, save_weights
+from pipeline.gan.checkpoint import (CheckpointError, UnsafeCheckpointError, load_checkpoint, load_weights,
+                                     save_weights)
 from pipeline.gan.networks import ResnetGenerator, init_weights
 from pipeline.gan.translate import Translator
 
@@ -39,7 +40,8 @@ def weights(tmp_path_factory) -> Path:
 def test_tiled_matches_whole_image(weights):
     img = scene(200, 300)
     whole = Translator.load(weights, tile=512, load_size=None, precision="fp32")([img])[0]
-    tiled = Translator.load(weights, tile=128, overlap=48, batch=3, load_size=None, precision="fp32")([img])[0]
+    tiled = Translator.load(weights, tile=128, overlap=48, batch=3, load_size=None,
+                            precision="fp32")([img])[0]
     diff = np.abs(whole.astype(int) - tiled.astype(int))
     assert whole.shape == tiled.shape == img.shape
     assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 6, (diff.mean(), np.percentile(diff, 99))
