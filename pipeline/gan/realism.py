@@ -72,13 +72,14 @@ def mmd2_subsets(f_real: np.ndarray, f_fake: np.ndarray, subsets: int = 50, subs
     """Unbiased MMD² with k(x,y) = (x·y/d + 1)³ on `subsets` random subset pairs.
 
     The estimator assumes the two sets are independent samples (no shared images). Subsets hold
-    half of the smaller set (or subset_size, if smaller), so they differ and the spread is real.
+    half of the smaller set (or subset_size, if smaller; at least 2), so they differ and the
+    spread is real. NaN when a set has fewer than 2 rows.
     """
     rng = np.random.default_rng(seed)
     d = f_real.shape[1]
-    half = min(len(f_real), len(f_fake)) // 2
-    m = half if subset_size is None else min(subset_size, half)
-    if m < 2:
+    n = min(len(f_real), len(f_fake))
+    m = max(2, n // 2 if subset_size is None else min(subset_size, n // 2))  # the estimator needs 2
+    if m > n:
         return np.full(1, np.nan)
     vals = np.empty(subsets)
     for i in range(subsets):

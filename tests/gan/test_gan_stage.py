@@ -56,6 +56,7 @@ def test_model_directory_is_complete_and_cached(trained, tiny_dataset):
     assert 0 <= q["realism"]["accuracy"] <= 1 and q["realism"]["ci_low"] <= q["realism"]["accuracy"]
     assert q["structure"]["n_boxes"] > 0 and 0 <= q["structure"]["box_edge_f1"] <= 1
     assert q["cycle_l1"] > 0 and q["cycle_l1_B"] > 0  # A→B→A and B→A→B
+    assert np.isfinite(q["realism"]["kid"]) and q["realism"]["kid_std"] > 0  # 3 held-out B per fold
     card = (d / "model_card.md").read_text()
     assert tiny_dataset.id in card and "critic accuracy" in card and "samples/step_000012.png" in card
     # the realism critic for the synthesis gate: saved, listed, described, loadable
