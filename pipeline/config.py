@@ -209,11 +209,11 @@ class GateConfig(Section):
     max_saturated_fraction: float = Field(0.1, ge=0, le=1, description="share of blown-out/crushed pixels")
     min_std: float = Field(4.0, ge=0, description="near-constant output (8-bit units)")
     max_checkerboard: float = Field(0.25, ge=0, le=1, description="share of HF energy on stride-2/4 bins")
-    max_seam: float | None = Field(6.0, ge=0, description="straight row/column step not in the source, "
+    max_seam: float | None = Field(10.0, ge=0, description="straight row/column step not in the source, "
                                    "8-bit units (tiling seams); None = off")
     max_box_offset: float | None = Field(0.15, ge=0, description="part displacement / box side; None = off")
     min_box_offset_px: float = Field(3.0, ge=0, description="smaller displacements (px) never count")
-    min_box_offset_gain: float = Field(0.0, ge=0, le=2, description="the part must match this much better "
+    min_box_offset_gain: float = Field(0.2, ge=0, le=2, description="the part must match this much better "
                                        "(correlation) where it went than in place, for the offset to count")
     box_offset_search: float = Field(0.5, gt=0, le=2, description="offset search radius / box side")
     min_realism: float | None = Field(None, ge=0, le=1, description="min P(real metal) from the model's "
