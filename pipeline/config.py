@@ -186,15 +186,16 @@ class GanConfig(Section):
 class GateConfig(Section):
     """Quality-gate thresholds (pipeline/synth/gate.py).
 
-    Defaults measured by bench/gate_thresholds.py on the demo data (120 A images, 422 boxes >= 8 px,
-    a 400-step demo CycleGAN; bench/results/gate_thresholds.json). Share of boxes below the edge-F1
-    threshold, good output vs broken copies of it (part blurred / shifted 30 % / in-painted away):
-    0.25 -> 10/77/13/32 %;  0.30 -> 13/80/16/43 %;  0.40 -> 20/87/30/69 %. Half of the "good"
-    boxes under 0.3 score below 0.1: the short-trained generator lost those parts' edges.
-    Gradient SSIM separates poorly on these crops (good median 0.085 vs erased 0.056), hence off
-    by default. Per image: real B photos saturate <= 8.5 % of pixels (p99), a x3 gain 8-18 %;
-    grey std >= 22 for real B and generator output; checkerboard share <= 0.04 (generator p99)
-    vs >= 0.46 with a +-8 grey-level stride-2 pattern.
+    Defaults measured by bench/gate_thresholds.py on the demo data (120 A images, 422 boxes >= 8 px)
+    with the demo profile's 2000-step CycleGAN; real B references from B val + unlabelled, never B
+    test (bench/results/gate_thresholds.json, tables in pipeline/synth/README.md). Boxes dropped,
+    generator output vs broken copies of it: edge F1 < 0.3 alone 18 % of good, 82 % blurred, 67 %
+    erased, 35 % moved by 30 % of the box; with the offset check (> 0.15 of the side, >= 3 px,
+    gain >= 0.2) 20 % of good, 78 % erased, 79-83 % moved by 20-30 %, 77 % moved 6 px diagonally.
+    Per image: real B saturate <= 13 % of pixels (p99), a x3 gain is caught in 89 % at 0.1;
+    grey std >= 18 for real B and generator output; checkerboard share <= 0.15 (generator p99) vs
+    0.19-0.84 with a +-8 grey-level stride-2 pattern; seam > 10 flags 3 % of generator outputs and
+    76 % of 15-grey-level steps.
     """
 
     box_metric: Literal["edge_f1", "gradient_ssim", "both"] = Field(
