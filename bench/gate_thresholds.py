@@ -17,7 +17,7 @@
    outputs, of the same images translated in tiles (tile = half the image side, so every output
    has tile borders), and of real B photos from the B val and unlabelled splits (never B test:
    thresholds must not be tuned on the split the detectors are evaluated on), against constant,
-   blown-out, checkerboard-injected (±8 grey levels) and seam-injected (a step of 3/6/10 grey
+   blown-out, checkerboard-injected (±8 grey levels) and seam-injected (a step of 3/6/10/15 grey
    levels along one column) outputs.
 4. The whole gate with the current defaults on every good (and tiled) translation: the false
    reject rate per check.
@@ -128,31 +128,45 @@ def _rate(v, pred) -> float:
     return round(float(np.mean([pred(x) for x in v])), 4) if v else 0.0
 
 
+def _offset_flags(box: dict, kind: str, thr: float, px: float, gain: float) -> list[bool]:
+    b = box[kind]
+    return [o is not None and o > thr and p >= px and g >= gain
+            for o, p, g in zip(b["offset"], b["offset_px"], b["offset_gain"])]
+
+
 def offset_sweep(box: dict, cfg) -> dict:
-    """Share of boxes the offset check flags, per kind, over (max_box_offset, min_box_offset_px)."""
+    """Share of boxes the offset check flags, per kind, over (max_box_offset, min_box_offset_px,
+    min_box_offset_gain)."""
     out = {}
-    for thr in (0.05, 0.1, 0.15, 0.2, 0.25):
-        for px in (2.0, 3.0, 4.0):
-            key = f"{thr:.2f}@{px:g}px"
-            out[key] = {}
-            for kind in BOX_KINDS:
-                pairs = list(zip(box[kind]["offset"], box[kind]["offset_px"]))
-                flagged = [o is not None and o > thr and p >= px for o, p in pairs]
-                out[key][kind] = round(float(np.mean(flagged)), 4) if flagged else 0.0
-    out["at_current_default"] = f"{cfg.max_box_offset:.2f}@{cfg.min_box_offset_px:g}px"
+    for thr in (0.1, 0.15, 0.2, 0.25):
+        for px in (3.0, 4.0):
+            for gain in (0.0, 0.1, 0.2, 0.3):
+                key = f"{thr:.2f}@{px:g}px@gain{gain:g}"
+                out[key] = {k: round(float(np.mean(_offset_flags(box, k, thr, px, gain) or [0])), 4)
+                            for k in BOX_KINDS}
+    out["at_current_default"] = (f"{cfg.max_box_offset:.2f}@{cfg.min_box_offset_px:g}px"
+                                 f"@gain{cfg.min_box_offset_gain:g}")
     return out
 
 
 def combined_detection(box: dict, cfg) -> dict:
-    """Share of boxes flagged by edge F1 OR offset at the current defaults (what the gate does)."""
-    out = {}
-    for kind in BOX_KINDS:
-        f1, off, px = box[kind]["edge_f1"], box[kind]["offset"], box[kind]["offset_px"]
-        flags = [(e is not None and e < cfg.min_box_edge_f1)
-                 or (o is not None and o > cfg.max_box_offset and p >= cfg.min_box_offset_px)
-                 for e, o, p in zip(f1, off, px)]
-        out[kind] = round(float(np.mean(flags)), 4) if flags else 0.0
-    return out
+    """Share of boxes dropped by edge F1 OR offset (what the gate does): at the current defaults,
+    with edge F1 alone, and over a few offset settings (threshold@px@gain) at the default F1."""
+
+    def rates(f1: float, offset: tuple[float, float, float] | None) -> dict:
+        out = {}
+        for kind in BOX_KINDS:
+            moved = _offset_flags(box, kind, *offset) if offset else [False] * len(box[kind]["edge_f1"])
+            flags = [(e is not None and e < f1) or m for e, m in zip(box[kind]["edge_f1"], moved)]
+            out[kind] = round(float(np.mean(flags)), 4) if flags else 0.0
+        return out
+
+    default = (cfg.max_box_offset, cfg.min_box_offset_px, cfg.min_box_offset_gain)
+    grid = {f"{t:.2f}@{p:g}px@gain{g:g}": (t, p, g)
+            for t in (0.15, 0.2, 0.25) for p in (3.0,) for g in (0.0, 0.1, 0.2)}
+    return {"at_defaults": rates(cfg.min_box_edge_f1, default),
+            "edge_f1_only": rates(cfg.min_box_edge_f1, None),
+            **{f"edge_f1+offset {k}": rates(cfg.min_box_edge_f1, v) for k, v in grid.items()}}
 
 
 def main() -> None:
@@ -166,7 +180,7 @@ def main() -> None:
     from pipeline.config import load_config
     from pipeline.data.ingest import ingest
     from pipeline.gan.translate import Translator
-    from pipeline.synth.gate import box_scores, gate, image_scores
+    from pipeline.synth.gate import BOX_SCORES, box_scores, gate, image_scores
 
     cfg = load_config(args.config, args.overrides)
     t0 = time.perf_counter()
@@ -191,9 +205,9 @@ def main() -> None:
 
     a = dataset.coco("A", "train")
     anns = a.anns_by_image()
-    box = {k: {m: [] for m in ("edge_f1", "gradient_ssim", "offset", "offset_px")} for k in BOX_KINDS}
+    box = {k: {m: [] for m in BOX_SCORES} for k in BOX_KINDS}
     img_kinds = ("generator", "generator_tiled", "real_B", "constant", "blown_out", "checkerboard_8",
-                 "seam_3", "seam_6", "seam_10")
+                 "seam_3", "seam_6", "seam_10", "seam_15")
     img_scores = {k: [] for k in img_kinds}
     gate_outcome = {"generator": Counter(), "generator_tiled": Counter()}
     n_images = n_boxes = 0
@@ -207,7 +221,7 @@ def main() -> None:
         blown = np.clip(out.astype(np.float32) * 3.0, 0, 255).astype(np.uint8)
         img_scores["blown_out"].append(image_scores(blown, source=src))
         img_scores["checkerboard_8"].append(image_scores(checkerboard_injected(out), source=src))
-        for step in (3, 6, 10):
+        for step in (3, 6, 10, 15):
             img_scores[f"seam_{step}"].append(image_scores(seam_injected(out, step, rng), source=src))
         n_images += 1
         n_boxes += len(boxes)
@@ -257,11 +271,11 @@ def main() -> None:
             },
         }
     result["thresholds"]["box_offset"] = offset_sweep(box, cfg.synth.gate)
-    result["thresholds"]["edge_f1_or_offset_at_defaults"] = combined_detection(box, cfg.synth.gate)
+    result["thresholds"]["edge_f1_or_offset"] = combined_detection(box, cfg.synth.gate)
+    seam_kinds = ("generator", "generator_tiled", "real_B", "seam_3", "seam_6", "seam_10", "seam_15")
     result["thresholds"]["seam"] = {
-        f"{th:g}": {k: _rate([s.get("seam") for s in img_scores[k]], lambda x, th=th: x > th)
-                    for k in ("generator", "generator_tiled", "real_B", "seam_3", "seam_6", "seam_10")}
-        for th in (2, 3, 4, 5, 6, 8)
+        f"{th:g}": {k: _rate([s.get("seam") for s in img_scores[k]], lambda x, th=th: x > th) for k in seam_kinds}
+        for th in (4, 6, 8, 10, 12)
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -51,6 +51,7 @@ def synthesize(
     """
     cfg = load(config, overrides)
     from pipeline.data.version import DatasetError, DatasetVersion
+    from pipeline.gan.checkpoint import CheckpointError
 
     try:
         ds = DatasetVersion.open(dataset) if dataset else cached_dataset(cfg)
@@ -63,7 +64,7 @@ def synthesize(
             from pipeline.synth.stage import synthesize as run
 
             result = run(cfg, ds, model_dir, progress=True)
-    except (DatasetError, FileNotFoundError, ValueError) as e:
+    except (DatasetError, FileNotFoundError, ValueError, CheckpointError) as e:
         fail(str(e))
         return
     s = result.version.manifest["summary"]

@@ -123,7 +123,7 @@ def _shrink(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(gray, (max(3, round(w * f)), max(3, round(h * f))), interpolation=cv2.INTER_AREA)
 
 
-def seam_score(image: np.ndarray, source: np.ndarray | None = None, border: float = 1 / 16) -> float:
+def seam_score(image: np.ndarray, source: np.ndarray | None = None, border: float = 1 / 8) -> float:
     """Strongest straight row/column step of `image` not explained by `source` (8-bit units).
 
     Tiled translation whose tiles disagree leaves a step along a whole tile border. The score is

@@ -34,6 +34,7 @@ __all__ = ["GateResult", "Realism", "as_uint8", "box_offset", "box_scores", "che
            "image_scores", "saturated_fraction", "seam_score", "to_gray"]
 
 Realism = Callable[[np.ndarray], float]
+BOX_SCORES = ("edge_f1", "gradient_ssim", "offset", "offset_px", "offset_gain")
 
 
 @dataclass
@@ -157,11 +158,12 @@ def box_offset(
 def box_scores(
     source: np.ndarray, synthetic: np.ndarray, boxes: np.ndarray, cfg: GateConfig
 ) -> list[dict[str, float | None]]:
-    """Per box {"edge_f1", "gradient_ssim", "offset", "offset_px"} between source and synthetic
-    crops (None = not scored: box too small, metric off, or no structure).
+    """Per box {"edge_f1", "gradient_ssim", "offset", "offset_px", "offset_gain"} between source
+    and synthetic crops (None = not scored: box too small, metric off, or no structure).
 
     offset: the part's displacement as a share of its box side, max(|dx|/w, |dy|/h);
-    offset_px: its length in pixels.
+    offset_px: its length in pixels; offset_gain: how much better the part matches there than in
+    place (correlation difference, 0..2).
     """
     from pipeline.gan.quality import edge_f1, gradient_ssim
 
@@ -169,7 +171,7 @@ def box_scores(
     out: list[dict[str, float | None]] = []
     grads = None
     for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
-        scores: dict[str, float | None] = dict.fromkeys(("edge_f1", "gradient_ssim", "offset", "offset_px"))
+        scores: dict[str, float | None] = dict.fromkeys(BOX_SCORES)
         win = box_window(box, (w, h), cfg.box_margin)
         if win is None or min(box[2], box[3]) < cfg.min_box_side:
             out.append(scores)
@@ -185,9 +187,10 @@ def box_scores(
                 grads = gradient_map(source), gradient_map(synthetic)
             found = box_offset(grads[0], grads[1], box, win, cfg.box_offset_search)
             if found is not None:
-                dx, dy, _ = found
+                dx, dy, gain = found
                 scores["offset"] = max(abs(dx) / box[2], abs(dy) / box[3])
                 scores["offset_px"] = float(np.hypot(dx, dy))
+                scores["offset_gain"] = gain
         out.append(scores)
     return out
 
@@ -198,9 +201,10 @@ def box_failures(scores: dict[str, float | None], cfg: GateConfig) -> list[tuple
         out.append(("box_edge_f1", scores["edge_f1"], cfg.min_box_edge_f1))
     if scores.get("gradient_ssim") is not None and scores["gradient_ssim"] < cfg.min_box_gradient_ssim:
         out.append(("box_gradient_ssim", scores["gradient_ssim"], cfg.min_box_gradient_ssim))
-    off, px = scores.get("offset"), scores.get("offset_px")
+    off, px, gain = scores.get("offset"), scores.get("offset_px"), scores.get("offset_gain")
     if (cfg.max_box_offset is not None and off is not None and off > cfg.max_box_offset
-            and px is not None and px >= cfg.min_box_offset_px):
+            and px is not None and px >= cfg.min_box_offset_px and gain is not None
+            and gain >= cfg.min_box_offset_gain):
         out.append(("box_offset", off, cfg.max_box_offset))
     return out
 
