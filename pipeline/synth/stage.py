@@ -107,6 +107,16 @@ def _unique_generators(checkpoints: list[Path], shas: list[str]) -> None:
         seen[sha] = c
 
 
+def _model_manifest(weights: Path) -> dict[str, Any] | None:
+    """The manifest of the model a weights file belongs to: its folder's, or the one above (a
+    snapshot kept in <model_dir>/<sub>/), for the lineage."""
+    for d in (weights.parent, weights.parent.parent):
+        m = read_manifest(d)
+        if m is not None:
+            return m
+    return None
+
+
 def _plan_file(staging: Path) -> Path:
     return staging / "shards" / "plan.json"
 
@@ -122,7 +132,7 @@ def prepare(cfg: RunConfig, dataset: DatasetVersion, model_dir: Path) -> SynthPl
     _unique_generators(checkpoints, shas)
     parents = [dataset.manifest]
     for c in checkpoints:
-        m = read_manifest(c.parent)
+        m = _model_manifest(c)
         if m is not None and m not in parents:
             parents.append(m)
     translation = translation_settings(cfg)

@@ -156,9 +156,9 @@ def test_shards_partition_the_items(mini_dataset):
 def test_recorded_maps_reproduce_every_box_with_augmentation_on(mini_dataset, tmp_path):
     """affine (A -> translated frame) then augment_affine (the flip/affine albumentations applied)
     give every written box exactly, and put the A pixels where the written pixels are."""
+    from pipeline.data.coco import CocoSet
     from pipeline.gan.quality import edge_f1
     from pipeline.synth.card import mapped_source
-    from pipeline.data.coco import CocoSet
 
     cfg = _cfg(augment=True, variants=3, fit="resize", image_size=56, jitter=0.2)
     res = generate(cfg, mini_dataset, [Generator(SHA, metalize)], tmp_path, progress=False)
