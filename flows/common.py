@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.store import is_transient
+
 GPU_LIMIT = "gpu"
 log = logging.getLogger(__name__)
 
 
 def retry_on_oserror(task, task_run, state) -> bool:
-    """Retry a failed task only when it failed with an OSError (disk full, network filesystem
-    hiccup); bad data or a bug would only fail again, so those fail fast."""
+    """Retry a failed task only when it failed with a transient OSError (a network file system
+    hiccup); a full disk, a permission error, bad data or a bug would only fail again, so those
+    fail fast."""
     try:
         state.result(raise_on_failure=True)
-    except OSError:
-        return True
+    except OSError as e:
+        return is_transient(e)
     except BaseException:
         return False
     return False

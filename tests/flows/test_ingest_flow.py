@@ -91,6 +91,16 @@ def test_shard_tasks_retry_on_oserror_only(prefect_harness, tmp_path, monkeypatc
     assert len(calls) == 3  # three shards, none retried
     assert not list((tmp_path / "out2" / "data" / "datasets").glob("flowtest-*"))  # nothing half-written
 
+    def full(shard, build_dir):
+        calls.append(-2)
+        raise OSError(28, "No space left on device", str(build_dir / "x.png"))
+
+    calls.clear()
+    monkeypatch.setattr(fi, "validate_shard", full)
+    with pytest.raises(OSError, match="No space left"):
+        fi.ingest_flow(cfg_for(folder, tmp_path / "out3"))
+    assert len(calls) == 3  # a full disk is not retried: it would only fail again
+
 
 def test_dask_task_runner(prefect_harness, tmp_path, capsys):
     from flows.ingest import ingest_flow
