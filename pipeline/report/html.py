@@ -191,7 +191,7 @@ def render_html(f: ReportFacts) -> str:
         g = (f"<p>Model <code>{escape(f.gan['id'])}</code>: {gm.get('iterations', '?')} iterations, "
              f"{gm.get('train_seconds', '?')} s of training ({gm.get('iterations_per_s', '?')} it/s).</p>")
         if q:
-            g += table_html(tables.gan_quality(q)) + table_html(tables.gan_structure(q))
+            g += table_html(tables.gan_quality(q, gm.get("realism_critic"))) + table_html(tables.gan_structure(q))
         if "gan_samples" in f.figures:
             g += _img(f.figures["gan_samples"], "CycleGAN samples",
                       "Last training sample. Rows: A, G(A), F(G(A)) / B, F(B), G(F(B)).", width=560, upscale=True)

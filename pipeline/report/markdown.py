@@ -91,7 +91,8 @@ def render_markdown(f: ReportFacts) -> str:
         out += [f"Model `{f.gan['id']}`, {f.gan['metrics'].get('iterations', '?')} iterations, "
                 f"{f.gan['metrics'].get('train_seconds', '?')} s of training.", ""]
         if q:
-            out += [table_md(tables.gan_quality(q)), "", table_md(tables.gan_structure(q)), ""]
+            critic = f.gan["metrics"].get("realism_critic")
+            out += [table_md(tables.gan_quality(q, critic)), "", table_md(tables.gan_structure(q)), ""]
         if "gan_samples" in f.figures:
             out += ["Rows: A, G(A), F(G(A)) / B, F(B), G(F(B)) (last training sample).", "",
                     _figure(f, "gan_samples", "CycleGAN samples"), ""]

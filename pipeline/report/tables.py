@@ -124,7 +124,8 @@ def gate_summary(summary: dict[str, Any]) -> Table | None:
     return Table(["quality gate", "value"], rows, [False, True], "synthesis counts and quality-gate rejections")
 
 
-def gan_quality(q: dict[str, Any]) -> Table:
+def gan_quality(q: dict[str, Any], critic: dict[str, Any] | None = None) -> Table:
+    """Realism of the translations; `critic` is the saved realism critic's card (the gate's scorer)."""
     r, r0 = q.get("realism") or {}, q.get("realism_raw_a") or {}
 
     def acc(d: dict[str, Any]) -> str:
@@ -137,6 +138,10 @@ def gan_quality(q: dict[str, Any]) -> Table:
             ["KID on critic features (lower = closer to real B)", kid(r), kid(r0)],
             ["diversity vs real B (1 = as varied)", num(r.get("diversity_ratio")),
              num(r0.get("diversity_ratio"))]]
+    if critic and critic.get("heldout_accuracy") is not None:
+        rows.append([f"realism critic used by the gate: held-out accuracy ({critic.get('n_heldout', '?')} images)",
+                     f"{num(critic['heldout_accuracy'])} ({num(critic.get('ci_low'))}–{num(critic.get('ci_high'))})",
+                     "–"])
     return Table(["metric", "translated A→B", "raw A (no GAN)"], rows, [False, True, True],
                  f"{q.get('n_a', '?')} A and {q.get('n_b', '?')} real B images ({q.get('b_reference', '?')})")
 
@@ -147,7 +152,8 @@ def gan_structure(q: dict[str, Any]) -> Table:
             ["gradient SSIM, A vs G(A)", num(s.get("gradient_ssim"))],
             [f"edge F1 inside {s.get('n_boxes', '?')} boxes", num(s.get("box_edge_f1"))],
             ["gradient SSIM inside boxes", num(s.get("box_gradient_ssim"))],
-            ["cycle error |A − F(G(A))| (fraction of 255)", num(q.get("cycle_l1"))]]
+            ["cycle error |A − F(G(A))| (fraction of 255)", num(q.get("cycle_l1"))],
+            ["cycle error |B − G(F(B))| (fraction of 255)", num(q.get("cycle_l1_B"))]]
     return Table(["structure kept by the translation", "value"], rows, [False, True],
                  "do the parts stay where the boxes say they are?")
 
