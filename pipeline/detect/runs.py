@@ -3,8 +3,9 @@ evaluates it; `run_isolated` does that in a fresh spawned process and turns any 
 exception, a killed or crashed worker) into a failed record instead of an exception.
 
 Files of a run, under <compare out_dir>/runs/<arm>/seed<k>/: data/ (YOLO layout), train/
-(ultralytics run, weights, results.csv), predictions.json, pr_curve.json, run.json (the done
-record; its presence with a matching key means "finished") or failed.json.
+(ultralytics run, weights, results.csv), train.log (the worker's stdout/stderr), predictions.json,
+pr_curve.json, run.json (the done record; its presence with a matching key means "finished") or
+failed.json.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import shutil
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from pipeline.store import atomic_write_json, sha256_file
 
 RUN_RECORD = "run.json"
 FAILED_RECORD = "failed.json"
+TRAIN_LOG = "train.log"  # the worker's own output (ultralytics' epoch bars)
 # Every run record has these keys, whatever its status (metrics.json arms[].runs[] plus "key").
 RUN_FIELDS = ("seed", "status", "error", "metrics", "per_class_ap", "ultralytics_map", "ultralytics_map50",
               "ultralytics_map_diff", "train_seconds", "train_images_per_s", "train_cpu_seconds",
@@ -134,6 +137,7 @@ def failed_record(spec: RunSpec, error: BaseException | str) -> dict[str, Any]:
 def _child(cfg_json: str, dataset_root: str, augmented_root: str | None, spec: RunSpec,
            threads: int | None) -> dict:
     """Entry point of a spawned worker process."""
+    _output_to(spec.run_dir / TRAIN_LOG)
     cfg = RunConfig.model_validate_json(cfg_json)
     aug = DatasetVersion.open(augmented_root) if augmented_root else None
     try:
@@ -142,6 +146,18 @@ def _child(cfg_json: str, dataset_root: str, augmented_root: str | None, spec: R
         raise
     except Exception as e:  # re-raised as a plain RuntimeError: library exceptions may not pickle
         raise RuntimeError(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}") from None
+
+
+def _output_to(path: Path) -> None:
+    """Send this process's stdout/stderr (ultralytics' per-epoch bars) to the run's log file: runs
+    train side by side and the parent shows one progress line for all of them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def run_isolated(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, spec: RunSpec,

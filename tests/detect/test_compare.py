@@ -78,6 +78,9 @@ def test_tiny_arms_train_evaluate_and_write_metrics(tiny_compare, tiny_dataset):
     assert all(a["status"] == "ok" and a["runs"][0]["status"] == "ok" for a in m["arms"]), m["arms"]
     assert len({a["images_per_epoch"] for a in m["arms"]}) == 1  # equal budget
     assert m["test"]["images"] == len(tiny_dataset.coco("B", "test").images)
+    for log in ((result.out_dir / r["predictions"]).parent / "train.log"
+                for a in m["arms"] for r in a["runs"]):  # each worker's own output, not the terminal
+        assert "Epoch" in log.read_text(errors="replace"), log
     (c,) = m["comparisons"]
     assert c["baseline"] == "real" and c["resamples"] == cfg.detect.bootstrap_resamples
     assert c["alpha"] == cfg.report.alpha
