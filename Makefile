@@ -17,7 +17,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 export MPLBACKEND := Agg
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test bench serve clean-venv
+.PHONY: setup state-dirs demo test bench serve clean-venv
 
 setup: $(STAMP)
 
@@ -27,17 +27,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) state-dirs
 	$(VENV)/bin/metalize run $(CONFIG)
 
-test: $(STAMP)
+test: $(STAMP) state-dirs
 	bash scripts/test-deps.sh
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+# Prefect creates PREFECT_HOME but not its parents: on a fresh clone .cache/ does not exist yet.
+state-dirs:
+	@mkdir -p $(YOLO_CONFIG_DIR) $(PREFECT_HOME)
+
+bench: $(STAMP) state-dirs
 	$(PY) bench/run_all.py
 
-serve: $(STAMP)
+serve: $(STAMP) state-dirs
 	bash scripts/serve.sh $(CONFIG)
 
 clean-venv:

@@ -55,6 +55,8 @@ def main() -> int:
             "MPLBACKEND": "Agg",
             "OMP_WAIT_POLICY": "PASSIVE",
         }
+        for var in ("YOLO_CONFIG_DIR", "PREFECT_HOME"):  # as `make demo` does (state-dirs)
+            Path(env[var]).mkdir(parents=True, exist_ok=True)
         result_file = Path(tmp) / "result.json"
         load_before = os.getloadavg()
         t0 = time.perf_counter()

@@ -24,6 +24,10 @@ def offline_env() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     # Prefect's ephemeral API server gets 20 s to start by default: too short on a busy 2-core box.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # Prefect makes PREFECT_HOME but not its parents, then fails to open its database there.
+    for var in ("PREFECT_HOME", "YOLO_CONFIG_DIR"):
+        if os.environ.get(var):
+            Path(os.environ[var]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
 def load(config: Path | None, overrides: list[str] | None) -> RunConfig:
