@@ -81,25 +81,27 @@ def test_shard_tasks_retry_on_oserror_only(prefect_harness, tmp_path, monkeypatc
     assert sum(c["images"] for c in result.counts.values()) == 7
 
     def broken(shard, build_dir):
-        calls.append(-1)
+        calls.append(shard.index)
         raise ValueError("a bug, not an I/O error")
 
     calls.clear()
     monkeypatch.setattr(fi, "validate_shard", broken)
     with pytest.raises(ValueError, match="a bug"):
         fi.ingest_flow(cfg_for(folder, tmp_path / "out2"))
-    assert len(calls) == 3  # three shards, none retried
+    # None retried. A queued shard may be cancelled once the first failure stops the flow, so
+    # count attempts per shard rather than shards.
+    assert calls and len(calls) == len(set(calls))
     assert not list((tmp_path / "out2" / "data" / "datasets").glob("flowtest-*"))  # nothing half-written
 
     def full(shard, build_dir):
-        calls.append(-2)
+        calls.append(shard.index)
         raise OSError(28, "No space left on device", str(build_dir / "x.png"))
 
     calls.clear()
     monkeypatch.setattr(fi, "validate_shard", full)
     with pytest.raises(OSError, match="No space left"):
         fi.ingest_flow(cfg_for(folder, tmp_path / "out3"))
-    assert len(calls) == 3  # a full disk is not retried: it would only fail again
+    assert calls and len(calls) == len(set(calls))  # a full disk is not retried: it would only fail again
 
 
 def test_dask_task_runner(prefect_harness, tmp_path, capsys):
