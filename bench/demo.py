@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/demo.yaml")
     ap.add_argument("--out", default=str(BENCH / "results" / "demo.json"))
+    ap.add_argument("--keep", metavar="DIR", help="copy the run's report folder here (to look at it)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
 
@@ -68,7 +70,11 @@ def main() -> int:
             print(f"demo run failed with exit code {proc.returncode}", file=sys.stderr)
             return proc.returncode
         result = json.loads(result_file.read_text())
-        metrics = json.loads((Path(result["run_dir"]) / "metrics.json").read_text())
+        run_dir = clone / result["run_dir"]  # relative to the clone unless output_root is absolute
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        if args.keep:
+            shutil.copytree(run_dir, Path(args.keep) / run_dir.name, dirs_exist_ok=True)
+            print(f"report kept in {Path(args.keep) / run_dir.name}", file=sys.stderr)
 
     record = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

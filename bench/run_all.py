@@ -25,6 +25,7 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "gate_thresholds": (["--config", "configs/demo.yaml"], ["--config", "configs/tiny.yaml"]),
     "detect": (["configs/demo.yaml"], ["configs/tiny.yaml"]),
     "demo": ([], ["--config", "configs/tiny.yaml", "--out", "bench/results/demo_tiny.json"]),
+    "reliability": ([], ["--quick", "--out", "bench/results/reliability_tiny.json"]),
 }
 
 
