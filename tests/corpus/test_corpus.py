@@ -20,7 +20,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests" / "data"))
 from build import Case, build_corpus  # noqa: E402
-from ingest_helpers import tree_hash  # noqa: E402
+from ingest_helpers import json_strings, tree_hash  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -130,23 +130,13 @@ def test_every_output_file_is_valid_utf8_json(corpus_run) -> None:
     """Non-UTF-8 input names never leak into outputs as lone surrogates or raw bytes."""
     corpus, _, _ = corpus_run
 
-    def strings(x):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                yield k
-                yield from strings(v)
-        elif isinstance(x, list):
-            for v in x:
-                yield from strings(v)
-        elif isinstance(x, str):
-            yield x
 
     for f in corpus.out.rglob("*"):
         if f.suffix not in (".json", ".jsonl"):
             continue
         text = f.read_bytes().decode("utf-8")  # raises on raw non-UTF-8 bytes
         docs = [json.loads(x) for x in text.splitlines() if x] if f.suffix == ".jsonl" else [json.loads(text)]
-        for s in (s for d in docs for s in strings(d)):
+        for s in (s for d in docs for s in json_strings(d)):
             s.encode("utf-8")  # raises on lone surrogates ("\udcff")
     for p in corpus.out.rglob("*"):
         os.fsencode(p.name).decode("utf-8")  # every written file name is UTF-8 too

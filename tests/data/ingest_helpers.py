@@ -91,3 +91,16 @@ def coco_json(path: Path, images: list[dict], annotations: list[dict], categorie
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(categories)],
     }))
     return path
+
+
+def json_strings(x):
+    """Every key and string value in a parsed JSON document."""
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield k
+            yield from json_strings(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from json_strings(v)
+    elif isinstance(x, str):
+        yield x

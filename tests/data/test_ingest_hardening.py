@@ -13,7 +13,7 @@ import cv2
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # ingest_helpers lives beside this file (importlib mode)
-from ingest_helpers import coco_json, scene, tree_hash, write_rgb
+from ingest_helpers import coco_json, json_strings, scene, tree_hash, write_rgb
 from pipeline.config import validate_config
 from pipeline.data.ingest import IngestError, ingest
 
@@ -36,17 +36,6 @@ def labelled(folder: Path, names: list[str]) -> dict:
     return {"images": str(folder), "annotations": str(coco_json(folder.with_suffix(".json"), images, anns, ["gear"]))}
 
 
-def _strings(x):
-    if isinstance(x, dict):
-        for k, v in x.items():
-            yield k
-            yield from _strings(v)
-    elif isinstance(x, list):
-        for v in x:
-            yield from _strings(v)
-    elif isinstance(x, str):
-        yield x
-
 
 def test_names_that_are_not_utf8_are_percent_encoded_in_every_output(tmp_path):
     pool = tmp_path / "pool"
@@ -61,7 +50,7 @@ def test_names_that_are_not_utf8_are_percent_encoded_in_every_output(tmp_path):
         if p.suffix in (".json", ".jsonl"):
             text = p.read_text(encoding="utf-8")
             docs = [json.loads(x) for x in text.splitlines() if x] if p.suffix == ".jsonl" else [json.loads(text)]
-            for s in (s for d in docs for s in _strings(d)):
+            for s in (s for d in docs for s in json_strings(d)):
                 s.encode("utf-8")  # raises on a lone surrogate ("\udcff")
     (im,) = result.version.coco("B", "unlabelled").images
     assert im.extra["original"] == "B1:gear-%FF%FE.png" and im.file_name.endswith("b1-gear-%FF%FE.png")

@@ -3,6 +3,9 @@ weights loading, and the stage's realism critic."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -12,17 +15,8 @@ from pipeline.gan.checkpoint import CheckpointError, save_weights
 from pipeline.gan.quality import (REALISM_CRITIC, box_structure, edge_f1, gradient_ssim, kid,
                                   load_realism_scorer, train_realism_critic, two_sample_test)
 
-
-def scene(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Smooth colour field with a few drawn rectangles, uint8 RGB."""
-    rng = np.random.default_rng(seed)
-    img = cv2.GaussianBlur((rng.random((h, w, 3)) * 255).astype(np.uint8), (0, 0), 6)
-    img = cv2.normalize(img, None, 40, 220, cv2.NORM_MINMAX)
-    for _ in range(4):
-        c = tuple(int(v) for v in rng.integers(0, 255, 3))
-        cv2.rectangle(img, tuple(int(v) for v in rng.integers(0, min(h, w) // 2, 2)),
-                      tuple(int(v) for v in rng.integers(min(h, w) // 2, min(h, w), 2)), c, 3)
-    return img
+sys.path.insert(0, str(Path(__file__).parent))  # gan_helpers lives beside this file (importlib mode)
+from gan_helpers import scene  # noqa: E402
 
 
 def metal(seed: int, n: int = 48) -> np.ndarray:

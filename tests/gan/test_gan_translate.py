@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -15,17 +16,8 @@ from pipeline.gan.checkpoint import (CheckpointError, UnsafeCheckpointError, loa
 from pipeline.gan.networks import ResnetGenerator, init_weights
 from pipeline.gan.translate import Translator
 
-
-def scene(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Smooth colour field with a few drawn parts, uint8 RGB."""
-    rng = np.random.default_rng(seed)
-    img = cv2.GaussianBlur((rng.random((h, w, 3)) * 255).astype(np.uint8), (0, 0), 6)
-    img = cv2.normalize(img, None, 40, 220, cv2.NORM_MINMAX)
-    for _ in range(4):
-        c = tuple(int(v) for v in rng.integers(0, 255, 3))
-        cv2.rectangle(img, tuple(int(v) for v in rng.integers(0, min(h, w) // 2, 2)),
-                      tuple(int(v) for v in rng.integers(min(h, w) // 2, min(h, w), 2)), c, 3)
-    return img
+sys.path.insert(0, str(Path(__file__).parent))  # gan_helpers lives beside this file (importlib mode)
+from gan_helpers import scene  # noqa: E402
 
 
 @pytest.fixture(scope="module")
