@@ -45,6 +45,18 @@ def load(config: Path | None, overrides: list[str] | None) -> RunConfig:
     return cfg
 
 
+def cached_dataset(cfg: RunConfig):
+    """The ingest version this config would produce, if it was already produced; else exit with
+    what to run first."""
+    from pipeline.data.ingest import plan_ingest
+
+    plan = plan_ingest(cfg)
+    if not plan.cached:
+        fail(f"no ingested dataset for this config at {plan.version_dir}; run `metalize ingest` first "
+             "or pass --dataset DIR")
+    return plan.result(cached=True).version
+
+
 def fail(message: str, code: int = 1) -> None:
     print_error(message)
     raise typer.Exit(code)

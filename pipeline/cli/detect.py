@@ -8,18 +8,9 @@ import typer
 from rich.table import Table
 
 from pipeline.cli import app
-from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
+from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, cached_dataset, console, fail, load
 from pipeline.config import RunConfig
 
-
-def _default_dataset(cfg: RunConfig):
-    from pipeline.data.ingest import plan_ingest
-
-    plan = plan_ingest(cfg)
-    if not plan.cached:
-        fail(f"no ingested dataset for this config at {plan.version_dir}; run `metalize ingest` first "
-             "or pass --dataset DIR")
-    return plan.result(cached=True).version
 
 
 def default_augmented(cfg: RunConfig, dataset):
@@ -55,7 +46,7 @@ def compare(
     from pipeline.data.version import DatasetError, DatasetVersion
 
     try:
-        ds = DatasetVersion.open(dataset) if dataset else _default_dataset(cfg)
+        ds = DatasetVersion.open(dataset) if dataset else cached_dataset(cfg)
         aug = DatasetVersion.open(augmented) if augmented else default_augmented(cfg, ds)
         if aug is None:
             console.print("[yellow]no augmented dataset: "

@@ -8,20 +8,10 @@ import typer
 from rich.table import Table
 
 from pipeline.cli import app
-from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
+from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, cached_dataset, console, fail, load
 from pipeline.config import RunConfig
 from pipeline.store import read_manifest
 
-
-def cached_dataset(cfg: RunConfig):
-    """The ingest version this config would produce, if it was already produced."""
-    from pipeline.data.ingest import plan_ingest
-
-    plan = plan_ingest(cfg)
-    if not plan.cached:
-        fail(f"no ingested dataset for this config at {plan.version_dir}; run `metalize ingest` first "
-             "or pass --dataset DIR")
-    return plan.result(cached=True).version
 
 
 def cached_model(cfg: RunConfig, dataset_id: str, dataset=None) -> Path:
