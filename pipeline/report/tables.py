@@ -45,15 +45,22 @@ def size_ap(f: ReportFacts) -> Table:
 def comparisons(f: ReportFacts) -> Table:
     rows = [[f"{c['treatment']} vs {c['baseline']}", num(c["delta"], sign=True),
              f"{num(c['ci_low'], sign=True)} to {num(c['ci_high'], sign=True)}", str(c.get("resamples", "")),
-             ", ".join(str(s) for s in c.get("seeds") or []), "yes" if c.get("significant") else "no"]
+             _seeds(c.get("seeds")), "yes" if c.get("significant") else "no"]
             for c in f.comparisons]
     rows += [[f"{c['treatment']} vs {c['baseline']}", "–", "–", "–", "–", f"not computed: {c.get('reason')}"]
              for c in f.metrics.get("comparisons_skipped") or []]
     caption = "paired bootstrap over test images (same images resampled for both arms)"
     if f.single_seed:
         caption += "; one training seed per arm: the CI covers test-image sampling only, not training noise"
-    return Table(["comparison", "Δ mAP@[.5:.95]", f"{f.ci_percent}% CI", "resamples", "paired seeds",
+    return Table(["comparison", "Δ mAP@[.5:.95]", f"{f.ci_percent}% CI", "resamples", "training seeds (paired)",
                   "significant"], rows, [False, True, True, True, False, False], caption)
+
+
+def _seeds(seeds: list[int] | None) -> str:
+    """`seed 0`, `seeds 0, 1, 2`: a bare "0" read as a count of zero."""
+    if not seeds:
+        return "–"
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
 
 
 def per_class(f: ReportFacts) -> Table:
@@ -118,10 +125,13 @@ def gate_summary(summary: dict[str, Any]) -> Table | None:
     gate = summary.get("gate") or {}
     rows = [[k, _value(v)] for k, v in counts.items() if not isinstance(v, (dict, list))]
     for check, d in (gate.get("by_check") or {}).items():
-        rows.append([f"rejected by {check}", f"{d.get('count')} (threshold {_value(d.get('threshold'))})"])
+        unit = "boxes" if check.startswith("box_") else "images"
+        rows.append([f"{unit} failing {check}", f"{d.get('count')} (threshold {_value(d.get('threshold'))})"])
     if not rows:
         return None
-    return Table(["quality gate", "value"], rows, [False, True], "synthesis counts and quality-gate rejections")
+    return Table(["quality gate", "value"], rows, [False, True],
+                 "synthesis counts and quality-gate checks (a failing box is dropped; an image is rejected "
+                 "when an image check fails or too many of its boxes are dropped)")
 
 
 def gan_quality(q: dict[str, Any], critic: dict[str, Any] | None = None) -> Table:
