@@ -103,7 +103,6 @@ def test_tiny_arms_train_evaluate_and_write_metrics(tiny_compare, tiny_dataset):
 @pytest.mark.slow
 def test_rerun_reuses_finished_runs(tiny_compare, tiny_dataset, fake_augmented):
     cfg, first = tiny_compare
-    t = time.perf_counter()
     again = compare(cfg, tiny_dataset, fake_augmented, first.out_dir, progress=False)
     assert again.cached and again.metrics == json.loads(first.metrics_path.read_text())
     # an interrupted comparison (no metrics yet) resumes from the runs' done records
@@ -113,8 +112,7 @@ def test_rerun_reuses_finished_runs(tiny_compare, tiny_dataset, fake_augmented):
     resumed = compare(cfg, tiny_dataset, fake_augmented, first.out_dir, progress=False)
     assert not resumed.cached and weights.stat().st_mtime_ns == mtime
     assert [a["runs"][0]["metrics"] for a in resumed.metrics["arms"]] == \
-        [a["runs"][0]["metrics"] for a in first.metrics["arms"]]
-    assert time.perf_counter() - t < 30  # nothing retrained
+        [a["runs"][0]["metrics"] for a in first.metrics["arms"]]  # nothing retrained: same weights
 
 
 @pytest.mark.slow

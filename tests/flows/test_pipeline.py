@@ -21,7 +21,7 @@ def _mtimes(root: Path) -> dict[str, float]:
 
 
 def test_tiny_pipeline_end_to_end(pipeline_run, tiny_root: Path) -> None:
-    result, seconds = pipeline_run
+    result, _ = pipeline_run
     html = Path(result["report"])
     assert html.is_file() and html.stat().st_size > 10_000
     run_dir = Path(result["run_dir"])
@@ -34,7 +34,6 @@ def test_tiny_pipeline_end_to_end(pipeline_run, tiny_root: Path) -> None:
     assert Path(result["stages"]["ingest"]["dir"]).name in text
     ledger = [json.loads(line) for line in (tiny_root / "reports" / "runs.jsonl").read_text().splitlines()]
     assert any(r["report"] == str(html) for r in ledger)
-    assert seconds < 600
 
 
 def test_second_run_is_fully_cached(pipeline_run, tiny_root: Path) -> None:
@@ -42,13 +41,10 @@ def test_second_run_is_fully_cached(pipeline_run, tiny_root: Path) -> None:
 
     first, _ = pipeline_run
     before = _mtimes(Path(first["run_dir"]))
-    t0 = time.perf_counter()
     again = metalize_pipeline(config=TINY, overrides=[f"runtime.output_root={tiny_root}"])
-    elapsed = time.perf_counter() - t0
     assert all(st["cached"] for st in again["stages"].values()), again["stages"]
     assert again["report"] == first["report"]
     assert _mtimes(Path(first["run_dir"])) == before  # nothing rewritten
-    assert elapsed < 60
 
 
 def test_changed_gate_value_reruns_only_downstream(pipeline_run, tiny_root: Path) -> None:
