@@ -15,8 +15,9 @@ with OMP_WAIT_POLICY=PASSIVE set before torch loads (peak RSS = its ru_maxrss; C
 max_memory_allocated too) and records the load average around it; cases are repeated round-robin
 `--repeats` times (≥ 5 for the record) and the best repeat is reported (the minimum s/iter: on a
 shared machine other jobs only ever add time), with the median beside it. `targets` says whether
-each issue target is met: CPU ≥ 1.5x faster per iteration than the original CycleGAN step (0.19 s
-at 64²/ngf32/6, 0.53 s at 128²/ngf32/6, 7.6 s at 256²/ngf64/9; batch 1, 2 threads), and on CUDA
+each issue target is met: CPU ≥ 1.5x faster per iteration than the original CycleGAN step measured
+in the same run (batch 1, 2 threads; the brief's figures for this machine, 0.19 s at 64²/ngf32/6,
+0.53 s at 128²/ngf32/6 and 7.6 s at 256²/ngf64/9, are reported beside it), and on CUDA
 ≥ 100 it/s at 256²/ngf64/9, ≥ 2000 img/s translation at 256², a 4096×3072 photo tiled in < 4 GB
 GPU and < 3 GB CPU memory. Two tiled-translation cases of different photo sizes with the same
 tile and batch show that memory does not grow with the area.
@@ -302,16 +303,23 @@ def targets(rows: list[dict]) -> list[dict]:
     out = []
     train = [r for r in rows if r["kind"] == "train" and "s_per_iter" in r and r["batch"] == 1]
     for size, original in ORIGINAL_CPU_S_PER_ITER.items():
-        cands = [r for r in train if r["device"] == "cpu" and r["size"] == size
-                 and r["variant"] != "reference" and r["threads"] == 2]
+        # The issue: ">= 1.5x faster than the original implementation at the same configuration on
+        # the same machine": against the original step transcribed, measured in this run (the
+        # brief's figures for this machine type are kept beside it; the host's speed drifts).
+        cpu = [r for r in train if r["device"] == "cpu" and r["size"] == size and r["threads"] == 2]
+        ref = next((r for r in cpu if r["variant"] == "reference"), None)
+        cands = [r for r in cpu if r["variant"] != "reference"]
         best = min(cands, key=lambda r: r["s_per_iter"]) if cands else None
+        speedup = ref["s_per_iter"] / best["s_per_iter"] if best and ref else None
         out.append({"target": f"CPU {size}²: >= {CPU_SPEEDUP_TARGET}x faster per iteration than the original "
-                              f"({original} s/iter), 2 threads, batch 1",
-                    "limit_s_per_iter": original / CPU_SPEEDUP_TARGET,
+                              "step at the same configuration, same machine and run, 2 threads, batch 1",
+                    "reference_s_per_iter": ref["s_per_iter"] if ref else None,
                     "best_variant": best["variant"] if best else None,
                     "s_per_iter": best["s_per_iter"] if best else None,
-                    "speedup": original / best["s_per_iter"] if best else None,
-                    "met": best["s_per_iter"] <= original / CPU_SPEEDUP_TARGET if best else None})
+                    "speedup": speedup,
+                    "brief_original_s_per_iter": original,
+                    "speedup_vs_brief_figure": original / best["s_per_iter"] if best else None,
+                    "met": speedup >= CPU_SPEEDUP_TARGET if speedup is not None else None})
     cuda = [r for r in rows if r.get("device", "").startswith("cuda")]
     t256 = [r for r in cuda if r["kind"] == "train" and r["size"] == 256 and "it_per_s" in r]
     best = max((r["it_per_s"] * r["batch"] for r in t256), default=None)  # image pairs/s = batch-1 it/s
