@@ -15,7 +15,6 @@ export PREFECT_HOME := $(CURDIR)/.cache/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export MPLBACKEND := Agg
-export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup state-dirs demo test bench serve clean-venv
 

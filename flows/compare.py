@@ -22,7 +22,7 @@ from flows.common import retry_on_oserror
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.detect.compare import (CompareResult, cached_result, finish, plan_runs, run_status,
-                                     runs_progress, threads_per_run)
+                                     runs_progress, shared_core_env, threads_per_run)
 from pipeline.detect.runs import RunSpec, cached_record, failed_record, run_isolated
 from pipeline.store import dir_lock
 
@@ -86,9 +86,10 @@ def _compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVer
             log.info("%d runs, %d images per epoch, %d at a time", len(specs), n, cfg.detect.parallel_arms)
             finished = {(s.arm, s.seed) for s in specs if cached_record(s) is not None}  # return at once
             threads = threads_per_run(cfg)
-            futures = {train_arm_task.submit(cfg, dataset, augmented, s, threads): s for s in specs}
             records = {}
-            with runs_progress(cfg, n, specs, len(finished), enabled=progress) as bar:
+            with runs_progress(cfg, n, specs, len(finished), enabled=progress) as bar, \
+                    shared_core_env(cfg.detect.parallel_arms):
+                futures = {train_arm_task.submit(cfg, dataset, augmented, s, threads): s for s in specs}
                 for fut in as_completed(list(futures)):
                     spec = futures[fut]
                     try:

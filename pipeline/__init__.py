@@ -7,12 +7,9 @@ transferred boxes, quality gate, export), `detect` (YOLO arms, COCO evaluation, 
 `report` (HTML/Markdown/plots) and `cli`.
 """
 
-import os as _os
-
 __version__ = "0.1.0"
 
-# Idle OpenMP threads sleep instead of spinning. Measured on the 2-core reference machine with a
-# second job running: a CycleGAN generator step took 0.165 s (fp32) and 3.4 s (bf16) with the
-# default spinning, 0.033 s and 0.154 s with PASSIVE. Must be set before torch loads; a user's
-# own OMP_WAIT_POLICY wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is left to the user: a single torch process runs fastest with the default
+# (measured on the 2-core reference machine, 64² CycleGAN step bf16: 0.087 s unset/ACTIVE vs
+# 0.20 s PASSIVE). Only processes that share the cores (YOLO arms side by side) get PASSIVE, set
+# for those children alone (pipeline.detect.compare.shared_core_env).

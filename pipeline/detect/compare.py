@@ -18,6 +18,7 @@ A run whose run.json (the done record) matches its key is not retrained on rerun
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
 import platform
 import time
@@ -113,6 +114,7 @@ def compare(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion |
         records = {(s.arm, s.seed): rec for s in specs if (rec := cached_record(s)) is not None}
         todo = [s for s in specs if (s.arm, s.seed) not in records]
         with runs_progress(cfg, n, specs, len(records), enabled=progress) as bar, \
+                shared_core_env(cfg.detect.parallel_arms), \
                 cf.ThreadPoolExecutor(max_workers=cfg.detect.parallel_arms) as ex:
             futs = {ex.submit(run_isolated, cfg, dataset, augmented, s, threads=threads): s for s in todo}
             for fut in cf.as_completed(futs):
@@ -120,6 +122,22 @@ def compare(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion |
                 records[(s.arm, s.seed)] = rec = fut.result()
                 bar.advance(1, run_status(s, rec))
         return finish(cfg, dataset, augmented, out_dir, plans, n, records, t0)
+
+
+@contextlib.contextmanager
+def shared_core_env(parallel: int):
+    """While runs are spawned side by side, their processes get OMP_WAIT_POLICY=PASSIVE (unless the
+    user set a policy): spinning OpenMP threads of one run steal the cores of the other (two yolo11n
+    arms at 1 thread each: 196 s per arm spinning, 131 s passive, 2-core reference machine). The
+    variable is read once when a child loads torch, so it is set around the spawns and restored."""
+    if parallel <= 1 or "OMP_WAIT_POLICY" in os.environ:
+        yield
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
 
 
 def runs_progress(cfg: RunConfig, n: int, specs: list[RunSpec], done: int, enabled: bool = True):
