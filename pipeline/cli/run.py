@@ -7,13 +7,22 @@ from pathlib import Path
 import typer
 
 from pipeline.cli import app
-from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, load
+from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
 
 
 @app.command()
 def run(config: Path = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG) -> None:
     """Run ingest → CycleGAN → synthesize → compare → report; prints the report path last."""
-    load(config, overrides)  # fail fast on a bad config, before Prefect starts
+    cfg = load(config, overrides)  # fail fast on a bad config, before Prefect starts
+    from pipeline.data.ingest import ingest
+    from pipeline.data.version import DatasetError
+    from pipeline.preflight import preflight
+
+    try:  # and on too little data: the flow's own ingest then finds this version cached
+        preflight(cfg, ingest(cfg, progress=True).version)
+    except (DatasetError, ValueError) as e:
+        fail(str(e))
+        return
     from flows.end_to_end import metalize_pipeline
 
     result = metalize_pipeline(config=str(config) if config else None, overrides=list(overrides or []))

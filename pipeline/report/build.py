@@ -27,6 +27,7 @@ from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.report import plots, samples
 from pipeline.report.facts import (ReportFacts, arm_facts, attributions, ci_percent, lineage, verdict)
+from pipeline.report.verdict import Rules
 from pipeline.report.html import render_html
 from pipeline.report.markdown import FIGURE_DIR, render_markdown
 from pipeline.store import (atomic_write_bytes, atomic_write_json, atomic_write_text, code_version, dir_lock,
@@ -120,7 +121,7 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
     r = cfg.report
     alpha = comparison_alpha(compare_dir, r.alpha, metrics)
     categories = list(metrics.get("categories") or [])
-    head, kind, secondary = verdict(metrics, alpha)
+    head, kind, secondary, badge = verdict(metrics, alpha, Rules.from_config(r))
     gan = None
     if gan_dir is not None and gan_manifest is not None:
         gm = _read_json(gan_dir / "metrics.json") or gan_manifest.get("summary", {}).get("metrics") or {}
@@ -143,7 +144,7 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
         lineage=lineage(read_manifest(compare_dir), dataset.manifest if dataset else None,
                         augmented.manifest if augmented else None, gan_manifest, metrics),
         attributions=attributions(data_cfg), notes=notes, config=cfg.model_dump(mode="json"),
-        warnings=[w["message"] for w in metrics.get("warnings") or [] if w.get("message")],
+        warnings=[w["message"] for w in metrics.get("warnings") or [] if w.get("message")], badge=badge,
     )
     shown: dict[str, Any] = {}
     per_class_mean = {a.name: a.per_class_ap for a in facts.arms}
@@ -251,7 +252,7 @@ def write_report(cfg: RunConfig, facts: ReportFacts, metrics: dict[str, Any], ou
     written.append(atomic_write_text(out_dir / "config.yaml", cfg.to_yaml()))
     written.append(atomic_write_text(out_dir / "report.html", render_html(facts)))
     files = {p.relative_to(out_dir).as_posix(): sha256_file(p) for p in written}
-    summary = {"key": key, "verdict": facts.verdict, "verdict_kind": facts.verdict_kind,
+    summary = {"key": key, "verdict": facts.verdict, "verdict_kind": facts.verdict_kind, "badge": facts.badge,
                "map": {a.name: a.summary["map"]["mean"] for a in facts.arms}}
     write_manifest(out_dir, kind=KIND, id=f"report-{key[:12]}", config=cfg.report.model_dump(mode="json"),
                    parents=parents, summary=summary, files=files)
@@ -277,8 +278,11 @@ def find_inputs(cfg: RunConfig, compare_dir: Path
         if kind not in where or kind in found or not rid:
             continue
         for root in roots:
-            d = root.joinpath(*where[kind], rid)
-            if (d / "manifest.json").is_file():
+            # translator models live under models/<gan.model>/ (cyclegan, cut, fastcut)
+            candidates = (sorted(root.joinpath("models").glob(f"*/{rid}")) if kind == "cyclegan"
+                          else [root.joinpath(*where[kind], rid)])
+            d = next((c for c in candidates if (c / "manifest.json").is_file()), None)
+            if d is not None:
                 found[kind] = d
                 break
     open_ = lambda k: DatasetVersion.open(found[k]) if k in found else None  # noqa: E731

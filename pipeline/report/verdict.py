@@ -85,5 +85,14 @@ def judge(comparison: dict[str, Any] | None, evidence: Evidence, rules: Rules = 
     return Judgement("gain" if lo > 0 else "loss", delta, lo, hi, [])
 
 
+def outcome_text(comparison: dict[str, Any]) -> str:
+    """'gain', 'loss' or 'inconclusive (reasons)' as stored with a comparison; one written before
+    verdicts existed says whether its CI excludes zero."""
+    if "outcome" not in comparison:
+        return "significant" if comparison.get("significant") else "not significant"
+    reasons = comparison.get("reasons") or []
+    return comparison["outcome"] + (f" ({'; '.join(reasons)})" if reasons else "")
+
+
 def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
