@@ -160,13 +160,24 @@ class UnpairedDataset(Dataset):
     def _augment(self, rgb: np.ndarray, boxes: list[list[float]], seed: int) -> tuple[np.ndarray, list]:
         """The crop (and flip) of one image, with its boxes as cropped (xywh pixels)."""
         plain, objectwise, plain_boxes = self._pipelines()
+        pipe = (objectwise if self.object_aware else plain_boxes) if boxes else plain
+        seed_independently(pipe, np.random.SeedSequence(seed))
         if boxes:
-            pipe = objectwise if self.object_aware else plain_boxes
-            pipe.set_random_seed(seed)
             out = pipe(image=rgb, bboxes=boxes, labels=[0] * len(boxes))
             return out["image"], [list(b) for b in out["bboxes"]]
-        plain.set_random_seed(seed)
-        return plain(image=rgb)["image"], []
+        return pipe(image=rgb)["image"], []
+
+
+def seed_independently(transform, seq: np.random.SeedSequence) -> None:
+    """Seed an albumentations transform and, recursively, each of its children with a generator of
+    its own. albumentations' set_random_seed gives every child the same seed, so their coin flips
+    agree (a flip decided by the crop's draw; in a long pipeline every step applied, or none)."""
+    from albumentations.core.composition import BaseCompose
+
+    transform.set_random_seed(int(seq.generate_state(1)[0]))
+    children = list(transform.transforms) if isinstance(transform, BaseCompose) else []
+    for child, child_seq in zip(children, seq.spawn(len(children))):
+        seed_independently(child, child_seq)
 
 
 class StepSampler(torch.utils.data.Sampler[int]):

@@ -94,6 +94,14 @@ def build_report(cfg: RunConfig, compare_dir: Path, out_dir: Path, *, dataset: D
         return write_report(cfg, facts, metrics, out_dir, key, parents)
 
 
+def _randomized_seed(metrics: dict[str, Any]) -> int | None:
+    """The detector seed whose randomised replicas the report shows (the real+replica-aug arm's
+    lowest finished seed; its training images are a function of that seed), else None."""
+    arm = next((a for a in metrics.get("arms") or [] if a.get("name") == "real+replica-aug"), None)
+    seeds = [r["seed"] for r in (arm or {}).get("runs") or [] if r.get("status") == "ok"]
+    return min(seeds) if seeds else None
+
+
 def cached_report(out_dir: Path, key: str) -> ReportResult | None:
     m = read_manifest(out_dir)
     if m is None or m.get("kind") != KIND or m.get("summary", {}).get("key") != key or verify_manifest(out_dir):
@@ -160,8 +168,11 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
     else:
         facts.figure_notes["detections"] = notes["dataset"]
     if augmented is not None:
+        rand_seed = _randomized_seed(metrics)
+        if rand_seed is not None and dataset is not None:
+            shown["synthetic_randomized"] = {"detector_seed": rand_seed}
         draw["synthetic"] = lambda: _grid(shown, "synthetic", samples.synthetic_grid(
-            augmented, dataset, r.n_synthetic_samples, r.dpi), facts)
+            augmented, dataset, r.n_synthetic_samples, r.dpi, randomized_seed=rand_seed), facts)
     for name, version in (("dataset_card", dataset), ("augmented_card", augmented)):
         card = version.root / "card" / "class_balance.png" if version is not None else None
         if card is not None and card.is_file():

@@ -119,6 +119,14 @@ class ReportFacts:
 
 
 # ---------------------------------------------------------------------------------------- arms
+def synthetic_caption(f: ReportFacts) -> str:
+    """What the synthetic grid shows (three columns when the classical rival ran)."""
+    if f.samples.get("synthetic_randomized"):
+        return ("Replica photo, the same photo randomised toward metal without a GAN (what the real+replica-aug "
+                "arm trained on), and the synthetic metal image the GAN made from it, with the transferred boxes.")
+    return "Replica photo (left) and the synthetic metal image translated from it (right), with the transferred boxes."
+
+
 def _mean(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return sum(vals) / len(vals) if vals else None

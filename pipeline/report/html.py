@@ -8,7 +8,7 @@ from html import escape
 import yaml
 
 from pipeline.report import tables
-from pipeline.report.facts import ReportFacts
+from pipeline.report.facts import ReportFacts, synthetic_caption
 from pipeline.report.tables import Table
 
 CSS = """
@@ -154,8 +154,7 @@ def render_html(f: ReportFacts) -> str:
         f"(dashed under detections); red: detections with score ≥ {thr}.")
         + (_note(f.notes["detections"]) if f.notes.get("detections") and "detections" in f.figures else "")))
     if "synthetic" in f.figures:
-        syn = _figure(f, "synthetic", "synthetic samples", "Replica photo (left) and the synthetic metal image "
-                      "translated from it (right), with the transferred boxes.")
+        syn = _figure(f, "synthetic", "synthetic samples", synthetic_caption(f))
         syn += _note(f.notes["synthetic"]) if f.notes.get("synthetic") else ""
     else:
         syn = _note(f.notes.get("synthetic") or f.figure_notes.get("synthetic", "not available"))

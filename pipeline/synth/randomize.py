@@ -6,7 +6,8 @@ saturated replica photo toward the look of metal on a workbench without learning
 grey or desaturated colour; the brightness ramp inverted half the time (a bright print bed becomes
 a dark bench, and parts light on it) and bent by a gamma; reduced contrast; a brushed
 texture (noise smeared along one direction); a few specular glints; optics blur; sensor noise.
-`randomize_set` writes one randomised copy (or several) of every photo of a labelled set.
+`randomize_set` writes one randomised copy (or several) of every photo of a labelled set; each
+copy is a pure function of (seed, image id, variant): `randomize_image` redraws any one of them.
 If a GAN cannot beat this, the report must say so: it is the `real+replica-aug` arm.
 """
 
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from pipeline.data.coco import CocoSet, ImageRecord
+from pipeline.gan.data import seed_independently
 from pipeline.store import atomic_write_bytes
 
 
@@ -107,6 +109,12 @@ def metal_randomization(seed: int):
     )
 
 
+def randomize_image(aug, rgb: np.ndarray, seed: int, image_id: int, variant: int = 0) -> np.ndarray:
+    """One randomised copy of an image (H,W,3) uint8 RGB, the same for the same (seed, id, variant)."""
+    seed_independently(aug, np.random.SeedSequence([seed, image_id, variant]))
+    return aug(image=rgb)["image"]
+
+
 def randomize_set(coco: CocoSet, root: Path, out_root: Path, *, seed: int, variants: int = 1,
                   read_rgb=None) -> CocoSet:
     """Write `variants` randomised copies of every image of `coco` (file names relative to `root`)
@@ -127,7 +135,7 @@ def randomize_set(coco: CocoSet, root: Path, out_root: Path, *, seed: int, varia
                 raise ValueError(f"{path}: unreadable image")
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         for v in range(variants):
-            out = aug(image=rgb)["image"]
+            out = randomize_image(aug, rgb, seed, im.id, v)
             rel = Path("images") / f"{Path(im.file_name).stem}_rand{v}.png"
             ok, png = cv2.imencode(".png", cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
             if not ok:
