@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -35,6 +36,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_config  # noqa: E402
+from pipeline.detect.arms import ARMS  # noqa: E402
 
 TREATMENT = "real+synthetic"
 
@@ -68,7 +70,7 @@ def _machine() -> dict:
 
 
 def run_experiment(config: str, overrides: list[str], gan_seeds: list[int], det_seeds: list[int],
-                   root: Path, log=print) -> dict:
+                   root: Path, arms: list[str] | None = None, log=print) -> dict:
     """Train (or reuse) everything; returns {"cfg", "dataset", "per_gan": {g: {...}}, "timings"}."""
     from pipeline.data.ingest import ingest
     from pipeline.detect.compare import compare
@@ -78,6 +80,8 @@ def run_experiment(config: str, overrides: list[str], gan_seeds: list[int], det_
     from pipeline.synth.stage import synthesize
 
     base = [*overrides, f"runtime.output_root={root}", f"detect.seeds={json.dumps(det_seeds)}"]
+    if arms:
+        base.append(f"detect.arms={json.dumps(arms)}")
     cfg = load_config(config, base)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((root / "cache" / "torchinductor").resolve()))
     timings: dict = {"gan_s": {}, "synthesize_s": {}, "compare_s": {}}
@@ -185,10 +189,9 @@ def _headline(best: str | None, uplifts: list[dict], gap: dict, alpha: float) ->
             continue
         parts.append(f"vs {u['baseline']}: {u['delta']:+.3f} ({ci}% CI {u['ci_low']:+.3f} to {u['ci_high']:+.3f}) "
                      f"{u['outcome']}")
-    if TREATMENT in gap:
+    if TREATMENT in gap and math.isfinite(gap[TREATMENT]["point"]):
         g = gap[TREATMENT]
-        parts.append(f"gap to oracle closed: {100 * g['point']:.0f}% ({100 * g['ci_low']:.0f}% to "
-                     f"{100 * g['ci_high']:.0f}%)")
+        parts.append(f"gap to oracle closed: {_pct(g['point'])} ({_pct(g['ci_low'])} to {_pct(g['ci_high'])})")
     return "real+synthetic " + "; ".join(parts[1:]) + f". {parts[0]}."
 
 
@@ -203,7 +206,7 @@ def markdown(doc: dict) -> str:
              "| arm | runs | mAP@[.5:.95] | mAP50 | gap to oracle closed |", "|---|---:|---:|---:|---:|"]
     for name, a in doc["arms"].items():
         g = doc["gap_closed"].get(name)
-        gap = (f"{100 * g['point']:.0f}% [{100 * g['ci_low']:.0f}, {100 * g['ci_high']:.0f}]" if g else "")
+        gap = f"{_pct(g['point'])} [{_pct(g['ci_low'])}, {_pct(g['ci_high'])}]" if g else ""
         lines.append(f"| {name} | {a['map']['n']} | {_ms(a['map'])} | {_ms(a['map50'])} | {gap} |")
     lines += ["", f"| comparison | Δ mAP | {ci}% CI (GAN seed, detector seed, image) | verdict |",
               "|---|---:|---|---|"]
@@ -215,6 +218,10 @@ def markdown(doc: dict) -> str:
     lines += ["", f"Wall time: ingest {t['ingest_s']:.0f} s; CycleGAN {_per(t['gan_s'])}; synthesis "
               f"{_per(t['synthesize_s'])}; detector arms {_per(t['compare_s'])}; total {t['total_s'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.0f}%" if v is not None and math.isfinite(v) else "–"
 
 
 def _ms(s: dict) -> str:
@@ -233,6 +240,7 @@ def main() -> int:
     ap.add_argument("--gan-seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--det-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--label", default=None, help="variant name: results go to efficacy_<label>.json")
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), help="arms to train (default: all six)")
     ap.add_argument("--root", type=Path, default=REPO / "runs" / "efficacy", help="output root (cached stages)")
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--out-dir", type=Path, default=BENCH / "results")
@@ -241,7 +249,8 @@ def main() -> int:
     _env()
 
     t0 = time.perf_counter()
-    exp = run_experiment(args.config, args.overrides, args.gan_seeds, args.det_seeds, args.root.resolve())
+    exp = run_experiment(args.config, args.overrides, args.gan_seeds, args.det_seeds, args.root.resolve(),
+                         args.arms)
     cfg = exp["cfg"]
     tb = time.perf_counter()
     body = analyse(exp, args.resamples, cfg.report.alpha, cfg.runtime.seed)
@@ -257,10 +266,11 @@ def main() -> int:
                    "realism_accuracy": q["realism"]["accuracy"], "realism_accuracy_raw_a": q["realism_raw_a"]["accuracy"],
                    "kid_x100": 100 * q["realism"]["kid"], "box_edge_f1": q["structure"]["box_edge_f1"],
                    "train_seconds": gm["train_seconds"], "iterations": gm["iterations"],
-                   "synthetic_images": card.get("synthetic_images"), "synthesis": card.get("counts")}
+                   "synthesis": card.get("counts")}
     label = args.label or Path(args.config).stem
     doc = {"benchmark": "efficacy", "label": label, "config": args.config, "overrides": args.overrides,
-           "gan_seeds": args.gan_seeds, "detector_seeds": args.det_seeds, "resamples": args.resamples,
+           "gan_seeds": args.gan_seeds, "detector_seeds": args.det_seeds, "arms": args.arms,
+           "resamples": args.resamples,
            "alpha": cfg.report.alpha, "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
            "machine": _machine(), "timings": exp["timings"], "gans": gans, **body}
     name = "efficacy" if args.label is None else f"efficacy_{args.label}"
