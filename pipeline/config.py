@@ -281,6 +281,9 @@ class DetectConfig(Section):
                                       "photo (drawn anew for every detector seed)")
     pretrain_fraction: float = Field(0.5, gt=0, lt=1, description="synthetic->real: share of the epochs spent "
                                      "pre-training on the synthetic images before fine-tuning on real B")
+    synthetic_keep: float = Field(1.0, gt=0, le=1, description="share of the accepted synthetic images the arms "
+                                  "train on, the most realistic first (the realism critic's P(real metal) "
+                                  "recorded by the gate); 1 = all")
     parallel_arms: int = Field(1, ge=1, description="arms trained side by side (CPU)")
     conf: float = Field(0.001, gt=0, lt=1)
     bootstrap_resamples: int = Field(1000, ge=10)

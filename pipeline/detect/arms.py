@@ -20,6 +20,7 @@ arm trains in one phase, or two for synthetic->real (each phase its own epoch li
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 from dataclasses import dataclass
@@ -132,7 +133,8 @@ def plan_arms(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
                 elif not syn.images:
                     why = f"{augmented.root}: no accepted synthetic images"
                 else:
-                    extra = ImageSet("synthetic", syn, augmented.root)
+                    syn, why = most_realistic(syn, cfg.detect.synthetic_keep, augmented.root)
+                    extra = ImageSet("synthetic", syn, augmented.root) if why is None else None
         if why is not None:
             plans.append(ArmPlan(arm, None, None, unavailable=why))
         elif arm == "synthetic->real":
@@ -140,6 +142,20 @@ def plan_arms(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
         else:
             plans.append(ArmPlan(arm, real, extra, randomize=arm == "real+replica-aug"))
     return plans
+
+
+def most_realistic(syn: CocoSet, share: float, root: Path) -> tuple[CocoSet, str | None]:
+    """The `share` of synthetic images the realism critic found most like real metal (its P(real)
+    recorded by the gate; ties keep their order), or a reason why they cannot be ranked."""
+    if share >= 1.0:
+        return syn, None
+    scores = {im.id: (im.extra.get("gate") or {}).get("realism") for im in syn.images}
+    if any(v is None for v in scores.values()):
+        return syn, (f"{root}: detect.synthetic_keep={share} ranks by realism, but the gate recorded no realism "
+                     "score (the translator has no realism critic: gan.realism_steps > 0 trains one)")
+    n = max(1, math.ceil(share * len(syn.images)))
+    keep = {im.id for im in sorted(syn.images, key=lambda im: -scores[im.id])[:n]}
+    return syn.subset(lambda im: im.id in keep), None
 
 
 def _split_or_reason(dataset: DatasetVersion, domain: str, split: str,

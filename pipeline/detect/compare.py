@@ -28,7 +28,7 @@ from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.detect.arms import ArmPlan, epoch_budget, plan_arms, slug
+from pipeline.detect.arms import USES_SYNTHETIC, ArmPlan, epoch_budget, plan_arms, slug
 from pipeline.detect.base import make_detector
 from pipeline.detect.evaluate import METRIC_KEYS, coco_eval, load_gt
 from pipeline.detect.runs import RunSpec, adopt_finished_run, cached_record, run_isolated
@@ -53,11 +53,20 @@ class CompareResult:
 
 
 # ------------------------------------------------------------------------------------- planning
-def _run_config(cfg: RunConfig) -> dict[str, Any]:
-    """The part of the detect config that changes what a single run produces."""
+# settings that only some arms read: they stay out of the other arms' keys, so changing one never
+# retrains (or stops sharing) the arms it does not touch
+ARM_SETTINGS = {"replica_aug_variants": ("real+replica-aug",), "pretrain_fraction": ("synthetic->real",),
+                "synthetic_keep": USES_SYNTHETIC}
+
+
+def _run_config(cfg: RunConfig, arm: str) -> dict[str, Any]:
+    """The part of the detect config that changes what one run of `arm` produces."""
     d = cfg.detect.model_dump(mode="json")
     for k in ("arms", "seeds", "parallel_arms", "bootstrap_resamples", "crosscheck_tolerance"):
         d.pop(k)
+    for k, arms in ARM_SETTINGS.items():
+        if arm not in arms:
+            d.pop(k)
     return d
 
 
@@ -87,7 +96,8 @@ def plan_runs(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
             continue
         parents = [dataset.manifest] + ([augmented.manifest] if plan.uses_augmented and augmented else [])
         for seed in cfg.detect.seeds:
-            key = stage_key("detect-run", {"detect": _run_config(cfg), "detector": identity, "arm": plan.name,
+            key = stage_key("detect-run", {"detect": _run_config(cfg, plan.name), "detector": identity,
+                                           "arm": plan.name,
                                            "seed": seed, "images_per_epoch": n,
                                            "device": device.split(":")[0]}, parents)
             run_dir = Path(out_dir) / "runs" / slug(plan.name) / f"seed{seed}"

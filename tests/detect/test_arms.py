@@ -142,3 +142,23 @@ def test_synthetic_then_real_arm_pretrains_on_synthetic_alone(tiny_config, tiny_
     assert len(pre_lines) == len(fine_lines) == n  # the same images per epoch as every other arm
     assert all("/synthetic/" in x for x in pre_lines) and all("/B_train/" in x for x in fine_lines)
     assert fine.data.train_list.name == "train.txt" and pre.data.data_yaml.name == "pretrain_data.yaml"
+
+
+def test_synthetic_keep_trains_on_the_most_realistic_images(tiny_config, tiny_dataset, fake_augmented):
+    """detect.synthetic_keep ranks the accepted synthetic images by the realism critic's P(real metal)
+    (recorded by the gate) and keeps the top share; without scores the arm says why it cannot."""
+    from pipeline.detect.arms import most_realistic
+
+    syn = fake_augmented.coco("B", "train").subset(lambda im: bool(im.synthetic))
+    for k, im in enumerate(syn.images):
+        im.extra = {"gate": {"realism": (k * 7919 % 13) / 13}}
+    scores = {im.id: im.extra["gate"]["realism"] for im in syn.images}
+    kept, why = most_realistic(syn, 0.25, fake_augmented.root)
+    assert why is None and len(kept.images) == -(-len(syn.images) // 4)
+    assert min(scores[im.id] for im in kept.images) >= max(
+        scores[im.id] for im in syn.images if im.id not in {k.id for k in kept.images})
+    assert {a.image_id for a in kept.annotations} <= {im.id for im in kept.images}
+    assert most_realistic(syn, 1.0, fake_augmented.root)[0] is syn
+    tiny_config.detect.synthetic_keep = 0.5
+    plan = next(p for p in plan_arms(tiny_config, tiny_dataset, fake_augmented) if p.name == "real+synthetic")
+    assert "recorded no realism score" in plan.unavailable and "gan.realism_steps" in plan.unavailable
