@@ -86,10 +86,10 @@ class CUT:
         if world_size > 1:  # PatchNCE reads the generator's encoder outside its forward: DDP would miss it
             raise ValueError(f"gan.model={opt.model} trains in one process; use gan.model=cyclegan for "
                              "DistributedDataParallel (torchrun) training")
-        self.generator: nn.Module = self.G_AB
+        self.generate = self.G_AB.forward_features  # (output, encoder features) in one pass
         self.disc_step: nn.Module = self.D_B
         if opt.compile:
-            self.generator = torch.compile(self.generator)
+            self.generate = torch.compile(self.generate)
             self.disc_step = torch.compile(self.disc_step)
 
         adam = dict(lr=opt.lr, betas=(opt.beta1, 0.999), fused=True)
@@ -119,16 +119,23 @@ class CUT:
         self.weight_A = w.to(self.device, non_blocking=nb) if w is not None else None
 
     def forward(self) -> None:
+        """G(a) (and G(b) for identity NCE) in one batch (exact: instance norm is per sample). The
+        encoder features of the inputs, PatchNCE's keys, come out of the same pass: the authors'
+        code encodes the inputs again, which gives the same values (keys carry no gradient)."""
         n = self.real_A.shape[0]
-        if self.nce_idt:  # G(a) and G(b) in one batch (exact: instance norm is per sample)
-            self.fake_B, self.idt_B = self.generator(torch.cat([self.real_A, self.real_B])).split(n)
+        x = torch.cat([self.real_A, self.real_B]) if self.nce_idt else self.real_A
+        fake, feats = self.generate(x, self.nce_layers)
+        keys = [f.detach() for f in feats]
+        if self.nce_idt:
+            self.fake_B, self.idt_B = fake.split(n)
+            self.keys_A, self.keys_B = [k[:n] for k in keys], [k[n:] for k in keys]
         else:
-            self.fake_B, self.idt_B = self.generator(self.real_A), None
+            self.fake_B, self.idt_B, self.keys_A, self.keys_B = fake, None, keys, None
 
-    def nce(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        """PatchNCE between an input and its translation, averaged over the encoder layers."""
+    def nce(self, feat_k: list[torch.Tensor], tgt: torch.Tensor) -> torch.Tensor:
+        """PatchNCE between an input (its encoder features `feat_k`) and its translation `tgt`,
+        averaged over the encoder layers."""
         feat_q = self.G_AB.encode(tgt, self.nce_layers)
-        feat_k = self.G_AB.encode(src, self.nce_layers)
         k, ids = self.F(feat_k, self.opt.nce_patches, generator=self.patch_rng)
         q, _ = self.F(feat_q, self.opt.nce_patches, ids)
         return sum(patch_nce_loss(qi, ki, self.opt.nce_tau) for qi, ki in zip(q, k)) / len(q)
@@ -147,10 +154,10 @@ class CUT:
         with self.autocast():
             terms = {"G_GAN": self.criterionGAN(self.D_B(self.fake_B), True, for_discriminator=False)}
             if self.lambda_nce > 0:
-                nce = self.nce(self.real_A, self.fake_B)
+                nce = self.nce(self.keys_A, self.fake_B)
                 terms["NCE"] = nce * self.lambda_nce
                 if self.nce_idt:
-                    terms["NCE_Y"] = self.nce(self.real_B, self.idt_B) * self.lambda_nce
+                    terms["NCE_Y"] = self.nce(self.keys_B, self.idt_B) * self.lambda_nce
                     terms["NCE"] = 0.5 * terms["NCE"]
                     terms["NCE_Y"] = 0.5 * terms["NCE_Y"]
             lam_s = getattr(self.opt, "lambda_structure", 0.0)

@@ -74,6 +74,15 @@ class ResnetGenerator(nn.Module):
         first = 10  # the first residual block
         return sorted({0, 4, 8, first + n_blocks // 3, first + (2 * n_blocks) // 3})
 
+    def forward_features(self, x: torch.Tensor, layers: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output and the feature maps after the given layer indices, in one pass."""
+        feats = []
+        for i, layer in enumerate(self.model):
+            x = layer(x)
+            if i in layers:
+                feats.append(x)
+        return x, feats
+
     def encode(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
         """Feature maps after the given layer indices of `model`, in order."""
         feats, last = [], max(layers)
