@@ -123,6 +123,10 @@ class DataConfig(Section):
     min_image_side: int = Field(8, ge=1, description="images narrower or shorter than this (px) are "
                                 "quarantined: too small to hold a part")
     min_box_size: float = Field(1.0, gt=0, description="boxes thinner than this (px) are dropped")
+    max_boxes_per_image: int = Field(1000, ge=1, description="an image annotated with more boxes is "
+                                     "quarantined (machine-made garbage, not a photo's parts)")
+    max_annotation_mb: float = Field(1024, gt=0, description="larger annotation files (COCO/labelme JSON, "
+                                     "YOLO txt) are refused before they are read")
     clip_min_inside: float = Field(
         0.5, ge=0, le=1, description="clip boxes at least this much inside, else drop"
     )

@@ -156,7 +156,8 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None, progress: bool = 
     if not a_sources and not b_sources:
         raise IngestError("data.a and data.b are both empty: nothing to ingest (or use data.source: demo)")
 
-    read = [ReadSource(d, i, src, read_source(d, i, src, report))
+    max_bytes = int(cfg.data.max_annotation_mb * 1e6)
+    read = [ReadSource(d, i, src, read_source(d, i, src, report, max_bytes))
             for d, srcs in (("A", a_sources), ("B", b_sources)) for i, src in enumerate(srcs)]
     categories = merge_categories(read, cfg.data.category_map, fixed_categories)
     tasks = plan_tasks(read, categories, cfg.data, report)
@@ -210,13 +211,24 @@ def _require_labelled(sources: dict[str, list[str]], kept: Counter, rows: list[d
         raise IngestError(f"no labelled Class {domain} image left from {', '.join(prefixes)}{why}")
 
 
+# File names are limited to 255 bytes on common file systems; a deep source tree flattened into
+# one name can exceed that, and the suffixes (-<key>, .png, YOLO's .txt) need room too.
+_MAX_STEM_BYTES = 180
+
+
 def _name_outputs(tasks: list[ImageTask]) -> None:
-    """images/<D>/<split>/<d><source>-<flattened relative path> (without extension), unique."""
+    """images/<D>/<split>/<d><source>-<flattened relative path> (without extension), unique.
+    Names too long for a file system keep their start and end around a hash of the whole name."""
     used: set[str] = set()
     for t in tasks:
         source, _, rel = t.label.partition(":")
-        flat = os.path.splitext(rel)[0].replace("/", "__")
-        stem = f"images/{t.domain}/{t.split}/{source.lower()}-{flat}"
+        name = f"{source.lower()}-{os.path.splitext(rel)[0].replace('/', '__')}"
+        if len(name.encode("utf-8")) > _MAX_STEM_BYTES:
+            digest = store.sha256_bytes(name.encode("utf-8"))[:12]
+            head = name.encode("utf-8")[:100].decode("utf-8", "ignore")
+            tail = name.encode("utf-8")[-60:].decode("utf-8", "ignore")
+            name = f"{head}~{digest}~{tail}"
+        stem = f"images/{t.domain}/{t.split}/{name}"
         if stem in used:
             stem = f"{stem}-{t.key}"
         used.add(stem)
