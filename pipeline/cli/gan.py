@@ -12,12 +12,12 @@ from pathlib import Path
 import typer
 
 from pipeline.cli import app
-from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
+from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, config_args, console, fail, load
 
 
 @app.command("train-gan")
 def train_gan(
-    config: Path = CONFIG_ARG,
+    config: str | None = CONFIG_ARG,
     overrides: list[str] = OVERRIDES_ARG,
     dataset: Path | None = typer.Option(None, "--dataset",
                                         help="dataset version folder (default: ingest(cfg), cached)"),
@@ -43,7 +43,7 @@ def train_gan(
         fail(str(e))
         return
     if nproc > 1:
-        _torchrun(nproc, config, overrides or [], version.root)
+        _torchrun(nproc, *config_args(config, overrides), version.root)
         return
     if flow:
         from flows.train_gan import train_gan_flow
@@ -66,7 +66,7 @@ def train_gan(
 
 def _torchrun(nproc: int, config: Path | None, overrides: list[str], dataset: Path) -> None:
     exe = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-    cmd = [exe, f"--nproc_per_node={nproc}", "-m", "pipeline.gan.stage", *([str(config)] if config else []),
+    cmd = [exe, f"--nproc_per_node={nproc}", "-m", "pipeline.gan.stage", *([os.path.abspath(config)] if config else []),
            *overrides, "--dataset", str(dataset)]
     console.print(" ".join(cmd))
     rc = subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})

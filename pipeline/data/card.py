@@ -21,10 +21,10 @@ _COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 1
 
 
 def write_card(root: Path, name: str, summary: dict[str, Any], sets: dict[tuple[str, str], CocoSet],
-               rows: list[dict], n_samples: int = 4) -> str:
+               rows: list[dict], notes: list[dict] | None = None, n_samples: int = 4) -> str:
     """Write root/card/{README.md, class_balance.png, box_sizes.png, samples.png}; returns the
-    Markdown summary (counts table + quarantine by action). Image paths in `sets` are relative
-    to `root`."""
+    Markdown summary (counts table, quarantine and notes by action). Image paths in `sets` are
+    relative to `root`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,14 +63,14 @@ def write_card(root: Path, name: str, summary: dict[str, Any], sets: dict[tuple[
 
     _sample_grid(root, sets, cats, card / "samples.png", n_samples)
 
-    md = summary_markdown(name, summary, rows)
+    md = summary_markdown(name, summary, rows, notes)
     atomic_write_text(card / "README.md", md + "\n## Figures\n\n![class balance](class_balance.png)\n\n"
                       "![box sizes](box_sizes.png)\n\n![samples](samples.png)\n")
     return md
 
 
-def summary_markdown(name: str, summary: dict[str, Any], rows: list[dict]) -> str:
-    """Counts per split and class, and quarantined inputs by action (Markdown)."""
+def summary_markdown(name: str, summary: dict[str, Any], rows: list[dict], notes: list[dict] | None = None) -> str:
+    """Counts per split and class, quarantined inputs and notes by action (Markdown)."""
     cats = summary["categories"]
     lines = [f"# Dataset {name}", "", f"Categories (id order): {', '.join(cats) or 'none'}", "",
              "| split | images | boxes | " + " | ".join(cats) + " |",
@@ -79,19 +79,28 @@ def summary_markdown(name: str, summary: dict[str, Any], rows: list[dict]) -> st
         inst = summary["instances"].get(split, {})
         per_class = " | ".join(str(inst.get(n, 0)) for n in cats)
         lines.append(f"| {split} | {c['images']} | {c['boxes']} | {per_class} |")
-    lines += ["", f"Quarantine: {len(rows)} rows (see quarantine.jsonl)."]
-    if rows:
-        lines += ["", "| action | rows | example |", "|---|---:|---|"]
-        first: dict[str, dict] = {}
-        for r in rows:
-            first.setdefault(r["action"], r)
-        for action, n in Counter(r["action"] for r in rows).most_common():
-            ex = first[action]
-            lines.append(f"| {action} | {n} | `{ex['file']}`: {ex['reason']} |".replace("\n", " "))
+    lines += ["", f"Quarantine: {len(rows)} rows (see quarantine.jsonl)."] + _by_action(rows)
+    if notes:
+        lines += ["", f"Notes: {len(notes)} rows about inputs kept as they are shown (see notes.jsonl)."]
+        lines += _by_action(notes)
     if summary.get("normalised"):
         lines += ["", f"{summary['normalised']} images were normalised to 8-bit RGB PNG; "
                   "the rest are the original bytes."]
     return "\n".join(lines) + "\n"
+
+
+def _by_action(rows: list[dict]) -> list[str]:
+    """A Markdown table: rows per action with the first example."""
+    if not rows:
+        return []
+    lines = ["", "| action | rows | example |", "|---|---:|---|"]
+    first: dict[str, dict] = {}
+    for r in rows:
+        first.setdefault(r["action"], r)
+    for action, n in Counter(r["action"] for r in rows).most_common():
+        ex = first[action]
+        lines.append(f"| {action} | {n} | `{ex['file']}`: {ex['reason']} |".replace("\n", " "))
+    return lines
 
 
 def _save(fig, path: Path) -> None:

@@ -69,7 +69,7 @@ def test_empty_and_broken_copies_are_not_noted_as_identical_photos(tmp_path):
     (b / "ok-copy.png").write_bytes((b / "ok.png").read_bytes())
     src = labelled(b, ["e1.png", "e2.png", "t1.png", "t2.png", "ok.png", "ok-copy.png"])
     result = ingest(config(tmp_path / "out", [labelled(tmp_path / "A", ["a.png"])], [src]), progress=False)
-    notes = [r for r in result.quarantine if r["action"] == "all copies kept"]
+    notes = [r for r in result.notes if r["action"] == "all copies kept"]
     assert [r["reason"] for r in notes] == ["2 identical images in B_train"]
     assert {Path(f).name for f in notes[0]["file"].split(", ")} == {"ok.png", "ok-copy.png"}
     skipped = {Path(r["file"]).name: r["reason"] for r in result.quarantine if r["action"].startswith("image skipped")}
