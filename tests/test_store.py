@@ -126,7 +126,7 @@ root = Path(sys.argv[1])
 with store.atomic_dir(root / "v3") as d:
     (d / "img.png").write_bytes(b"x" * 100)
     fd, _ = tempfile.mkstemp(prefix=".y.json.", suffix=".tmp", dir=root)
-    store._try_flock(fd)
+    store._try_lock(fd)
     os.write(fd, b"{building")
     print("building", flush=True)
     sys.stdin.read()
