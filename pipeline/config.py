@@ -169,7 +169,9 @@ class GanConfig(Section):
     tile_overlap: int | None = Field(
         None, ge=0, description="tile overlap, pixels; None = half the generator's receptive field (64 px at 6 blocks)"
     )
-    translate_batch: int = Field(8, ge=1)
+    translate_batch: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        "auto", description="images or tiles per generator pass; auto: 1 on CPU (larger batches cost more "
+        "CPU time there), 8 on CUDA (pipeline/gan/accel.py, bench/translate_batch.py)")
     translate_size: Literal["train", "native"] | Annotated[int, Field(ge=16)] = Field(
         "train", description="translate at the training scale (short side = load_size), the photo's own "
         "resolution (native; tiled when larger than the tile), or this short side in pixels"

@@ -43,8 +43,8 @@ def write_card(root: Path, name: str, summary: dict[str, Any], sets: dict[tuple[
     ax.set_xticks(np.arange(len(cats)) + width * (len(labelled) - 1) / 2, cats, rotation=20)
     ax.set_ylabel("boxes")
     ax.set_title("Class balance per split")
-    if labelled:
-        ax.legend(fontsize=8)
+    if labelled:  # right of the axes: a legend inside would cover bars
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, card / "class_balance.png")
 
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
@@ -58,7 +58,7 @@ def write_card(root: Path, name: str, summary: dict[str, Any], sets: dict[tuple[
     for edge in (32, 96):
         ax.axvline(edge, color="grey", lw=0.8, ls="--")
     if any(c.annotations for c in sets.values()):
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, card / "box_sizes.png")
 
     _sample_grid(root, sets, cats, card / "samples.png", n_samples)
@@ -110,7 +110,7 @@ def _save(fig, path: Path) -> None:
 
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 

@@ -14,8 +14,9 @@ Files found by walking a folder (labelme JSON, YOLO txt) are as untrusted as the
 them: one that resolves outside its folder (a symlink) is refused with a row, its image left out.
 The COCO file named in the config is trusted.
 
-Writers: `write_coco` (pycocotools-loadable JSON), `write_yolo` (ultralytics layout) and
-`write_labelme` (rectangles, imageData null).
+Writers: `write_coco` (pycocotools-loadable JSON), `write_yolo` (ultralytics layout, images
+linked), `write_yolo_labels` (label files beside an existing images/ tree) with
+`write_yolo_data_yaml`, and `write_labelme` (rectangles, imageData null).
 """
 
 from __future__ import annotations
@@ -433,7 +434,7 @@ def write_yolo(coco: CocoSet, image_root: str | Path, out_dir: str | Path) -> li
     image_root, out_dir = Path(image_root), Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "labels").mkdir(parents=True, exist_ok=True)
-    index = {c.id: i for i, c in enumerate(sorted(coco.categories, key=lambda c: c.id))}
+    index = yolo_class_index(coco)
     by_image = coco.anns_by_image()
     used: set[str] = set()
     paths = []
@@ -444,21 +445,59 @@ def write_yolo(coco: CocoSet, image_root: str | Path, out_dir: str | Path) -> li
         used.add(name)
         dst = out_dir / "images" / name
         _link_or_copy(image_root / im.file_name, dst)
-        lines = []
-        for a in by_image.get(im.id, []):
-            # Clipped to the image: ultralytics rejects a whole label file with a coordinate > 1.
-            x, y, w, h = a.bbox
-            x0, y0 = max(0.0, x), max(0.0, y)
-            x1, y1 = min(float(im.width), x + w), min(float(im.height), y + h)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            lines.append(
-                f"{index[a.category_id]} {(x0 + x1) / 2 / im.width:.6f} {(y0 + y1) / 2 / im.height:.6f} "
-                f"{(x1 - x0) / im.width:.6f} {(y1 - y0) / im.height:.6f}"
-            )
-        atomic_write_text(out_dir / "labels" / f"{Path(name).stem}.txt", "".join(s + "\n" for s in lines))
+        atomic_write_text(out_dir / "labels" / f"{Path(name).stem}.txt",
+                          yolo_label_text(im, by_image.get(im.id, []), index))
         paths.append(dst)
     return paths
+
+
+def yolo_class_index(coco: CocoSet) -> dict[int, int]:
+    """category id -> YOLO class index (position in id order)."""
+    return {c.id: i for i, c in enumerate(sorted(coco.categories, key=lambda c: c.id))}
+
+
+def yolo_label_text(im: ImageRecord, anns: list[Annotation], index: dict[int, int]) -> str:
+    """One image's YOLO label file: `cls cx cy w h` per box, normalised and clipped to the image."""
+    lines = []
+    for a in anns:
+        # Clipped to the image: ultralytics rejects a whole label file with a coordinate > 1.
+        x, y, w, h = a.bbox
+        x0, y0 = max(0.0, x), max(0.0, y)
+        x1, y1 = min(float(im.width), x + w), min(float(im.height), y + h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        lines.append(
+            f"{index[a.category_id]} {(x0 + x1) / 2 / im.width:.6f} {(y0 + y1) / 2 / im.height:.6f} "
+            f"{(x1 - x0) / im.width:.6f} {(y1 - y0) / im.height:.6f}"
+        )
+    return "".join(s + "\n" for s in lines)
+
+
+def write_yolo_labels(coco: CocoSet, root: str | Path) -> list[Path]:
+    """Label files beside images already laid out as `root/images/<...>/<name>.<ext>`: one
+    `root/labels/<...>/<name>.txt` each, where ultralytics looks for them (it swaps the last
+    `/images/` for `/labels/`), so `images/<...>` folders train as they are, without copies."""
+    root = Path(root)
+    index = yolo_class_index(coco)
+    by_image = coco.anns_by_image()
+    out = []
+    for im in coco.images:
+        rel = Path(im.file_name)
+        if rel.parts[:1] != ("images",):
+            raise ValueError(f"{im.file_name}: not under images/")
+        path = root / "labels" / Path(*rel.parts[1:]).with_suffix(".txt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yolo_label_text(im, by_image.get(im.id, []), index), encoding="utf-8")
+        out.append(path)
+    return out
+
+
+def write_yolo_data_yaml(path: str | Path, names: list[str], splits: dict[str, str], comment: str = "") -> Path:
+    """An ultralytics data.yaml without `path:` (ultralytics then resolves the split folders
+    relative to the file itself, wherever the folder is moved)."""
+    data = {**splits, "nc": len(names), "names": dict(enumerate(names))}
+    head = "".join(f"# {line}\n" for line in comment.splitlines())
+    return atomic_write_text(path, head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -297,6 +297,7 @@ def validate_shard(shard: Shard, build_dir: Path) -> ShardResult:
 def finalize_ingest(plan: IngestPlan, results: list[ShardResult], build_dir: Path) -> dict[str, Any]:
     """Write annotations, quarantine.jsonl, config.yaml, card and manifest; returns the summary."""
     from pipeline.data.card import write_card
+    from pipeline.data.formats import write_yolo_data_yaml, write_yolo_labels
 
     by_key = {t.key: t for t in plan.tasks}
     records = sorted((r for res in results for r in res.records), key=lambda r: r["key"])
@@ -323,8 +324,15 @@ def finalize_ingest(plan: IngestPlan, results: list[ShardResult], build_dir: Pat
         name = f"{domain}_{split}"
         coco.info = {"description": f"{plan.cfg.data.name} {name}", "version": plan.version_dir.name}
         coco.save(build_dir / "annotations" / f"{name}.json")
+        if split != "unlabelled":
+            write_yolo_labels(coco, build_dir)
         counts[name] = {"images": len(coco.images), "boxes": len(coco.annotations)}
         instances[name] = coco.class_counts()
+    write_yolo_data_yaml(build_dir / "data.yaml", plan.categories,
+                         {s: f"images/B/{s}" for s in ("train", "val", "test")},
+                         f"YOLO layout of {plan.version_dir.name}: real Class B (metal) train/val/test, as "
+                         "ultralytics reads it\n(`yolo train data=<this file>`); labels/<D>/<split>/ hold "
+                         "every labelled split, images/A/train too.")
     store.atomic_write_text(build_dir / QUARANTINE, "".join(json.dumps(r) + "\n" for r in rows))
     store.atomic_write_text(build_dir / NOTES, "".join(json.dumps(r) + "\n" for r in notes))
     store.atomic_write_text(build_dir / "config.yaml", plan.cfg.to_yaml())
