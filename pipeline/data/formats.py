@@ -160,6 +160,8 @@ def read_coco(path: str | Path, issues: list[dict] | None = None,
     by_id: dict[int, ImageRecord] = {}
     by_name: dict[str, int] = {}
     for k, im in enumerate(d["images"]):
+        # Rows name the image's file_name where it has one, else its place in the list.
+        named = isinstance(im, dict) and isinstance(im.get("file_name"), str) and im["file_name"]
         try:
             if not isinstance(im, dict):
                 raise ValueError(f"image entry {_short(im)} is not an object")
@@ -168,7 +170,7 @@ def read_coco(path: str | Path, issues: list[dict] | None = None,
             if not isinstance(name, str) or not name:
                 raise ValueError(f"image entry {_short(im)} lacks a file_name")
         except ValueError as e:
-            _problem(issues, f"{path}#images[{k}]", str(e), "image skipped")
+            _problem(issues, f"{path}#{im['file_name']}" if named else f"{path}#images[{k}]", str(e), "image skipped")
             continue
         if iid in by_id:
             _problem(issues, f"{path}#{name}", f"duplicate image id {iid} (also {by_id[iid].file_name!r})",
@@ -219,7 +221,11 @@ def read_coco(path: str | Path, issues: list[dict] | None = None,
             continue
         bbox = a.get("bbox")
         if not bbox and a.get("segmentation"):
-            bbox = _polygons_bbox(a["segmentation"])
+            try:
+                bbox = _polygons_bbox(a["segmentation"])
+            except ValueError as e:
+                _problem(issues, where, f"segmentation {e}", "box dropped")
+                continue
         try:
             if not isinstance(bbox, list) or len(bbox) != 4:
                 raise ValueError(bbox)
@@ -236,20 +242,25 @@ def _hashable(v: Any) -> Any:
 
 
 def _polygons_bbox(seg: Any) -> list[float] | None:
-    """xywh around COCO polygon segmentation ([[x0,y0,x1,y1,...], ...]); None for RLE or when a
-    coordinate is not a number (the caller then says the annotation has no usable bbox)."""
+    """xywh around COCO polygon segmentation ([[x0,y0,x1,y1,...], ...]); None for RLE (no box to
+    take). ValueError when a polygon has an odd number of values or a value that is not a finite
+    number (min/max would skip a NaN silently)."""
     if not isinstance(seg, list):
         return None
     xs, ys = [], []
-    try:
-        for poly in seg:
-            if isinstance(poly, list):
-                if len(poly) % 2:
-                    return None
-                xs += [_number(v) for v in poly[0::2]]
-                ys += [_number(v) for v in poly[1::2]]
-    except ValueError:
-        return None
+    for poly in seg:
+        if not isinstance(poly, list):
+            continue
+        if len(poly) % 2:
+            raise ValueError(f"polygon has an odd number of coordinates ({len(poly)})")
+        try:
+            vals = [_number(v) for v in poly]
+        except ValueError:
+            vals = [math.nan]
+        if not all(math.isfinite(v) for v in vals):
+            raise ValueError("polygon has a coordinate that is not a finite number")
+        xs += vals[0::2]
+        ys += vals[1::2]
     if not xs:
         return None
     return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]

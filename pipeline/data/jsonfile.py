@@ -50,6 +50,8 @@ def nesting_depth(data: bytes) -> int:
 def read_json(path: str | Path, max_bytes: int) -> tuple[Any, list[str]]:
     """(value, keys that appeared more than once in one object) from a JSON file; see module doc."""
     path = Path(path)
+    if path.is_dir():
+        raise JsonFileError(f"{path}: is a folder, not a JSON file")
     try:
         size = path.stat().st_size
         if size > max_bytes:
@@ -58,8 +60,6 @@ def read_json(path: str | Path, max_bytes: int) -> tuple[Any, list[str]]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise JsonFileError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise JsonFileError(f"{path}: is a folder, not a JSON file") from None
     except PermissionError as e:
         raise JsonFileError(f"{path}: cannot read: {e.strerror}") from None
     return parse_json(data, str(path))
