@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import typer
 
 from pipeline.cli import app
-from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, config_args, console, load
+from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, config_args, console, fail, load, os_error_text
 
 
 @app.command()
@@ -19,13 +20,51 @@ def run(config: str | None = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG) -
     """
     load(config, overrides)  # fail fast on a bad config, before Prefect starts
     path, overrides = config_args(config, overrides)
+    expected = user_errors()
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_NoTraceback(expected))
     from flows.end_to_end import metalize_pipeline
 
-    result = metalize_pipeline(config=os.path.abspath(path) if path else None, overrides=overrides)
+    try:
+        result = metalize_pipeline(config=os.path.abspath(path) if path else None, overrides=overrides)
+    except expected as e:
+        fail(os_error_text(e) if isinstance(e, OSError) else str(e))
+        return
     for name, st in result["stages"].items():
         console.print(f"  {name:<11} {'cached' if st['cached'] else 'ran':<7} {st['seconds']:>7.1f} s  {st['dir']}")
     console.print("[bold green]report:[/]")
     typer.echo(result["report"])
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's or the machine's to fix, each with a message naming the file,
+    key or path: a run ends with that message, not a traceback. Anything else is a bug."""
+    from pipeline.config import ConfigError
+    from pipeline.data.demo import DemoDataError
+    from pipeline.data.formats import FormatError
+    from pipeline.data.sources import IngestError
+    from pipeline.data.version import DatasetError
+    from pipeline.gan.checkpoint import CheckpointError
+    from pipeline.gan.trainer import TrainingOutOfMemoryError
+    from pipeline.report.build import ReportError
+    from pipeline.store import LockedError
+
+    return (ConfigError, DemoDataError, FormatError, IngestError, DatasetError, CheckpointError,
+            TrainingOutOfMemoryError, ReportError, LockedError, OSError)
+
+
+class _NoTraceback(logging.Filter):
+    """Prefect logs every exception that ends a flow or task run with its traceback; for the
+    errors in `kinds` the message says it all (and the CLI repeats it as its last line)."""
+
+    def __init__(self, kinds: tuple[type[BaseException], ...]):
+        super().__init__()
+        self.kinds = kinds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.kinds):
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 @app.command()

@@ -28,7 +28,7 @@ TINY = REPO / "configs" / "tiny.yaml"
 @dataclass(frozen=True)
 class FatalCase:
     id: str
-    kind: str  # config | override | ingest
+    kind: str  # config | override | ingest | run (the same, through `metalize run` and Prefect)
     what: str
     args: tuple[str, ...]  # after `metalize`
     message: str  # regex the output must match
@@ -194,4 +194,9 @@ def build_fatal(root: Path) -> list[FatalCase]:
         b = ok(d.name, "B", seed=10) | {"split_file": str(split_file)}
         ingest_case(d.name, f"BSData-style {cid.replace('-', ' ')}", [ok(d.name, "A")], [b],
                     rf"data.b\[0\].split_file: .*{message}", str(split_file), split={"use_source_split": True})
+    # The same errors met inside the Prefect flow of `metalize run`: one line, no traceback.
+    for cid in ("ingest-categories-differ", "ingest-no-labelled-b", "ingest-yolo-no-names"):
+        c = next(c for c in cases if c.id == cid)
+        cases.append(FatalCase("run-" + cid.removeprefix("ingest-"), "run", c.what + " (metalize run)",
+                               ("run", *c.args[1:]), c.message, c.names, c.exit_code))
     return cases

@@ -23,11 +23,12 @@ def fatal_cases(tmp_path_factory):
     return root, {c.id: c for c in build_fatal(root)}
 
 
-def _ids() -> list[str]:
+def _ids(kind: str | None = None) -> list[str]:
+    """Case ids; `run` cases (Prefect's temporary server: seconds each) are run as processes."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:  # the ids only: the module fixture writes the files
-        return [c.id for c in build_fatal(Path(tmp))]
+        return [c.id for c in build_fatal(Path(tmp)) if (c.kind == "run") == (kind == "run")]
 
 
 @pytest.mark.parametrize("case_id", _ids())
@@ -46,3 +47,19 @@ def test_fatal_case_is_a_clear_error(fatal_cases, case_id) -> None:
     assert outcome == "clear fatal", f"{case.what}: {outcome}: {detail}"
     out = root / "fatal" / case_id / "out"
     assert not out.exists() or not any((out / "data" / "datasets").glob("fatal-*")), "a dataset was written"
+
+
+@pytest.mark.slow
+def test_an_ingest_error_inside_metalize_run_is_one_line_not_a_traceback(fatal_cases) -> None:
+    """The flow's subflow fails; Prefect would log the traceback twice and typer print a third."""
+    import os
+    import subprocess
+
+    root, cases = fatal_cases
+    case = cases["run-categories-differ"]
+    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1]), "PREFECT_LOGGING_LEVEL": "INFO"}
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli", *case.args], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=600)
+    outcome, detail = classify(case, p.returncode, p.stdout + p.stderr)
+    assert outcome == "clear fatal", f"{outcome}: {detail}"
+    assert p.stderr.strip().splitlines()[-2].startswith("error: Class A and Class B categories differ")
