@@ -47,7 +47,7 @@ def main() -> int:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True,
                                 check=True).stdout.strip()
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"},  # as `make demo` runs
             "PYTHONPATH": str(clone),  # the clone's code, this checkout's installed dependencies
             "YOLO_OFFLINE": "1",
             "YOLO_CONFIG_DIR": str(clone / ".cache" / "ultralytics"),
@@ -55,7 +55,6 @@ def main() -> int:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "MPLBACKEND": "Agg",
-            "OMP_WAIT_POLICY": "PASSIVE",
         }
         for var in ("YOLO_CONFIG_DIR", "PREFECT_HOME"):  # as `make demo` does (state-dirs)
             Path(env[var]).mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "detect": (["configs/demo.yaml"], ["configs/tiny.yaml"]),
     "demo": ([], ["--config", "configs/tiny.yaml", "--out", "bench/results/demo_tiny.json"]),
     "reliability": ([], ["--quick", "--out", "bench/results/reliability_tiny.json"]),
+    # ~90 min on 2 cores: G=2 GAN seeds x S=3 detector seeds on the demo profile, every arm
+    "efficacy": ([], ["--config", "configs/tiny.yaml", "--det-seeds", "0", "--label", "tiny"]),
 }
 
 

@@ -23,7 +23,8 @@ from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.detect.compare import (CompareResult, cached_result, finish, plan_runs, run_status,
                                      runs_progress, shared_core_env, threads_per_run)
-from pipeline.detect.runs import RunSpec, cached_record, failed_record, run_isolated
+from pipeline.detect.runs import RunSpec, adopt_finished_run, cached_record, failed_record, run_isolated
+from pipeline.report.verdict import outcome_text
 from pipeline.store import dir_lock
 
 
@@ -55,11 +56,10 @@ def arms_markdown(result: CompareResult) -> str:
                      f"{cell(s['map75'])} | {s['map']['n']} | {a['train_images']} | "
                      f"{a['images_per_epoch']} |")
     if m["comparisons"]:
-        lines += ["", "| uplift | Δ mAP | CI | significant |", "|---|---:|---|---|"]
+        lines += ["", "| uplift | Δ mAP | CI | verdict |", "|---|---:|---|---|"]
         for c in m["comparisons"]:
             lines.append(f"| {c['treatment']} vs {c['baseline']} | {c['delta']:+.3f} | "
-                         f"{_level(c)}[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | "
-                         f"{'yes' if c['significant'] else 'no'} |")
+                         f"{_level(c)}[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {outcome_text(c)} |")
     for c in m.get("comparisons_skipped") or []:
         lines += ["", f"{c['treatment']} vs {c['baseline']} not computed: {c['reason']}"]
     for w in m.get("warnings") or []:
@@ -84,7 +84,8 @@ def _compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVer
         result = cached_result(cfg, dataset, augmented, out_dir, specs)
         if result is None:
             log.info("%d runs, %d images per epoch, %d at a time", len(specs), n, cfg.detect.parallel_arms)
-            finished = {(s.arm, s.seed) for s in specs if cached_record(s) is not None}  # return at once
+            finished = {(s.arm, s.seed) for s in specs  # return at once
+                        if cached_record(s) is not None or adopt_finished_run(s) is not None}
             threads = threads_per_run(cfg)
             records = {}
             with runs_progress(cfg, n, specs, len(finished), enabled=progress) as bar, \

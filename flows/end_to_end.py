@@ -26,6 +26,7 @@ from flows.report import report_flow
 from flows.synthesize import synthesize_flow
 from flows.train_gan import train_gan_flow
 from pipeline.config import load_config
+from pipeline.preflight import preflight
 from pipeline.run import record_run, run_dir_for
 from pipeline.store import dir_lock
 
@@ -46,6 +47,7 @@ def metalize_pipeline(config: str | None = None, overrides: list[str] | None = N
         ingested = ingest_flow(cfg)
     dataset = ingested.version
     stages["ingest"] = _stage(dataset.root, ingested.cached, clock.seconds["ingest"])
+    preflight(cfg, dataset)  # too little data stops here, before any training
     with clock("gan"):
         gan = train_gan_flow(cfg, dataset)
     stages["gan"] = _stage(gan.model_dir, gan.cached, clock.seconds["gan"])

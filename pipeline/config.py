@@ -137,22 +137,37 @@ class DataConfig(Section):
 
 # --------------------------------------------------------------------------------------------- gan
 class GanConfig(Section):
-    """CycleGAN (Zhu et al. 2017) hyper-parameters; defaults follow the paper."""
+    """Translator hyper-parameters: CycleGAN (Zhu et al. 2017, the default; defaults follow the
+    paper) or CUT / FastCUT (Park et al. 2020: one generator, PatchNCE, no inverse network)."""
 
+    model: Literal["cyclegan", "cut", "fastcut"] = Field(
+        "cyclegan", description="cyclegan | cut (PatchNCE + identity NCE) | fastcut (PatchNCE x10, no identity)")
     load_size: int = Field(286, ge=16, description="resize the short side to this before cropping")
     crop_size: int = Field(256, ge=16)
     ngf: int = Field(64, ge=4)
     ndf: int = Field(64, ge=4)
     n_blocks: int = Field(9, ge=1)
     n_layers_d: int = Field(3, ge=1)
+    upsample: Literal["transpose", "resize"] = Field(
+        "transpose", description="generator upsampling: the paper's transposed convolutions, or nearest "
+        "resize + 3x3 convolution (no checkerboard)")
     gan_mode: Literal["lsgan", "vanilla", "wgangp", "hinge"] = "lsgan"
     lambda_cycle: float = Field(10.0, ge=0)
     lambda_identity: float = Field(0.5, ge=0, description="times lambda_cycle")
     lambda_gp: float = Field(10.0, ge=0, description="gradient penalty weight (wgangp)")
+    lambda_structure: float = Field(0.0, ge=0, description="A->B structure term: 1 - gradient SSIM of A and G(A) "
+                                    "(outlines kept whatever the colour); 0 = off")
+    structure_box_weight: float = Field(4.0, ge=1, description="the structure term counts this many times "
+                                        "more inside the replica's boxes than elsewhere")
+    lambda_nce: float | None = Field(None, ge=0, description="CUT/FastCUT PatchNCE weight; None = 1 (cut), 10 (fastcut)")
+    nce_patches: int = Field(256, ge=8, description="CUT/FastCUT: patches sampled per layer and image")
+    nce_tau: float = Field(0.07, gt=0, description="CUT/FastCUT: PatchNCE temperature")
     pool_size: int = Field(50, ge=0)
     lr: float = Field(2e-4, gt=0)
     beta1: float = Field(0.5, ge=0, lt=1)
     batch_size: int = Field(1, ge=1)
+    seed: int | None = Field(None, description="initial weights, crops and image pool; None = runtime.seed "
+                             "(the efficacy benchmark trains several GAN seeds on one dataset version)")
     iterations: int = Field(200_000, ge=1, description="total optimisation steps")
     decay_from: float = Field(0.5, ge=0, le=1, description="fraction of steps at constant lr")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -254,20 +269,27 @@ class SynthConfig(Section):
 
 
 # ------------------------------------------------------------------------------------------ detect
-Arm = Literal["real", "real+replica", "real+synthetic", "oracle"]
+Arm = Literal["real", "real+replica", "real+replica-aug", "real+synthetic", "synthetic->real", "oracle"]
 
 
 class DetectConfig(Section):
     backend: Literal["yolo"] = "yolo"
     model: str = Field("yolo11n.yaml", description="ultralytics model YAML (trained from scratch)")
     weights: Path | None = Field(None, description="optional local .pt weights to start from")
-    arms: list[Arm] = ["real", "real+replica", "real+synthetic", "oracle"]
+    arms: list[Arm] = ["real", "real+replica", "real+replica-aug", "real+synthetic", "synthetic->real", "oracle"]
     seeds: list[int] = [0, 1, 2]
     epochs: int = Field(100, ge=1)
     imgsz: int = Field(640, ge=32)
     batch: int = Field(16, ge=1)
     images_per_epoch: int | None = Field(None, ge=1, description="equal budget; None = largest arm")
     real_oversample: int = Field(3, ge=1, description="repeat real B in mixed arms")
+    replica_aug_variants: int = Field(1, ge=1, description="real+replica-aug: randomised copies per replica "
+                                      "photo (drawn anew for every detector seed)")
+    pretrain_fraction: float = Field(0.5, gt=0, lt=1, description="synthetic->real: share of the epochs spent "
+                                     "pre-training on the synthetic images before fine-tuning on real B")
+    synthetic_keep: float = Field(1.0, gt=0, le=1, description="share of the accepted synthetic images the arms "
+                                  "train on, the most realistic first (the realism critic's P(real metal) "
+                                  "recorded by the gate); 1 = all")
     parallel_arms: int = Field(1, ge=1, description="arms trained side by side (CPU)")
     conf: float = Field(0.001, gt=0, lt=1)
     bootstrap_resamples: int = Field(1000, ge=10)
@@ -287,6 +309,11 @@ class ReportConfig(Section):
     n_detection_samples: int = Field(6, ge=0)
     n_synthetic_samples: int = Field(12, ge=0)
     alpha: float = Field(0.05, gt=0, lt=1, description="CI level = 1 - alpha")
+    min_test_images: int = Field(30, ge=1, description="fewer real B test photos: no verdict (and a pre-flight "
+                                 "error before training)")
+    min_test_boxes: int = Field(50, ge=1, description="fewer boxes in the B test split: likewise")
+    min_map: float = Field(0.01, ge=0, le=1, description="when every arm scores below this mAP the verdict is "
+                           "inconclusive (nothing was learnt)")
     detection_threshold: float = Field(0.25, gt=0, lt=1, description="min score of boxes drawn in samples")
     dpi: int = Field(110, ge=50, le=300, description="resolution of the report's figures")
 

@@ -47,6 +47,9 @@ def compare(
 
     try:
         ds = DatasetVersion.open(dataset) if dataset else cached_dataset(cfg)
+        from pipeline.preflight import preflight
+
+        preflight(cfg, ds, gan=False)
         aug = DatasetVersion.open(augmented) if augmented else default_augmented(cfg, ds)
         if aug is None:
             console.print("[yellow]no augmented dataset: "
@@ -78,6 +81,8 @@ def _fmt(d: dict) -> str:
 
 
 def arms_table(metrics: dict, *, cached: bool = False) -> Table:
+    from pipeline.report.verdict import outcome_text
+
     table = Table(title=f"{metrics['dataset']['id']}: {metrics['test']['images']} real B test images"
                   + (" (cached)" if cached else ""))
     for col in ("arm", "status", "mAP@[.5:.95]", "mAP50", "seeds", "images/epoch"):
@@ -90,8 +95,7 @@ def arms_table(metrics: dict, *, cached: bool = False) -> Table:
     for c in metrics["comparisons"]:
         level = f"{round(100 * (1 - c['alpha']))}% CI " if c.get("alpha") is not None else ""
         notes.append(f"{c['treatment']} vs {c['baseline']}: Δ mAP {c['delta']:+.3f} {level}"
-                     f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
-                     f"{' significant' if c['significant'] else ' not significant'}")
+                     f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] {outcome_text(c)}")
     notes += [f"{c['treatment']} vs {c['baseline']}: not computed ({c['reason']})"
               for c in metrics.get("comparisons_skipped") or []]
     notes += [f"warning: {w['message']}" for w in metrics.get("warnings") or []]

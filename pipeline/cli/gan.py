@@ -39,6 +39,9 @@ def train_gan(
             from pipeline.data.ingest import ingest
 
             version = ingest(cfg, progress=True).version
+        from pipeline.preflight import preflight
+
+        preflight(cfg, version, compare=False)  # before minutes of training, not after
     except (DatasetError, ValueError, RuntimeError) as e:
         fail(str(e))
         return

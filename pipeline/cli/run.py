@@ -18,11 +18,19 @@ def run(config: str | None = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG) -
     Without PREFECT_API_URL, Prefect starts a temporary local server for the run (127.0.0.1, a
     free port, stopped at the end; see SECURITY.md).
     """
-    load(config, overrides)  # fail fast on a bad config, before Prefect starts
+    cfg = load(config, overrides)  # fail fast on a bad config, before Prefect starts
     path, overrides = config_args(config, overrides)
     expected = user_errors()
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).addFilter(_NoTraceback(expected))
+    from pipeline.data.ingest import ingest
+    from pipeline.preflight import preflight
+
+    try:  # and on too little data: the flow's own ingest then finds this version cached
+        preflight(cfg, ingest(cfg, progress=True).version)
+    except (*expected, ValueError) as e:
+        fail(os_error_text(e) if isinstance(e, OSError) else str(e))
+        return
     from flows.end_to_end import metalize_pipeline
 
     try:

@@ -1,20 +1,26 @@
 """Each arm's training set, under the equal-budget rule.
 
 Arms add images to the scarce labelled real B train set:
-    real            nothing (the baseline)
-    real+replica    the raw labelled A photos (control: is it just more boxes?)
-    real+synthetic  the accepted A->B translations with transferred boxes (the method)
-    oracle          extra real labelled B (demo data only)
+    real              nothing (the baseline)
+    real+replica      the raw labelled A photos (control: is it just more boxes?)
+    real+replica-aug  the A photos with classical photometric randomisation toward metal, no GAN
+                      (pipeline.synth.randomize; drawn anew per detector seed): the cheap rival
+    real+synthetic    the accepted A->B translations with transferred boxes (the method)
+    synthetic->real   pre-train on the synthetic images alone, then fine-tune on real B
+                      (`detect.pretrain_fraction` of the epochs, then the rest)
+    oracle            extra real labelled B (demo data only)
 
-Every arm sees the same number of images per epoch N. The real-only arm repeats real B to fill N;
-the mixed arms oversample real B x`detect.real_oversample` so they do not see the real photos less
-often than the baseline and lose for that reason alone. N is `detect.images_per_epoch`, or the
-largest arm's natural size (real x oversample + extra). An epoch is a text file of image paths
-with repeats, which ultralytics reads as its train split.
+Every arm sees the same number of images per epoch N, for the same number of epochs. The
+real-only arm repeats real B to fill N; the mixed arms oversample real B x`detect.real_oversample`
+so they do not see the real photos less often than the baseline and lose for that reason alone.
+N is `detect.images_per_epoch`, or the largest arm's natural size (real x oversample + extra). An
+epoch is a text file of image paths with repeats, which ultralytics reads as its train split. An
+arm trains in one phase, or two for synthetic->real (each phase its own epoch list of N images).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 from dataclasses import dataclass
@@ -29,7 +35,8 @@ from pipeline.data.version import DatasetVersion
 from pipeline.detect.base import TrainingSet
 from pipeline.store import atomic_write_text
 
-ARMS = ("real", "real+replica", "real+synthetic", "oracle")
+ARMS = ("real", "real+replica", "real+replica-aug", "real+synthetic", "synthetic->real", "oracle")
+USES_SYNTHETIC = ("real+synthetic", "synthetic->real")  # arms that depend on the GAN
 
 
 @dataclass(frozen=True)
@@ -46,31 +53,49 @@ class ImageSet:
 
 @dataclass(frozen=True)
 class ArmPlan:
-    """What one arm trains on; `unavailable` says why it cannot run on these inputs."""
+    """What one arm trains on; `unavailable` says why it cannot run on these inputs.
+
+    extra: images mixed with real B in every epoch; randomize: extra is randomised toward metal
+    at build time; pretrain: images of a first phase trained alone (then real B alone)."""
 
     name: str
     real: ImageSet | None
     extra: ImageSet | None
     unavailable: str | None = None
+    randomize: bool = False
+    pretrain: ImageSet | None = None
 
     @property
     def mixed(self) -> bool:
         return self.extra is not None
 
-    def natural_size(self, oversample: int) -> int:
-        """Images per epoch this arm would see without the budget: real x k + extra."""
+    def natural_size(self, oversample: int, variants: int = 1) -> int:
+        """Images per epoch this arm would see without the budget: real x k + extra (a pre-training
+        set counts as extra would: it must not make the budget smaller than the mixed arm's)."""
         if self.real is None:
             return 0
-        return len(self.real) * (oversample if self.mixed else 1) + (len(self.extra) if self.extra else 0)
+        if self.pretrain is not None:
+            return len(self.real) * oversample + len(self.pretrain)
+        extra = len(self.extra) * (variants if self.randomize else 1) if self.extra else 0
+        return len(self.real) * (oversample if self.mixed else 1) + extra
 
     @property
     def train_images(self) -> int:
-        """Distinct training images."""
-        return (len(self.real) if self.real else 0) + (len(self.extra) if self.extra else 0)
+        """Distinct training images (randomised copies counted once per source photo)."""
+        return sum(len(s) for s in (self.real, self.extra, self.pretrain) if s is not None)
 
     @property
     def uses_augmented(self) -> bool:
-        return self.name == "real+synthetic"
+        return self.name in USES_SYNTHETIC
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One training phase of an arm: its data and how many epochs."""
+
+    name: str  # "train", or "pretrain" / "finetune"
+    data: TrainingSet
+    epochs: int
 
 
 def slug(arm: str) -> str:
@@ -90,12 +115,12 @@ def plan_arms(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
     plans = []
     for arm in cfg.detect.arms:
         extra, why = None, None
-        if arm == "real+replica":
+        if arm in ("real+replica", "real+replica-aug"):
             extra, why = _split_or_reason(dataset, "A", "train", "no labelled A photos")
         elif arm == "oracle":
             extra, why = _split_or_reason(dataset, "B", "oracle",
                                           "no extra labelled B (only demo data has an oracle split)")
-        elif arm == "real+synthetic":
+        elif arm in USES_SYNTHETIC:
             if augmented is None:
                 why = "no augmented dataset given (run synthesis first)"
             elif not augmented.has("B", "train"):
@@ -108,12 +133,29 @@ def plan_arms(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
                 elif not syn.images:
                     why = f"{augmented.root}: no accepted synthetic images"
                 else:
-                    extra = ImageSet("synthetic", syn, augmented.root)
+                    syn, why = most_realistic(syn, cfg.detect.synthetic_keep, augmented.root)
+                    extra = ImageSet("synthetic", syn, augmented.root) if why is None else None
         if why is not None:
             plans.append(ArmPlan(arm, None, None, unavailable=why))
+        elif arm == "synthetic->real":
+            plans.append(ArmPlan(arm, real, None, pretrain=extra))
         else:
-            plans.append(ArmPlan(arm, real, extra))
+            plans.append(ArmPlan(arm, real, extra, randomize=arm == "real+replica-aug"))
     return plans
+
+
+def most_realistic(syn: CocoSet, share: float, root: Path) -> tuple[CocoSet, str | None]:
+    """The `share` of synthetic images the realism critic found most like real metal (its P(real)
+    recorded by the gate; ties keep their order), or a reason why they cannot be ranked."""
+    if share >= 1.0:
+        return syn, None
+    scores = {im.id: (im.extra.get("gate") or {}).get("realism") for im in syn.images}
+    if any(v is None for v in scores.values()):
+        return syn, (f"{root}: detect.synthetic_keep={share} ranks by realism, but the gate recorded no realism "
+                     "score (the translator has no realism critic: gan.realism_steps > 0 trains one)")
+    n = max(1, math.ceil(share * len(syn.images)))
+    keep = {im.id for im in sorted(syn.images, key=lambda im: -scores[im.id])[:n]}
+    return syn.subset(lambda im: im.id in keep), None
 
 
 def _split_or_reason(dataset: DatasetVersion, domain: str, split: str,
@@ -130,7 +172,8 @@ def epoch_budget(cfg: RunConfig, plans: list[ArmPlan]) -> int:
     """Images per epoch N shared by every arm."""
     if cfg.detect.images_per_epoch is not None:
         return cfg.detect.images_per_epoch
-    sizes = [p.natural_size(cfg.detect.real_oversample) for p in plans if p.unavailable is None]
+    sizes = [p.natural_size(cfg.detect.real_oversample, cfg.detect.replica_aug_variants)
+             for p in plans if p.unavailable is None]
     if not sizes:
         raise ValueError("no arm can run: " + "; ".join(f"{p.name}: {p.unavailable}" for p in plans))
     return max(sizes)
@@ -148,12 +191,13 @@ def epoch_list(real: list[Path], extra: list[Path], oversample: int, n: int, see
 
 
 # ------------------------------------------------------------------------------------- on disk
-def build_training_set(
-    plan: ArmPlan, cfg: RunConfig, dataset: DatasetVersion, n_per_epoch: int, out_dir: Path, seed: int
-) -> TrainingSet:
-    """Write the arm's YOLO layout under out_dir (hardlinks to the dataset's images) and its
-    epoch list, val list and data.yaml. Each run gets its own layout because ultralytics writes
-    label caches beside the labels, and arms run side by side."""
+def build_phases(plan: ArmPlan, cfg: RunConfig, dataset: DatasetVersion, n_per_epoch: int, out_dir: Path,
+                 seed: int) -> list[Phase]:
+    """Write the arm's YOLO layout under out_dir (hardlinks to the dataset's images; randomised
+    copies for real+replica-aug) and one epoch list, val list and data.yaml per phase. Each run
+    gets its own layout because ultralytics writes label caches beside the labels, and arms run
+    side by side. Every phase sees n_per_epoch images per epoch; the phases' epochs add up to
+    detect.epochs."""
     if plan.unavailable is not None or plan.real is None:
         raise ValueError(f"arm {plan.name} cannot run: {plan.unavailable}")
     out_dir = Path(out_dir)
@@ -161,15 +205,39 @@ def build_training_set(
         shutil.rmtree(out_dir)  # a half-written layout from an interrupted run
     names = plan.real.coco.category_names
     real = write_yolo(plan.real.coco, plan.real.root, out_dir / "train" / plan.real.label)
-    extra = []
-    if plan.extra:
-        extra = write_yolo(plan.extra.coco, plan.extra.root, out_dir / "train" / plan.extra.label)
-    train = epoch_list(real, extra, cfg.detect.real_oversample, n_per_epoch, seed)
     val = write_yolo(dataset.coco("B", "val"), dataset.root, out_dir / "val")
-    train_list = atomic_write_text(out_dir / "train.txt", "".join(f"{p}\n" for p in train))
     val_list = atomic_write_text(out_dir / "val.txt", "".join(f"{p}\n" for p in val))
-    data_yaml = write_data_yaml(out_dir / "data.yaml", out_dir, train_list, val_list, names)
-    return TrainingSet(data_yaml=data_yaml, train_list=train_list, val_list=val_list, names=names)
+
+    def phase(name: str, real_paths: list[Path], extra_paths: list[Path], epochs: int) -> Phase:
+        stem = "" if name in ("train", "finetune") else f"{name}_"  # the last phase keeps the usual names
+        train = epoch_list(real_paths, extra_paths, cfg.detect.real_oversample, n_per_epoch, seed)
+        train_list = atomic_write_text(out_dir / f"{stem}train.txt", "".join(f"{p}\n" for p in train))
+        data_yaml = write_data_yaml(out_dir / f"{stem}data.yaml", out_dir, train_list, val_list, names)
+        return Phase(name, TrainingSet(data_yaml=data_yaml, train_list=train_list, val_list=val_list,
+                                       names=names), epochs)
+
+    if plan.pretrain is not None:
+        first = max(1, min(cfg.detect.epochs - 1, round(cfg.detect.epochs * cfg.detect.pretrain_fraction)))
+        syn = write_yolo(plan.pretrain.coco, plan.pretrain.root, out_dir / "train" / plan.pretrain.label)
+        # the pre-training epochs hold synthetic images alone (cycled to N), then real B alone
+        return [phase("pretrain", syn, [], first), phase("finetune", real, [], cfg.detect.epochs - first)]
+    extra: list[Path] = []
+    if plan.extra is not None:
+        coco, root, label = plan.extra.coco, plan.extra.root, plan.extra.label
+        if plan.randomize:
+            from pipeline.synth.randomize import randomize_set
+
+            root, label = out_dir / "randomized", f"{label}_randomized"
+            coco = randomize_set(plan.extra.coco, plan.extra.root, root, seed=seed,
+                                 variants=cfg.detect.replica_aug_variants)
+        extra = write_yolo(coco, root, out_dir / "train" / label)
+    return [phase("train", real, extra, cfg.detect.epochs)]
+
+
+def build_training_set(plan: ArmPlan, cfg: RunConfig, dataset: DatasetVersion, n_per_epoch: int, out_dir: Path,
+                       seed: int) -> TrainingSet:
+    """The last phase's training set (the only one, but for synthetic->real): see build_phases."""
+    return build_phases(plan, cfg, dataset, n_per_epoch, out_dir, seed)[-1].data
 
 
 def write_eval_set(dataset: DatasetVersion, domain: str, split: str, out_dir: Path) -> Path:

@@ -40,6 +40,13 @@ class TrainOutcome:
     train_seconds: float  # wall clock
     images_seen: int  # images per epoch x epochs actually run
     cpu_seconds: float | None = None  # process CPU time: throughput that a busy machine does not skew
+    last_weights: Path | None = None  # the final epoch's checkpoint (a next phase starts from it)
+
+    def after(self, earlier: "TrainOutcome") -> "TrainOutcome":
+        """This phase's outcome with an earlier phase's cost added (time and images seen)."""
+        cpu = None if self.cpu_seconds is None or earlier.cpu_seconds is None else self.cpu_seconds + earlier.cpu_seconds
+        return TrainOutcome(self.weights, self.results_csv, self.train_seconds + earlier.train_seconds,
+                            self.images_seen + earlier.images_seen, cpu, self.last_weights)
 
 
 class Detector(ABC):
@@ -48,8 +55,10 @@ class Detector(ABC):
     name: str = "detector"
 
     @abstractmethod
-    def train(self, data: TrainingSet, out_dir: Path, *, seed: int) -> TrainOutcome:
-        """Train from scratch (or configured weights) with this seed; write everything under out_dir."""
+    def train(self, data: TrainingSet, out_dir: Path, *, seed: int, epochs: int | None = None,
+              init: Path | None = None, name: str = "train") -> TrainOutcome:
+        """Train from scratch (or configured weights, or `init`: an earlier phase's checkpoint) with
+        this seed for `epochs` (None: detect.epochs); write everything under out_dir/name."""
 
     @abstractmethod
     def predict(self, weights: Path, images: list[tuple[int, Path]],

@@ -28,17 +28,17 @@ from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.detect.arms import ArmPlan, epoch_budget, plan_arms, slug
+from pipeline.detect.arms import USES_SYNTHETIC, ArmPlan, epoch_budget, plan_arms, slug
 from pipeline.detect.base import make_detector
 from pipeline.detect.evaluate import METRIC_KEYS, coco_eval, load_gt
-from pipeline.detect.runs import RunSpec, cached_record, run_isolated
-from pipeline.detect.stats import paired_bootstrap, summarize
+from pipeline.detect.runs import RunSpec, adopt_finished_run, cached_record, run_isolated
+from pipeline.detect.stats import ArmEvals, HierarchicalBootstrap, summarize
 from pipeline.progress import stage_progress
 from pipeline.store import (atomic_write_json, atomic_write_text, dir_lock, read_manifest, sha256_file,
                             stage_key, write_manifest)
 
 TREATMENT = "real+synthetic"
-BASELINES = ("real", "real+replica")
+CEILING = "oracle"  # not a baseline: the share of the real -> oracle gap an arm closes is reported instead
 
 
 @dataclass
@@ -53,11 +53,20 @@ class CompareResult:
 
 
 # ------------------------------------------------------------------------------------- planning
-def _run_config(cfg: RunConfig) -> dict[str, Any]:
-    """The part of the detect config that changes what a single run produces."""
+# settings that only some arms read: they stay out of the other arms' keys, so changing one never
+# retrains (or stops sharing) the arms it does not touch
+ARM_SETTINGS = {"replica_aug_variants": ("real+replica-aug",), "pretrain_fraction": ("synthetic->real",),
+                "synthetic_keep": USES_SYNTHETIC}
+
+
+def _run_config(cfg: RunConfig, arm: str) -> dict[str, Any]:
+    """The part of the detect config that changes what one run of `arm` produces."""
     d = cfg.detect.model_dump(mode="json")
     for k in ("arms", "seeds", "parallel_arms", "bootstrap_resamples", "crosscheck_tolerance"):
         d.pop(k)
+    for k, arms in ARM_SETTINGS.items():
+        if arm not in arms:
+            d.pop(k)
     return d
 
 
@@ -87,7 +96,8 @@ def plan_runs(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
             continue
         parents = [dataset.manifest] + ([augmented.manifest] if plan.uses_augmented and augmented else [])
         for seed in cfg.detect.seeds:
-            key = stage_key("detect-run", {"detect": _run_config(cfg), "detector": identity, "arm": plan.name,
+            key = stage_key("detect-run", {"detect": _run_config(cfg, plan.name), "detector": identity,
+                                           "arm": plan.name,
                                            "seed": seed, "images_per_epoch": n,
                                            "device": device.split(":")[0]}, parents)
             run_dir = Path(out_dir) / "runs" / slug(plan.name) / f"seed{seed}"
@@ -111,7 +121,8 @@ def compare(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion |
         if (hit := cached_result(cfg, dataset, augmented, out_dir, specs)) is not None:
             return hit
         threads = threads_per_run(cfg)
-        records = {(s.arm, s.seed): rec for s in specs if (rec := cached_record(s)) is not None}
+        records = {(s.arm, s.seed): rec for s in specs
+                   if (rec := cached_record(s) or adopt_finished_run(s)) is not None}
         todo = [s for s in specs if (s.arm, s.seed) not in records]
         with runs_progress(cfg, n, specs, len(records), enabled=progress) as bar, \
                 shared_core_env(cfg.detect.parallel_arms), \
@@ -155,7 +166,9 @@ def run_status(spec: RunSpec, rec: dict[str, Any]) -> str:
 def _compare_key(cfg: RunConfig, run_keys: list[str]) -> str:
     """Key of the whole comparison: config plus the (order-free) keys of its runs."""
     config = {"detect": cfg.detect.model_dump(mode="json"), "alpha": cfg.report.alpha,
-              "seed": cfg.runtime.seed, "schema": 2}  # 2: all six metrics summarised, comparisons_skipped, warnings, detector
+              "seed": cfg.runtime.seed, "schema": 3,  # 2: all six metrics summarised, comparisons_skipped,
+              # warnings, detector; 3: every arm compared, seeds resampled too, verdicts, gap_closed
+              "rules": {k: getattr(cfg.report, k) for k in ("min_test_images", "min_test_boxes", "min_map")}}
     return stage_key("compare", config, [{"id": k} for k in sorted(run_keys)])
 
 
@@ -210,23 +223,7 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
     evaluate_s = time.perf_counter() - te
 
     tb = time.perf_counter()
-    comparisons, skipped = [], []
-    memo: dict = {}  # the treatment's resampled mAPs serve both baselines
-    by_name = {a["name"]: a for a in arms}
-    for base in BASELINES:
-        if TREATMENT not in by_name or base not in by_name:
-            continue  # not configured: nothing was asked, nothing skipped
-        seeds = sorted(set(per_image.get(TREATMENT, {})) & set(per_image.get(base, {})))  # paired by seed
-        if not seeds:
-            skipped.append({"treatment": TREATMENT, "baseline": base,
-                            "reason": _no_pair_reason(by_name[TREATMENT], by_name[base])})
-            continue
-        ci = paired_bootstrap([per_image[TREATMENT][s] for s in seeds], [per_image[base][s] for s in seeds],
-                              resamples=cfg.detect.bootstrap_resamples, seed=cfg.runtime.seed,
-                              alpha=cfg.report.alpha, cache=memo)
-        comparisons.append({"treatment": TREATMENT, "baseline": base, "metric": "map", "delta": ci.delta,
-                            "ci_low": ci.ci_low, "ci_high": ci.ci_high, "alpha": cfg.report.alpha,
-                            "resamples": ci.resamples, "significant": ci.significant, "seeds": seeds})
+    comparisons, skipped, gap = uplifts(cfg, arms, per_image, len(test.images), len(test.annotations))
     bootstrap_s = time.perf_counter() - tb
 
     metrics = {
@@ -239,6 +236,7 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
         "arms": arms,
         "comparisons": comparisons,
         "comparisons_skipped": skipped,
+        "gap_closed": gap,
         "warnings": crosscheck_warnings(arms, cfg.detect.crosscheck_tolerance),
         "timings": {"total_s": round(time.perf_counter() - t0, 2), "bootstrap_s": round(bootstrap_s, 2),
                     "evaluate_s": round(evaluate_s, 2)},
@@ -260,6 +258,46 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
     write_manifest(out_dir, kind="comparison", id=f"compare-{(key or 'partial')[:12]}",
                    config=cfg.detect.model_dump(mode="json"), parents=parents, summary=summary, files=files)
     return CompareResult(out_dir, path, False, metrics)
+
+
+def uplifts(cfg: RunConfig, arms: list[dict[str, Any]], per_image: dict[str, dict[int, Any]],
+            test_images: int, test_boxes: int) -> tuple[list[dict], list[dict], dict[str, dict]]:
+    """real+synthetic against every other configured arm but the oracle, each with its bootstrap
+    CI (test images and detector seeds resampled) and verdict; plus, when real and oracle both
+    ran, the share of the real -> oracle gap every other arm closes. Returns (comparisons,
+    skipped comparisons with their reason, gap shares)."""
+    from pipeline.report.verdict import Evidence, Rules, judge
+
+    by_name = {a["name"]: a for a in arms}
+    image_ids = next((pe.image_ids for runs in per_image.values() for pe in runs.values()), [])
+    hb = HierarchicalBootstrap(image_ids, resamples=cfg.detect.bootstrap_resamples, seed=cfg.runtime.seed)
+    evals = {name: ArmEvals(name, {(None, s): pe for s, pe in runs.items()}) for name, runs in per_image.items()}
+    rules = Rules.from_config(cfg.report)
+    best = max((a["summary"]["map"]["mean"] for a in arms if a["summary"]["map"]["mean"] is not None), default=None)
+    comparisons, skipped = [], []
+    for base in (a["name"] for a in arms):
+        if TREATMENT not in by_name or base in (TREATMENT, CEILING):
+            continue  # not configured: nothing was asked, nothing skipped
+        if TREATMENT not in evals or base not in evals:
+            skipped.append({"treatment": TREATMENT, "baseline": base,
+                            "reason": _no_pair_reason(by_name[TREATMENT], by_name[base])})
+            continue
+        ci = hb.uplift(evals[TREATMENT], evals[base], cfg.report.alpha)
+        c = {"treatment": TREATMENT, "baseline": base, "metric": "map", "delta": ci.delta,
+             "ci_low": ci.ci_low, "ci_high": ci.ci_high, "alpha": cfg.report.alpha, "resamples": ci.resamples,
+             "significant": ci.significant,
+             "seeds": sorted(set(per_image[TREATMENT]) & set(per_image[base])),
+             "runs": [len(per_image[TREATMENT]), len(per_image[base])]}
+        verdict = judge(c, Evidence(min(c["runs"]), test_images, test_boxes, best), rules)
+        comparisons.append({**c, "outcome": verdict.outcome, "reasons": verdict.reasons})
+    gap = {}
+    if "real" in evals and CEILING in evals:
+        for name in evals:
+            if name not in ("real", CEILING):
+                share = hb.gap_closed(evals[name], evals["real"], evals[CEILING], cfg.report.alpha)
+                gap[name] = {"point": share.point, "ci_low": share.ci_low, "ci_high": share.ci_high,
+                             "resamples": share.resamples}
+    return comparisons, skipped, gap
 
 
 def _identity_or_error(cfg: RunConfig) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.detect.arms import build_training_set, plan_arms, write_eval_set
+from pipeline.detect.arms import build_phases, plan_arms, write_eval_set
 from pipeline.detect.base import make_detector
 from pipeline.detect.evaluate import coco_eval, write_results
 from pipeline.store import atomic_write_json, sha256_file
@@ -64,6 +64,38 @@ def cached_record(spec: RunSpec) -> dict[str, Any] | None:
     return rec
 
 
+def adopt_finished_run(spec: RunSpec) -> dict[str, Any] | None:
+    """A finished run with the same key in a sibling comparison (same layout under the same
+    parent folder: another GAN seed, another GAN variant), linked into this comparison so the arm
+    is not trained again; None when there is none. The key covers everything that decides the
+    run (detect config, detector, arm, seed, budget, device and the input manifests), so an arm
+    that does not use the GAN is trained once for every GAN it is compared with."""
+    out_dir = spec.run_dir.parents[2]
+    rel = spec.run_dir.relative_to(out_dir)
+    for candidate in sorted(out_dir.parent.parent.glob(f"*/{out_dir.name}/{rel.as_posix()}/{RUN_RECORD}")):
+        src = candidate.parent
+        if src == spec.run_dir:
+            continue
+        src_rec = cached_record(RunSpec(spec.arm, spec.seed, src, spec.key, spec.images_per_epoch))
+        if src_rec is None:
+            continue
+        tmp = spec.run_dir.with_name(f".{spec.run_dir.name}.adopt")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp, copy_function=_link_or_copy, ignore=shutil.ignore_patterns("data"))
+        shutil.rmtree(spec.run_dir, ignore_errors=True)
+        spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, spec.run_dir)
+        return cached_record(spec)
+    return None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def run_arm_seed(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, spec: RunSpec,
                  *, threads: int | None = None) -> dict[str, Any]:
     """Train one arm with one seed, predict the B test split, evaluate; returns the run record
@@ -73,11 +105,16 @@ def run_arm_seed(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
     out_dir = spec.run_dir.parents[2]
     plan = next(p for p in plan_arms(cfg, dataset, augmented) if p.name == spec.arm)
     (spec.run_dir / FAILED_RECORD).unlink(missing_ok=True)
-    # an interrupted run's partial ultralytics dir would append to its results.csv: start clean
-    shutil.rmtree(spec.run_dir / "train", ignore_errors=True)
-    data = build_training_set(plan, cfg, dataset, spec.images_per_epoch, spec.run_dir / "data", spec.seed)
+    phases = build_phases(plan, cfg, dataset, spec.images_per_epoch, spec.run_dir / "data", spec.seed)
     detector = make_detector(cfg, threads=threads)
-    trained = detector.train(data, spec.run_dir, seed=spec.seed)
+    trained, start = None, None
+    for ph in phases:  # one phase, or pre-train then fine-tune from the pre-trained weights
+        name = "train" if ph is phases[-1] else ph.name
+        # an interrupted run's partial ultralytics dir would append to its results.csv: start clean
+        shutil.rmtree(spec.run_dir / name, ignore_errors=True)
+        done = detector.train(ph.data, spec.run_dir, seed=spec.seed, epochs=ph.epochs, init=start, name=name)
+        start = done.last_weights
+        trained = done if trained is None else done.after(trained)
 
     test = dataset.coco("B", "test")
     cat_ids = [c.id for c in sorted(test.categories, key=lambda c: c.id)]

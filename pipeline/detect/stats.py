@@ -6,11 +6,15 @@ per-image multiplicities, and since COCO's accumulate() only needs detections so
 weighting each detection and ground truth by its image's multiplicity equals evaluating the
 resampled set — without re-running the matching. `paired_bootstrap` then draws the *same*
 resamples for two arms and gives the percentile CI of the mAP difference.
+`HierarchicalBootstrap` also resamples the training runs (GAN seeds, then detector seeds), so
+its intervals include the training noise of both models; `gap_closed` gives the share of the
+real -> oracle gap an arm closes, with its interval.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,3 +167,132 @@ def paired_bootstrap(
     deltas = deltas[~np.isnan(deltas)]
     lo, hi = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
     return BootstrapCI(point, float(lo), float(hi), int(deltas.size))
+
+
+# ------------------------------------------------------------------- training noise: seeds too
+RunKey = tuple[int | None, int]  # (GAN seed, or None for an arm that uses no GAN; detector seed)
+
+
+@dataclass(frozen=True)
+class RunMaps:
+    """One run's mAP on the full test set and on each image resample: what the hierarchical
+    bootstrap combines (computed from a PerImageEval, or given directly)."""
+
+    full: float
+    resampled: np.ndarray  # (R,)
+
+
+@dataclass(frozen=True)
+class ArmEvals:
+    """One arm's evaluations on the same test images, one per finished training run."""
+
+    name: str
+    runs: dict[RunKey, PerImageEval | RunMaps]
+
+    def by_gan(self) -> dict[int | None, list[PerImageEval | RunMaps]]:
+        """Runs grouped by GAN seed (detector seeds in ascending order)."""
+        out: dict[int | None, list[PerImageEval | RunMaps]] = {}
+        for (g, s), pe in sorted(self.runs.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1])):
+            out.setdefault(g, []).append(pe)
+        return out
+
+
+@dataclass
+class Interval:
+    """A point estimate and its percentile bootstrap interval."""
+
+    point: float
+    ci_low: float
+    ci_high: float
+    resamples: int
+
+
+class HierarchicalBootstrap:
+    """Confidence intervals that include the training noise of both models.
+
+    A resample draws, with replacement, (1) the test images (one draw shared by every arm: the
+    comparison stays paired on images), (2) GAN seeds, and (3) for each drawn GAN seed, detector
+    seeds among that seed's finished runs. An arm's resampled mAP is the mean over the drawn
+    (GAN seed, detector seed) runs of its mAP on the drawn images; arms that use no GAN have one
+    level fewer. GAN-seed draws are shared by arms trained on the same GAN seeds (they use the
+    same synthetic images); detector-seed draws are the arm's own. With one GAN seed and one
+    detector seed this is exactly `paired_bootstrap` (same image draws for the same `seed`).
+    """
+
+    def __init__(self, image_ids: list[int], resamples: int = 1000, seed: int = 0, iou: float | None = None):
+        self.image_ids, self.resamples, self.seed, self.iou = list(image_ids), resamples, seed, iou
+        self.counts = resample_counts(len(image_ids), resamples, seed)
+        self._maps: dict[int, RunMaps] = {}  # id(pe) -> its maps
+        self._gan_draws: dict[tuple, np.ndarray] = {}
+        self._keep: list[PerImageEval] = []  # keeps id() keys valid
+
+    def run_maps(self, run: PerImageEval | RunMaps) -> RunMaps:
+        """A run's mAP on the full test set and on every resample of this bootstrap's images."""
+        if isinstance(run, RunMaps):
+            if run.resampled.shape != (self.resamples,):
+                raise ValueError(f"run maps hold {run.resampled.shape} resamples, expected {self.resamples}")
+            return run
+        if run.image_ids != self.image_ids:
+            raise ValueError("hierarchical bootstrap needs every run evaluated on the same test images")
+        key = id(run)
+        if key not in self._maps:
+            full = float(bootstrap_map(run, np.ones((1, len(self.image_ids))), self.iou)[0])
+            self._maps[key] = RunMaps(full, bootstrap_map(run, self.counts, self.iou))
+            self._keep.append(run)
+        return self._maps[key]
+
+    def _draw_gans(self, gans: tuple) -> np.ndarray:
+        """(R, G) indices into `gans`, the same for every arm trained on these GAN seeds."""
+        if gans not in self._gan_draws:
+            rng = np.random.default_rng([self.seed, 1, len(gans)])
+            self._gan_draws[gans] = rng.integers(0, len(gans), size=(self.resamples, len(gans)))
+        return self._gan_draws[gans]
+
+    def arm(self, ev: ArmEvals) -> tuple[float, np.ndarray]:
+        """(point mAP, (R,) resampled mAPs): nested means over GAN seeds, then detector seeds."""
+        if not ev.runs:
+            raise ValueError(f"arm {ev.name}: no finished run to bootstrap")
+        groups = ev.by_gan()
+        gans = tuple(groups)
+        R = self.resamples
+        rng = np.random.default_rng([self.seed, 2, zlib.crc32(ev.name.encode())])
+        per_gan_point, per_gan_draws = [], []
+        for g in gans:
+            runs = [self.run_maps(r) for r in groups[g]]
+            full = np.array([r.full for r in runs])
+            maps = np.stack([r.resampled for r in runs])  # (S_g, R)
+            per_gan_point.append(float(full.mean()))
+            slots = len(gans)  # each drawn GAN seed slot draws its own detector seeds
+            idx = rng.integers(0, len(runs), size=(slots, R, len(runs)))
+            per_gan_draws.append(np.take_along_axis(maps.T[None], idx, axis=2).mean(axis=2))  # (slots, R)
+        point = float(np.mean(per_gan_point))
+        if len(gans) == 1:
+            return point, per_gan_draws[0][0]
+        draws = self._draw_gans(gans)  # (R, G): which GAN seed fills each slot
+        stacked = np.stack(per_gan_draws)  # (G candidates, slots, R)
+        slot = np.arange(len(gans))[None, :]
+        chosen = stacked[draws, slot, np.arange(R)[:, None]]  # (R, slots)
+        return point, chosen.mean(axis=1)
+
+    def uplift(self, treatment: ArmEvals, baseline: ArmEvals, alpha: float = 0.05) -> BootstrapCI:
+        """CI of mAP(treatment) - mAP(baseline)."""
+        pt, rt = self.arm(treatment)
+        pb, rb = self.arm(baseline)
+        d = rt - rb
+        d = d[~np.isnan(d)]
+        lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+        return BootstrapCI(pt - pb, float(lo), float(hi), int(d.size))
+
+    def gap_closed(self, arm: ArmEvals, real: ArmEvals, oracle: ArmEvals, alpha: float = 0.05) -> Interval:
+        """Share of the real -> oracle gap that `arm` closes: (arm - real) / (oracle - real)."""
+        pa, ra = self.arm(arm)
+        pr, rr = self.arm(real)
+        po, ro = self.arm(oracle)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = (ra - rr) / (ro - rr)
+        share = share[np.isfinite(share)]
+        point = (pa - pr) / (po - pr) if po != pr else float("nan")
+        if share.size == 0:
+            return Interval(point, float("nan"), float("nan"), 0)
+        lo, hi = np.quantile(share, [alpha / 2, 1 - alpha / 2])
+        return Interval(float(point), float(lo), float(hi), int(share.size))

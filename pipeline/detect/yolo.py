@@ -82,15 +82,16 @@ class YoloDetector(Detector):
                 "weights_sha256": sha256_file(source) if pretrained else None, "ultralytics": ul}
 
     # ------------------------------------------------------------------------------------ train
-    def train(self, data: TrainingSet, out_dir: Path, *, seed: int) -> TrainOutcome:
-        source, pretrained = self._start_point()
+    def train(self, data: TrainingSet, out_dir: Path, *, seed: int, epochs: int | None = None,
+              init: Path | None = None, name: str = "train") -> TrainOutcome:
+        source, pretrained = (str(init), True) if init is not None else self._start_point()
         model = self._model(source)
         n_per_epoch = sum(1 for line in data.train_list.read_text().splitlines() if line.strip())
         if n_per_epoch == 0:
             raise DetectorError(f"{data.train_list}: empty training list")
         args: dict[str, Any] = dict(
             data=str(data.data_yaml),
-            epochs=self.d.epochs,
+            epochs=epochs or self.d.epochs,
             imgsz=self.d.imgsz,
             batch=self.d.batch,
             device=self.device,
@@ -102,7 +103,7 @@ class YoloDetector(Detector):
             amp=amp_setting(self.device, self.d.amp),
             # absolute: ultralytics puts a relative project under its runs_dir (./runs/detect/...)
             project=str(Path(out_dir).resolve()),
-            name="train",
+            name=name,
             exist_ok=True,
             plots=False,  # results.csv is written regardless; plots cost CPU time
             val=True,
@@ -120,13 +121,15 @@ class YoloDetector(Detector):
         if not weights.is_file():
             raise DetectorError(f"{run}: training finished without weights")
         results_csv = run / "results.csv"
-        epochs_run = _epochs_in(results_csv) or self.d.epochs
+        epochs_run = _epochs_in(results_csv) or epochs or self.d.epochs
+        last = run / "weights" / "last.pt"
         return TrainOutcome(
             weights=weights,
             results_csv=results_csv if results_csv.is_file() else None,
             train_seconds=seconds,
             images_seen=n_per_epoch * epochs_run,
             cpu_seconds=cpu,
+            last_weights=last if last.is_file() else weights,
         )
 
     # ---------------------------------------------------------------------------------- predict

@@ -6,7 +6,8 @@ train split (B_unlabelled + B_train). B_val and B_test are never read: they judg
 Sample k of the run (a global counter over steps, ranks and batch positions) is a pure function
 of (seed, k): which A and which B image, and the crop/flip. So a resumed run, any number of
 DataLoader workers or another rank layout sees exactly the images an uninterrupted run would.
-Items: {"A": (3,crop,crop), "B": (3,crop,crop)} float32 in [-1,1].
+Items: {"A": (3,crop,crop), "B": (3,crop,crop)} float32 in [-1,1], and "A_weight" (1,crop,crop):
+`box_weight` inside the replica's boxes (as cropped), 1 elsewhere, for the structure term.
 """
 
 from __future__ import annotations
@@ -82,31 +83,36 @@ class UnpairedDataset(Dataset):
     load_size: short side after resizing (the paper's 286); crop_size: square crop (256).
     object_aware: crops of labelled images keep at least one box (albumentations'
     AtLeastOneBBoxRandomCrop), so the generator trains on parts, not empty background.
+    box_weight: value of "A_weight" inside the A crop's boxes (1 outside).
     """
 
     def __init__(self, a: list[ImageItem], b: list[ImageItem], *, load_size: int, crop_size: int, seed: int,
-                 length: int, object_aware: bool = False, flip: bool = True, cache_mb: int = 512):
+                 length: int, object_aware: bool = False, flip: bool = True, cache_mb: int = 512,
+                 box_weight: float = 1.0):
         if load_size < crop_size:
             raise ValueError(f"load_size {load_size} is smaller than crop_size {crop_size}")
         self.a, self.b = a, b
         self.load_size, self.crop_size, self.seed, self.length = load_size, crop_size, seed, length
-        self.object_aware, self.flip = object_aware, flip
+        self.object_aware, self.flip, self.box_weight = object_aware, flip, box_weight
         self._cache: dict[Path, tuple[np.ndarray, list[list[float]]]] = {}
         self._cache_bytes, self._cache_limit = 0, cache_mb << 20
         self._bad: set[Path] = set()
-        self._plain = self._object = None  # albumentations pipelines, built lazily per process
+        self._plain = self._object = self._plain_boxes = None  # albumentations, built lazily per process
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, int(k)])
-        a = self._sample(self.a, rng)
-        b = self._sample(self.b, rng)
-        return {"A": to_tensor(a), "B": to_tensor(b)}
+        a, a_boxes = self._sample(self.a, rng)
+        b, _ = self._sample(self.b, rng)
+        weight = np.ones((1, *a.shape[:2]), np.float32)
+        for x, y, w, h in a_boxes:  # pixels covered by a box, rounded outward
+            weight[0, int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = self.box_weight
+        return {"A": to_tensor(a), "B": to_tensor(b), "A_weight": torch.from_numpy(weight)}
 
     # ------------------------------------------------------------------------------------------
-    def _sample(self, items: list[ImageItem], rng: np.random.Generator) -> np.ndarray:
+    def _sample(self, items: list[ImageItem], rng: np.random.Generator) -> tuple[np.ndarray, list]:
         for _ in range(16):  # a bad file is logged and replaced by another draw, never fatal
             item = items[int(rng.integers(len(items)))]
             aug_seed = int(rng.integers(2**31 - 1))
@@ -146,20 +152,32 @@ class UnpairedDataset(Dataset):
             flip = [A.HorizontalFlip(p=0.5)] if self.flip else []
             c = self.crop_size
             self._plain = A.Compose([A.RandomCrop(c, c), *flip])
-            self._object = A.Compose(
-                [A.AtLeastOneBBoxRandomCrop(c, c), *flip],
-                bbox_params=A.BboxParams(format="coco", label_fields=["labels"], clip=True,
-                                         min_visibility=0.0),
-            )
-        return self._plain, self._object
+            bbox = A.BboxParams(format="coco", label_fields=["labels"], clip=True, min_visibility=0.0)
+            self._object = A.Compose([A.AtLeastOneBBoxRandomCrop(c, c), *flip], bbox_params=bbox)
+            self._plain_boxes = A.Compose([A.RandomCrop(c, c), *flip], bbox_params=bbox)
+        return self._plain, self._object, self._plain_boxes
 
-    def _augment(self, rgb: np.ndarray, boxes: list[list[float]], seed: int) -> np.ndarray:
-        plain, objectwise = self._pipelines()
-        if self.object_aware and boxes:
-            objectwise.set_random_seed(seed)
-            return objectwise(image=rgb, bboxes=boxes, labels=[0] * len(boxes))["image"]
-        plain.set_random_seed(seed)
-        return plain(image=rgb)["image"]
+    def _augment(self, rgb: np.ndarray, boxes: list[list[float]], seed: int) -> tuple[np.ndarray, list]:
+        """The crop (and flip) of one image, with its boxes as cropped (xywh pixels)."""
+        plain, objectwise, plain_boxes = self._pipelines()
+        pipe = (objectwise if self.object_aware else plain_boxes) if boxes else plain
+        seed_independently(pipe, np.random.SeedSequence(seed))
+        if boxes:
+            out = pipe(image=rgb, bboxes=boxes, labels=[0] * len(boxes))
+            return out["image"], [list(b) for b in out["bboxes"]]
+        return pipe(image=rgb)["image"], []
+
+
+def seed_independently(transform, seq: np.random.SeedSequence) -> None:
+    """Seed an albumentations transform and, recursively, each of its children with a generator of
+    its own. albumentations' set_random_seed gives every child the same seed, so their coin flips
+    agree (a flip decided by the crop's draw; in a long pipeline every step applied, or none)."""
+    from albumentations.core.composition import BaseCompose
+
+    transform.set_random_seed(int(seq.generate_state(1)[0]))
+    children = list(transform.transforms) if isinstance(transform, BaseCompose) else []
+    for child, child_seq in zip(children, seq.spawn(len(children))):
+        seed_independently(child, child_seq)
 
 
 class StepSampler(torch.utils.data.Sampler[int]):

@@ -2,6 +2,9 @@
 
 ResnetGenerator: c7s1-ngf, d(2ngf), d(4ngf), n × R(4ngf), u(2ngf), u(ngf), c7s1-3 with reflection
 padding, instance norm and tanh: (N,3,H,W) in [-1,1] -> (N,3,H,W) in [-1,1], H and W multiples of 4.
+Upsampling `u` is the paper's stride-2 transposed convolution, or (upsample="resize") a nearest
+resize followed by a 3×3 convolution: transposed convolutions with a kernel not divisible by their
+stride overlap unevenly and print a checkerboard (Odena et al. 2016), resize-convolution cannot.
 PatchDiscriminator: the 70×70 PatchGAN at n_layers=3, (N,3,H,W) -> (N,1,H/8-2,W/8-2) logits.
 """
 
@@ -31,11 +34,20 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+def upsample_block(in_ch: int, out_ch: int, mode: str = "transpose") -> list[nn.Module]:
+    """×2 upsampling convolution: the paper's transposed conv, or nearest resize + 3×3 conv."""
+    if mode == "transpose":
+        return [nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1, bias=True)]
+    if mode == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), nn.Conv2d(in_ch, out_ch, 3)]
+    raise ValueError(f"upsample {mode!r}: expected 'transpose' or 'resize'")
+
+
 class ResnetGenerator(nn.Module):
-    """Image-to-image generator; ngf=64, n_blocks=9 has 11,378,179 parameters."""
+    """Image-to-image generator; ngf=64, n_blocks=9 has 11,378,179 parameters (either upsampling)."""
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 use_dropout: bool = False):
+                 use_dropout: bool = False, upsample: str = "transpose"):
         super().__init__()
         # Instance norm has no affine shift, so the convolutions keep their bias (as the original).
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=True), Norm(ngf),
@@ -45,16 +57,33 @@ class ResnetGenerator(nn.Module):
             layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=True),
                        Norm(ngf * mult * 2), nn.ReLU(True)]
         layers += [ResnetBlock(ngf * 4, use_dropout) for _ in range(n_blocks)]
-        for i in range(2):  # upsampling with transposed convolutions, as the original
+        for i in range(2):  # upsampling (transposed convolutions, as the original, or resize-conv)
             mult = 2 ** (2 - i)
-            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
-                                          output_padding=1, bias=True),
-                       Norm(ngf * mult // 2), nn.ReLU(True)]
+            layers += [*upsample_block(ngf * mult, ngf * mult // 2, upsample), Norm(ngf * mult // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def nce_layers(self) -> list[int]:
+        """Indices of `model` whose outputs CUT's PatchNCE compares (as the CUT authors' 0,4,8,12,16
+        for 9 blocks): the padded input, the first downsampling conv, the second's norm, and
+        residual blocks a third and two thirds of the way through the encoder's blocks."""
+        n_blocks = sum(isinstance(m, ResnetBlock) for m in self.model)
+        first = 10  # the first residual block
+        return sorted({0, 4, 8, first + n_blocks // 3, first + (2 * n_blocks) // 3})
+
+    def encode(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """Feature maps after the given layer indices of `model`, in order."""
+        feats, last = [], max(layers)
+        for i, layer in enumerate(self.model):
+            x = layer(x)
+            if i in layers:
+                feats.append(x)
+            if i == last:
+                break
+        return feats
 
 
 class PatchDiscriminator(nn.Module):

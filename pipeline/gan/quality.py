@@ -172,7 +172,8 @@ def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_imag
 
     Real B are held-out photos (B_val; B_unlabelled when there is no B_val): evaluation only,
     nothing is trained on them here. The same realism test on the raw A photos is the baseline a
-    useful generator must beat. cycle_l1 is A→B→A, cycle_l1_B is B→A→B.
+    useful generator must beat. cycle_l1 is A→B→A, cycle_l1_B is B→A→B (None for a translator
+    without an inverse generator: CUT/FastCUT).
     """
     from pipeline.gan.translate import Translator
 
@@ -187,10 +188,12 @@ def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_imag
     b_imgs = [dataset.read_rgb(r) for r in b_recs]
 
     kw = dict(device=device, tile=tile, overlap=overlap, batch=batch)
-    G, F_ = Translator.load(model_dir, "AtoB", **kw), Translator.load(model_dir, "BtoA", **kw)
+    G = Translator.load(model_dir, "AtoB", **kw)
     fake = G(a_imgs)
-    rec_a = F_(fake)
-    rec_b = G(F_(b_imgs))
+    has_inverse = (Path(model_dir) / "G_BA.safetensors").is_file()
+    if has_inverse:
+        F_ = Translator.load(model_dir, "BtoA", **kw)
+        rec_a, rec_b = F_(fake), G(F_(b_imgs))
 
     img_f1 = [edge_f1(a, f) for a, f in zip(a_imgs, fake)]
     img_ssim = [gradient_ssim(a, f) for a, f in zip(a_imgs, fake)]
@@ -206,8 +209,8 @@ def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_imag
             "box_gradient_ssim": float(np.mean([b["gradient_ssim"] for b in boxes])) if boxes else None,
             "n_boxes": len(boxes),
         },
-        "cycle_l1": _l1(a_imgs, rec_a),
-        "cycle_l1_B": _l1(b_imgs, rec_b),
+        "cycle_l1": _l1(a_imgs, rec_a) if has_inverse else None,
+        "cycle_l1_B": _l1(b_imgs, rec_b) if has_inverse else None,
     }
     if inception_weights:
         fr = inception_features(b_imgs, inception_weights, device)

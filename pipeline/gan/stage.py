@@ -1,11 +1,12 @@
-"""The CycleGAN stage: train (or resume, or reuse) a model for a dataset version.
+"""The translator stage: train (or resume, or reuse) a CycleGAN, CUT or FastCUT for a dataset.
 
 `train_cyclegan(cfg, dataset)` -> GanResult. The model directory
-`<output_root>/models/cyclegan/<key12>/` is keyed by the training part of the gan config, the run
-seed and the dataset manifest; it holds G_AB.safetensors (A→B), G_BA.safetensors, model_card.md,
-metrics.json, losses.csv, config.yaml, samples/*.png, tensorboard/, checkpoints/ and, written
-last, manifest.json (kind "cyclegan"): a directory with a manifest is finished and reused, one
-without is resumed from its last checkpoint.
+`<output_root>/models/<gan.model>/<key12>/` is keyed by the training part of the gan config, the
+GAN seed and the dataset manifest; it holds G_AB.safetensors (A→B), G_BA.safetensors (B→A,
+CycleGAN only), model_card.md, metrics.json, losses.csv, config.yaml, samples/*.png,
+tensorboard/, checkpoints/ and, written last, manifest.json (kind "cyclegan" for every
+translator, as the rest of the pipeline looks for it): a directory with a manifest is finished
+and reused, one without is resumed from its last checkpoint.
 
 Run under `torchrun --nproc_per_node=N -m pipeline.gan.stage CONFIG [OVERRIDES] --dataset DIR`
 for DistributedDataParallel training (gloo on CPU, nccl on CUDA).
@@ -47,17 +48,22 @@ class GanResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def gan_seed(cfg: "RunConfig") -> int:
+    """The seed of the GAN's weights, crops and pool: gan.seed, else the run's seed."""
+    return cfg.runtime.seed if cfg.gan.seed is None else cfg.gan.seed
+
+
 def training_section(cfg: "RunConfig") -> dict[str, Any]:
     section = cfg.gan.model_dump(mode="json")
     for k in NOT_TRAINING:
         section.pop(k, None)
-    section["seed"] = cfg.runtime.seed
+    section["seed"] = gan_seed(cfg)  # gan.seed None and runtime.seed k train the same model as gan.seed k
     return section
 
 
 def model_dir_for(cfg: "RunConfig", dataset: "DatasetVersion") -> Path:
     key = store.stage_key("gan", training_section(cfg), [dataset.manifest])
-    return cfg.runtime.models_dir / "cyclegan" / key[:12]
+    return cfg.runtime.models_dir / cfg.gan.model / key[:12]
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -135,7 +141,7 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        result = fit(g, fopt, a, b, model_dir, device=device, seed=cfg.runtime.seed,
+        result = fit(g, fopt, a, b, model_dir, device=device, seed=gan_seed(cfg),
                      config_hash=store.hash_json(section), progress=progress, callbacks=callbacks)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
@@ -144,11 +150,12 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
         dist.barrier()
         return GanResult(model_dir, False, {})
 
-    meta = {"ngf": g.ngf, "n_blocks": g.n_blocks, "load_size": g.load_size, "crop_size": g.crop_size,
-            "dataset": dataset.id, "iterations": result.step}
+    meta = {"ngf": g.ngf, "n_blocks": g.n_blocks, "upsample": g.upsample, "load_size": g.load_size,
+            "crop_size": g.crop_size, "dataset": dataset.id, "iterations": result.step, "model": g.model}
     m = result.model
     save_weights(model_dir / "G_AB.safetensors", m.G_AB.state_dict(), {**meta, "direction": "AtoB"})
-    save_weights(model_dir / "G_BA.safetensors", m.G_BA.state_dict(), {**meta, "direction": "BtoA"})
+    if getattr(m, "G_BA", None) is not None:  # CUT/FastCUT have no inverse generator
+        save_weights(model_dir / "G_BA.safetensors", m.G_BA.state_dict(), {**meta, "direction": "BtoA"})
     t0 = time.perf_counter()
     from pipeline.gan.quality import evaluate_quality
 
@@ -182,7 +189,8 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
     store.atomic_write_text(model_dir / "model_card.md", card)
     files = {k: v for k, v in store.hash_tree(model_dir).items()
              if not k.startswith(("checkpoints/", "tensorboard/")) and k != ".lock"}
-    shas = {"AtoB": files["G_AB.safetensors"], "BtoA": files["G_BA.safetensors"]}
+    shas = {"AtoB": files["G_AB.safetensors"]} | ({"BtoA": files["G_BA.safetensors"]}
+                                                  if "G_BA.safetensors" in files else {})
     store.write_manifest(model_dir, kind=KIND, id=model_dir.name, config=section, parents=[dataset.manifest],
                          summary={"metrics": metrics, "generator_sha256": shas}, files=files)
     if world > 1:
@@ -192,8 +200,7 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
 
 def _rank_checksums(model: Any, world: int) -> list[float]:
     """Every rank's sum of all weights (float64); DDP keeps replicas identical, so they must agree."""
-    total = float(sum(p.detach().double().sum() for n in ("G_AB", "G_BA", "D_A", "D_B")
-                      for p in getattr(model, n).parameters()))
+    total = float(sum(p.detach().double().sum() for net in model.networks().values() for p in net.parameters()))
     if world == 1:
         return [total]
     sums: list[Any] = [None] * world
@@ -237,18 +244,32 @@ def model_card(cfg: "RunConfig", dataset: "DatasetVersion", metrics: dict[str, A
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     rows = "\n".join(f"| {k} | `{v}` |" for k, v in cfg.gan.model_dump(mode="json").items())
     last = f"samples/{samples[-1].name}" if samples else None
+    up = "resize-convolution" if g.upsample == "resize" else "transposed-convolution"
+    structure = (f", structure term λ {g.lambda_structure} (×{g.structure_box_weight} inside boxes)"
+                 if g.lambda_structure > 0 else "")
+    if g.model == "cyclegan":
+        title = f"# CycleGAN {model_dir.name}: replica (A) ↔ metal (B)"
+        what = (f"ResNet-{g.n_blocks} generators (ngf {g.ngf}, {up} upsampling) and {g.n_layers_d}-layer PatchGAN "
+                f"discriminators (ndf {g.ndf}), {g.gan_mode} loss, λ_cycle {g.lambda_cycle}, identity "
+                f"{g.lambda_identity}{structure}")
+        files = "- `G_AB.safetensors`: A→B (makes synthetic metal); `G_BA.safetensors`: B→A."
+    else:
+        nce = g.lambda_nce if g.lambda_nce is not None else (1.0 if g.model == "cut" else 10.0)
+        title = f"# {'CUT' if g.model == 'cut' else 'FastCUT'} {model_dir.name}: replica (A) → metal (B)"
+        what = (f"A ResNet-{g.n_blocks} generator (ngf {g.ngf}, {up} upsampling) and a {g.n_layers_d}-layer "
+                f"PatchGAN discriminator (ndf {g.ndf}), {g.gan_mode} loss, PatchNCE λ {nce} over "
+                f"{g.nce_patches} patches per layer{' with identity NCE' if g.model == 'cut' else ''}{structure}")
+        files = "- `G_AB.safetensors`: A→B (makes synthetic metal); no inverse generator (no cycle)."
     lines = [
-        f"# CycleGAN {model_dir.name}: replica (A) ↔ metal (B)",
+        title,
         "",
-        f"ResNet-{g.n_blocks} generators (ngf {g.ngf}) and {g.n_layers_d}-layer PatchGAN discriminators "
-        f"(ndf {g.ndf}), {g.gan_mode} loss, λ_cycle {g.lambda_cycle}, identity {g.lambda_identity}, trained "
-        f"{metrics['iterations']} iterations on {g.crop_size}² crops of images resized to short side "
-        f"{g.load_size}.",
+        f"{what}, trained {metrics['iterations']} iterations on {g.crop_size}² crops of images resized to short "
+        f"side {g.load_size}.",
         "",
-        "- `G_AB.safetensors`: A→B (makes synthetic metal); `G_BA.safetensors`: B→A.",
+        files,
         f"- dataset: `{dataset.id}` (manifest files hash `{dataset.manifest.get('files_hash', '')[:16]}`), "
         "trained on A_train + B_unlabelled + B_train; B_val/B_test never seen.",
-        f"- run seed {cfg.runtime.seed}, code {store.code_version()}.",
+        f"- GAN seed {gan_seed(cfg)}, code {store.code_version()}.",
         "",
         "## Quality (offline, no downloaded weights)",
         "",

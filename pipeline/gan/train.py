@@ -45,6 +45,9 @@ class GanOptions(Protocol):
     precision: str  # auto | fp32 | bf16 | fp16
     channels_last: bool | str  # auto | True | False
     compile: bool
+    upsample: str  # transpose | resize
+    lambda_structure: float
+    structure_box_weight: float
 
 
 class LinearDecay:
@@ -98,8 +101,9 @@ class CycleGAN:
         self.opt, self.device = opt, torch.device(device)
         self.world_size = world_size
         torch.manual_seed(seed)  # same initial weights on every rank (DDP also broadcasts them)
-        self.G_AB = init_weights(ResnetGenerator(3, 3, opt.ngf, opt.n_blocks))
-        self.G_BA = init_weights(ResnetGenerator(3, 3, opt.ngf, opt.n_blocks))
+        up = getattr(opt, "upsample", "transpose")
+        self.G_AB = init_weights(ResnetGenerator(3, 3, opt.ngf, opt.n_blocks, upsample=up))
+        self.G_BA = init_weights(ResnetGenerator(3, 3, opt.ngf, opt.n_blocks, upsample=up))
         self.D_A = init_weights(PatchDiscriminator(3, opt.ndf, opt.n_layers_d))
         self.D_B = init_weights(PatchDiscriminator(3, opt.ndf, opt.n_layers_d))
         self.precision = resolve_precision(opt.precision, self.device)
@@ -149,6 +153,8 @@ class CycleGAN:
         nb = self.device.type == "cuda"
         self.real_A = batch["A"].to(self.device, non_blocking=nb, memory_format=self.memory_format)
         self.real_B = batch["B"].to(self.device, non_blocking=nb, memory_format=self.memory_format)
+        w = batch.get("A_weight")
+        self.weight_A = w.to(self.device, non_blocking=nb) if w is not None else None
 
     def forward(self) -> None:
         identity = self.opt.lambda_identity > 0
@@ -160,7 +166,8 @@ class CycleGAN:
             terms = cyclegan_objective(
                 self.criterionGAN, self.D_B_plain(self.fake_B), self.D_A_plain(self.fake_A),
                 self.real_A, self.real_B, self.rec_A, self.rec_B, self.idt_A, self.idt_B,
-                self.opt.lambda_cycle, self.opt.lambda_identity)
+                self.opt.lambda_cycle, self.opt.lambda_identity, fake_b=self.fake_B,
+                structure_weight=self.weight_A, lambda_structure=getattr(self.opt, "lambda_structure", 0.0))
         self.scaler.scale(terms["G"]).backward()
         self.losses.update(terms)
 
@@ -219,11 +226,14 @@ class CycleGAN:
     def lr(self) -> float:
         return self.optimizer_G.param_groups[0]["lr"]
 
+    def networks(self) -> dict[str, nn.Module]:
+        return {n: getattr(self, n) for n in ("G_AB", "G_BA", "D_A", "D_B")}
+
     # ------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed step needs, except the pools (see pool_states)."""
         return {
-            "models": {n: getattr(self, n).state_dict() for n in ("G_AB", "G_BA", "D_A", "D_B")},
+            "models": {n: m.state_dict() for n, m in self.networks().items()},
             "optimizers": {"G": self.optimizer_G.state_dict(), "D": self.optimizer_D.state_dict()},
             "schedulers": [s.state_dict() for s in self.schedulers],
             "scaler": self.scaler.state_dict(),

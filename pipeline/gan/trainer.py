@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from pipeline.gan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.gan.data import ImageItem, StepSampler, UnpairedDataset, seed_worker, to_uint8
+from pipeline.gan.model import make_model
 from pipeline.gan.train import CycleGAN, GanOptions
 from pipeline.progress import stage_progress
 from pipeline.store import atomic_write_bytes, atomic_write_json
@@ -72,7 +73,7 @@ def fit(opt: GanOptions, fopt: FitOptions, a: list[ImageItem], b: list[ImageItem
     device = torch.device(device)
     work_dir = Path(work_dir)
     ckpt_path = work_dir / "checkpoints" / "last.pt"
-    model = CycleGAN(opt, device, seed=seed, rank=rank, world_size=world)
+    model = make_model(opt, device, seed=seed, rank=rank, world_size=world)
 
     step, history, elapsed, window = 0, [], 0.0, {}
     resumed = _try_resume(model, ckpt_path, config_hash, rank, world)
@@ -86,7 +87,8 @@ def fit(opt: GanOptions, fopt: FitOptions, a: list[ImageItem], b: list[ImageItem
 
     ds = UnpairedDataset(a, b, load_size=fopt.load_size, crop_size=fopt.crop_size, seed=seed,
                          length=opt.iterations * world * fopt.batch_size,
-                         object_aware=fopt.object_aware_crops)
+                         object_aware=fopt.object_aware_crops,
+                         box_weight=getattr(opt, "structure_box_weight", 1.0))
     loader = torch.utils.data.DataLoader(
         ds, batch_size=fopt.batch_size,
         sampler=StepSampler(step, opt.iterations, fopt.batch_size, rank, world),
@@ -233,9 +235,11 @@ def _tensorboard(logdir: Path):
 
 
 def visual_grid(images: list[torch.Tensor]) -> np.ndarray:
-    """Six (3,H,W) images in [-1,1] -> (2H,3W,3) uint8: A, G(A), F(G(A)) over B, F(B), G(F(B))."""
+    """2k (3,H,W) images in [-1,1] -> (2H,kW,3) uint8, the first k over the others: CycleGAN's
+    A, G(A), F(G(A)) over B, F(B), G(F(B)); CUT's A, G(A) over B, G(B)."""
     tiles = [to_uint8(t) for t in images]
-    return np.concatenate([np.concatenate(tiles[:3], 1), np.concatenate(tiles[3:], 1)], 0)
+    k = len(tiles) // 2
+    return np.concatenate([np.concatenate(tiles[:k], 1), np.concatenate(tiles[k:], 1)], 0)
 
 
 def _save_grid(model: CycleGAN, path: Path, writer, step: int) -> Path:

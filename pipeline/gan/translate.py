@@ -147,7 +147,9 @@ class Translator:
             raise CheckpointError(f"{path}: not a ResnetGenerator state dict (no model.1.weight)")
         ngf = int(meta.get("ngf") or state["model.1.weight"].shape[0])
         n_blocks = int(meta.get("n_blocks") or len({k.split(".")[1] for k in state if ".conv_block." in k}))
-        net = ResnetGenerator(3, 3, ngf, n_blocks)
+        # the paper's transposed convolution sits right after the blocks; resize-conv puts its conv 2 later
+        upsample = meta.get("upsample") or ("transpose" if f"model.{10 + n_blocks}.weight" in state else "resize")
+        net = ResnetGenerator(3, 3, ngf, n_blocks, upsample=upsample)
         try:
             net.load_state_dict(state)
         except RuntimeError as e:

@@ -27,6 +27,7 @@ from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.report import plots, samples
 from pipeline.report.facts import (ReportFacts, arm_facts, attributions, ci_percent, lineage, verdict)
+from pipeline.report.verdict import Rules
 from pipeline.report.html import render_html
 from pipeline.report.markdown import FIGURE_DIR, render_markdown
 from pipeline.store import (atomic_write_bytes, atomic_write_json, atomic_write_text, code_version, dir_lock,
@@ -93,6 +94,14 @@ def build_report(cfg: RunConfig, compare_dir: Path, out_dir: Path, *, dataset: D
         return write_report(cfg, facts, metrics, out_dir, key, parents)
 
 
+def _randomized_seed(metrics: dict[str, Any]) -> int | None:
+    """The detector seed whose randomised replicas the report shows (the real+replica-aug arm's
+    lowest finished seed; its training images are a function of that seed), else None."""
+    arm = next((a for a in metrics.get("arms") or [] if a.get("name") == "real+replica-aug"), None)
+    seeds = [r["seed"] for r in (arm or {}).get("runs") or [] if r.get("status") == "ok"]
+    return min(seeds) if seeds else None
+
+
 def cached_report(out_dir: Path, key: str) -> ReportResult | None:
     m = read_manifest(out_dir)
     if m is None or m.get("kind") != KIND or m.get("summary", {}).get("key") != key or verify_manifest(out_dir):
@@ -120,7 +129,7 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
     r = cfg.report
     alpha = comparison_alpha(compare_dir, r.alpha, metrics)
     categories = list(metrics.get("categories") or [])
-    head, kind, secondary = verdict(metrics, alpha)
+    head, kind, secondary, badge = verdict(metrics, alpha, Rules.from_config(r))
     gan = None
     if gan_dir is not None and gan_manifest is not None:
         gm = _read_json(gan_dir / "metrics.json") or gan_manifest.get("summary", {}).get("metrics") or {}
@@ -143,7 +152,7 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
         lineage=lineage(read_manifest(compare_dir), dataset.manifest if dataset else None,
                         augmented.manifest if augmented else None, gan_manifest, metrics),
         attributions=attributions(data_cfg), notes=notes, config=cfg.model_dump(mode="json"),
-        warnings=[w["message"] for w in metrics.get("warnings") or [] if w.get("message")],
+        warnings=[w["message"] for w in metrics.get("warnings") or [] if w.get("message")], badge=badge,
     )
     shown: dict[str, Any] = {}
     per_class_mean = {a.name: a.per_class_ap for a in facts.arms}
@@ -159,8 +168,11 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
     else:
         facts.figure_notes["detections"] = notes["dataset"]
     if augmented is not None:
+        rand_seed = _randomized_seed(metrics)
+        if rand_seed is not None and dataset is not None:
+            shown["synthetic_randomized"] = {"detector_seed": rand_seed}
         draw["synthetic"] = lambda: _grid(shown, "synthetic", samples.synthetic_grid(
-            augmented, dataset, r.n_synthetic_samples, r.dpi), facts)
+            augmented, dataset, r.n_synthetic_samples, r.dpi, randomized_seed=rand_seed), facts)
     for name, version in (("dataset_card", dataset), ("augmented_card", augmented)):
         card = version.root / "card" / "class_balance.png" if version is not None else None
         if card is not None and card.is_file():
@@ -251,7 +263,7 @@ def write_report(cfg: RunConfig, facts: ReportFacts, metrics: dict[str, Any], ou
     written.append(atomic_write_text(out_dir / "config.yaml", cfg.to_yaml()))
     written.append(atomic_write_text(out_dir / "report.html", render_html(facts)))
     files = {p.relative_to(out_dir).as_posix(): sha256_file(p) for p in written}
-    summary = {"key": key, "verdict": facts.verdict, "verdict_kind": facts.verdict_kind,
+    summary = {"key": key, "verdict": facts.verdict, "verdict_kind": facts.verdict_kind, "badge": facts.badge,
                "map": {a.name: a.summary["map"]["mean"] for a in facts.arms}}
     write_manifest(out_dir, kind=KIND, id=f"report-{key[:12]}", config=cfg.report.model_dump(mode="json"),
                    parents=parents, summary=summary, files=files)
@@ -277,8 +289,11 @@ def find_inputs(cfg: RunConfig, compare_dir: Path
         if kind not in where or kind in found or not rid:
             continue
         for root in roots:
-            d = root.joinpath(*where[kind], rid)
-            if (d / "manifest.json").is_file():
+            # translator models live under models/<gan.model>/ (cyclegan, cut, fastcut)
+            candidates = (sorted(root.joinpath("models").glob(f"*/{rid}")) if kind == "cyclegan"
+                          else [root.joinpath(*where[kind], rid)])
+            d = next((c for c in candidates if (c / "manifest.json").is_file()), None)
+            if d is not None:
                 found[kind] = d
                 break
     open_ = lambda k: DatasetVersion.open(found[k]) if k in found else None  # noqa: E731

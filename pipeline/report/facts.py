@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.report.verdict import Evidence, Judgement, Rules, judge
+
 TREATMENT = "real+synthetic"
 CONTROL = "real+replica"
 METRIC_LABEL = "mAP@[.5:.95]"
@@ -20,7 +22,9 @@ SIZE_LABELS = {"map_small": "APs (< 32² px)", "map_medium": "APm (32²–96² p
 ARM_NOTES = {
     "real": "labelled real metal (B) only: the baseline",
     "real+replica": "plus the raw labelled replica (A) photos: the control",
+    "real+replica-aug": "plus the replica photos randomised toward metal (classical, no GAN): the cheap rival",
     "real+synthetic": "plus the synthetic metal images made from the replicas: the method",
+    "synthetic->real": "pre-trained on the synthetic images alone, then fine-tuned on real B",
     "oracle": "plus as many extra real labelled metal photos: the ceiling",
 }
 
@@ -66,7 +70,7 @@ class ArmFacts:
 class ReportFacts:
     title: str
     verdict: str
-    verdict_kind: str  # "uplift" (beat both) | "partial" (real only) | "no-difference" | "drop" | "unknown"
+    verdict_kind: str  # "gain" | "loss" | "inconclusive" (pipeline.report.verdict)
     secondary: list[str]  # further plain sentences (control comparison, caveats)
     ci_percent: int
     metrics: dict[str, Any]  # the comparison's metrics.json
@@ -83,6 +87,7 @@ class ReportFacts:
     figure_notes: dict[str, str] = field(default_factory=dict)
     samples: dict[str, Any] = field(default_factory=dict)  # which images the sample grids show
     warnings: list[str] = field(default_factory=list)  # e.g. evaluator cross-check gaps
+    badge: str = ""  # "significant gain", "inconclusive: single training seed", ...
 
     @property
     def single_seed(self) -> bool:
@@ -97,6 +102,7 @@ class ReportFacts:
         return {
             "verdict": self.verdict,
             "verdict_kind": self.verdict_kind,
+            "verdict_badge": self.badge,
             "verdict_more": self.secondary,
             "ci_percent": self.ci_percent,
             "arms": {
@@ -113,6 +119,14 @@ class ReportFacts:
 
 
 # ---------------------------------------------------------------------------------------- arms
+def synthetic_caption(f: ReportFacts) -> str:
+    """What the synthetic grid shows (three columns when the classical rival ran)."""
+    if f.samples.get("synthetic_randomized"):
+        return ("Replica photo, the same photo randomised toward metal without a GAN (what the real+replica-aug "
+                "arm trained on), and the synthetic metal image the GAN made from it, with the transferred boxes.")
+    return "Replica photo (left) and the synthetic metal image translated from it (right), with the transferred boxes."
+
+
 def _mean(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return sum(vals) / len(vals) if vals else None
@@ -145,10 +159,35 @@ def _size_summary(ok: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- verdict
-def verdict(metrics: dict[str, Any], alpha: float) -> tuple[str, str, list[str]]:
-    """(headline, kind, further sentences), all from the numbers in metrics.json. The headline
-    answers both questions: did real+synthetic beat real photos alone, and did it beat the
-    untranslated replica photos (the control: is it just more boxes?)."""
+RIVALS = ("real+replica", "real+replica-aug", "synthetic->real")  # real+synthetic must beat these too
+RIVAL_WORDS = {"real+replica": "the untranslated replica photos (the control)",
+               "real+replica-aug": "the replicas with classical photometric randomisation, no GAN (the cheap rival)",
+               "synthetic->real": "pre-training on the synthetic images, then fine-tuning on real"}
+
+
+def judge_comparison(c: dict[str, Any] | None, metrics: dict[str, Any], rules: Rules) -> Judgement:
+    """The verdict on one stored comparison, from the evidence in metrics.json (a metrics.json
+    written before comparisons recorded their run counts: one run per paired seed)."""
+    if c is None:
+        return judge(None, Evidence(0, 0, 0, None), rules)
+    runs = c.get("runs")
+    n_runs = min(runs) if runs else len(c.get("seeds") or [])
+    test = metrics.get("test") or {}
+    best = max((m for a in metrics.get("arms") or [] if (m := _arm_mean({a["name"]: a}, a["name"])) is not None),
+               default=None)
+    ev = Evidence(n_runs, int(test.get("images") or 0), int(sum((test.get("instances") or {}).values())), best)
+    return judge(c, ev, rules)
+
+
+def verdict(metrics: dict[str, Any], alpha: float, rules: Rules = Rules()) -> tuple[str, str, list[str], str]:
+    """(headline, outcome, further sentences, badge), all from the numbers in metrics.json.
+
+    The headline answers the question the report exists for: did real+synthetic beat real photos
+    alone? Its outcome is gain, loss or inconclusive (pipeline.report.verdict: a claim needs an
+    interval that excludes zero, two or more training runs per arm, a large enough test split and
+    an arm that learnt something). The further sentences judge it against each rival arm that
+    ran (the replica control, the classical randomisation, pre-training), name the best arm and
+    the share of the real -> oracle gap it closes."""
     ci = ci_percent(alpha)
     arms = {a["name"]: a for a in metrics.get("arms", [])}
     comps = {c["baseline"]: c for c in metrics.get("comparisons", []) if c.get("treatment") == TREATMENT}
@@ -157,53 +196,53 @@ def verdict(metrics: dict[str, Any], alpha: float) -> tuple[str, str, list[str]]
     secondary: list[str] = []
     main = comps.get("real")
     if main is None:
-        return f"No verdict: {_why_missing(arms, 'real', skipped)}.", "unknown", secondary
-
-    vs_real = _direction(main)
-    control = comps.get(CONTROL)
-    vs_control = _direction(control) if control else None
-    treat = _arm_mean(arms, TREATMENT)
-    beat = {"up": "beat", "down": "did significantly worse than", "same": "did not significantly beat"}
-    if vs_real == "up" and vs_control == "up":
-        answer, kind = ("Yes: real+synthetic beat both real photos alone and the untranslated replica photos "
-                        "(the control), so the translation itself helped."), "uplift"
-    elif vs_real == "up":
-        kind = "partial"
-        if vs_control is None:
-            answer = ("Partly: real+synthetic beat real photos alone, but the replica control was not "
-                      f"compared ({_why_missing(arms, CONTROL, skipped)}), so it is unknown whether the "
-                      "translation or just the extra boxes helped.")
-        elif vs_control == "same":
-            answer = ("Partly: real+synthetic beat real photos alone, but not the untranslated replica "
-                      "photos (the control), so the gain may come from the extra boxes rather than the "
-                      "translation.")
-        else:
-            answer = ("Partly: real+synthetic beat real photos alone, but did significantly worse than the "
-                      "untranslated replica photos (the control).")
+        why = _why_missing(arms, "real", skipped)
+        return f"No verdict: {why}.", "inconclusive", secondary, "inconclusive: no comparison"
+    j = judge_comparison(main, metrics, rules)
+    numbers = (f"{METRIC_LABEL} {num(_arm_mean(arms, TREATMENT))} for real+synthetic vs "
+               f"{num(_arm_mean(arms, 'real'))} for real photos alone {_span(main, ci)}")
+    if j.outcome == "gain":
+        headline = f"Yes: real+synthetic beat real photos alone. {numbers}."
+    elif j.outcome == "loss":
+        headline = f"No: real+synthetic did significantly worse than real photos alone. {numbers}."
     else:
-        kind = "drop" if vs_real == "down" else "no-difference"
-        answer = f"No: real+synthetic {beat[vs_real]} real photos alone"
-        if vs_control is None:
-            answer += f"; the replica control was not compared ({_why_missing(arms, CONTROL, skipped)})."
-        else:
-            joiner = ", and" if vs_control != "up" else ", though it"
-            answer += f"{joiner} {beat[vs_control]} the untranslated replica photos (the control)."
-    numbers = f"{METRIC_LABEL} {num(treat)} vs {num(_arm_mean(arms, 'real'))} for real {_span(main, ci)}"
-    if control:
-        numbers += f" and {num(_arm_mean(arms, CONTROL))} for real+replica {_span(control, ci)}"
-    headline = f"{answer} {numbers}."
-    seeds = main.get("seeds") or []
-    if len(seeds) == 1:
-        secondary.append("Only one training seed per arm: the interval covers test-image sampling only, not "
-                         "training noise, so read it as optimistic.")
-    return headline, kind, secondary
+        headline = f"Inconclusive ({'; '.join(j.reasons)}). {numbers}."
+    for rival in RIVALS:
+        if rival not in arms:
+            continue
+        c = comps.get(rival)
+        if c is None:
+            secondary.append(f"Against {RIVAL_WORDS[rival]}: not compared ({_why_missing(arms, rival, skipped)}).")
+            continue
+        r = judge_comparison(c, metrics, rules)
+        word = {"gain": "beat", "loss": "did significantly worse than", "inconclusive": "did not clearly beat"}
+        sentence = f"real+synthetic {word[r.outcome]} {RIVAL_WORDS[rival]}: {num(_arm_mean(arms, rival))} {_span(c, ci)}"
+        if r.outcome == "inconclusive" and r.reasons:
+            sentence += f", inconclusive: {'; '.join(r.reasons)}"
+        secondary.append(sentence + ".")
+        if rival == "real+replica-aug" and r.outcome != "gain":
+            secondary.append("The GAN did not beat the cheap classical randomisation of the replicas: on this "
+                             "evidence the translation is not worth its training cost.")
+    contenders = {n: m for n in arms if n != "oracle" and (m := _arm_mean(arms, n)) is not None}
+    if contenders:
+        best = max(contenders, key=contenders.get)
+        line = f"Best arm: {best} ({num(contenders[best])})"
+        if (o := _arm_mean(arms, "oracle")) is not None:
+            line += f"; the oracle, with as many extra real labelled photos, reaches {num(o)}"
+        gap = (metrics.get("gap_closed") or {}).get(TREATMENT)
+        if gap and gap.get("point") is not None and math.isfinite(gap["point"]):
+            line += (f"; real+synthetic closes {_pct(gap['point'])} of the real -> oracle gap ({ci}% CI "
+                     f"{_pct(gap['ci_low'])} to {_pct(gap['ci_high'])})")
+        secondary.append(line + ".")
+    if min(main.get("runs") or [len(main.get("seeds") or [])]) == 1:
+        secondary.append("Only one training run per arm: the interval covers test-image sampling only, not "
+                         "training noise, so no claim is made either way. bench/efficacy.py trains several "
+                         "GAN and detector seeds.")
+    return headline, j.outcome, secondary, j.badge
 
 
-def _direction(c: dict[str, Any]) -> str:
-    """'up' / 'down' for a significant difference, 'same' otherwise."""
-    if not c.get("significant"):
-        return "same"
-    return "up" if c["delta"] > 0 else "down"
+def _pct(v: float | None) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{100 * v:.0f}%"
 
 
 def _span(c: dict[str, Any], ci: int) -> str:

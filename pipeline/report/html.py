@@ -8,7 +8,7 @@ from html import escape
 import yaml
 
 from pipeline.report import tables
-from pipeline.report.facts import ReportFacts
+from pipeline.report.facts import ReportFacts, synthetic_caption
 from pipeline.report.tables import Table
 
 CSS = """
@@ -25,15 +25,14 @@ section { background:#fff; border:1px solid var(--line); border-radius:10px; pad
 h2 { font-size:19px; margin:0 0 12px; }
 h3 { font-size:15px; margin:18px 0 8px; color:#344054; }
 .verdict { border-left:6px solid #98a2b3; }
-.verdict.uplift { border-left-color:#1f9d55; } .verdict.drop { border-left-color:#d92d20; }
-.verdict.no-difference { border-left-color:#f79009; }
+.verdict.gain { border-left-color:#1f9d55; } .verdict.loss { border-left-color:#d92d20; }
+.verdict.inconclusive { border-left-color:#f79009; }
 .verdict .headline { font-size:19px; font-weight:600; line-height:1.4; margin:0 0 8px; }
 .verdict p { margin:6px 0; }
 .pill { display:inline-block; font-size:12px; font-weight:600; padding:2px 10px; border-radius:999px;
   background:#eef2f6; color:#344054; margin-bottom:10px; text-transform:uppercase; letter-spacing:.04em; }
-.uplift .pill { background:#e3f5ea; color:#17683a; } .drop .pill { background:#fdeceb; color:#a1261b; }
-.no-difference .pill, .partial .pill { background:#fef3e2; color:#93500b; }
-.verdict.partial { border-left-color:#f79009; }
+.gain .pill { background:#e3f5ea; color:#17683a; } .loss .pill { background:#fdeceb; color:#a1261b; }
+.inconclusive .pill { background:#fef3e2; color:#93500b; }
 .warning { color:#93500b; background:#fef3e2; border-radius:6px; padding:6px 10px; }
 table { border-collapse:collapse; width:100%; font-size:13.5px; margin:6px 0 2px; }
 th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
@@ -118,9 +117,7 @@ def render_html(f: ReportFacts) -> str:
     m = f.metrics
     test = m.get("test") or {}
     cfg = m.get("config") or {}
-    kind_label = {"uplift": "significant uplift", "partial": "uplift over real only",
-                  "drop": "significant drop", "no-difference": "no significant difference",
-                  "unknown": "no verdict"}[f.verdict_kind]
+    kind_label = f.badge or f.verdict_kind
     meta = (f"Dataset <code>{escape(str((m.get('dataset') or {}).get('id')))}</code> · held-out test: "
             f"{test.get('images')} real metal images, {sum((test.get('instances') or {}).values())} boxes · "
             f"{escape(str(cfg.get('model')))}, {cfg.get('epochs')} epochs at {cfg.get('imgsz')} px, "
@@ -157,8 +154,7 @@ def render_html(f: ReportFacts) -> str:
         f"(dashed under detections); red: detections with score ≥ {thr}.")
         + (_note(f.notes["detections"]) if f.notes.get("detections") and "detections" in f.figures else "")))
     if "synthetic" in f.figures:
-        syn = _figure(f, "synthetic", "synthetic samples", "Replica photo (left) and the synthetic metal image "
-                      "translated from it (right), with the transferred boxes.")
+        syn = _figure(f, "synthetic", "synthetic samples", synthetic_caption(f))
         syn += _note(f.notes["synthetic"]) if f.notes.get("synthetic") else ""
     else:
         syn = _note(f.notes.get("synthetic") or f.figure_notes.get("synthetic", "not available"))

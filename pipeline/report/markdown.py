@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from pipeline.report import tables
-from pipeline.report.facts import ReportFacts
+from pipeline.report.facts import ReportFacts, synthetic_caption
 from pipeline.report.tables import Table
 
 FIGURE_DIR = "figures"
@@ -61,8 +61,7 @@ def render_markdown(f: ReportFacts) -> str:
         "## Synthetic samples", "",
     ]
     if "synthetic" in f.figures:
-        out += ["Synthetic metal images (right) with their transferred boxes, beside the replica photo each was "
-                "translated from (left).", "", _figure(f, "synthetic", "synthetic samples"), ""]
+        out += [synthetic_caption(f), "", _figure(f, "synthetic", "synthetic samples"), ""]
         if f.notes.get("synthetic"):
             out += [f"*{f.notes['synthetic']}*", ""]
     else:

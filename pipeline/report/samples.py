@@ -174,9 +174,11 @@ def detections_grid(metrics: dict[str, Any], compare_dir: Path, dataset: Dataset
 
 # -------------------------------------------------------------------------- synthetic samples
 def synthetic_grid(augmented: DatasetVersion, dataset: DatasetVersion | None, n: int, dpi: int = 110,
-                   pairs_per_row: int = 3) -> Grid:
+                   pairs_per_row: int = 3, randomized_seed: int | None = None) -> Grid:
     """Up to n synthetic images from the augmented B_train (boxes drawn), each beside the replica
-    photo it was translated from when the source dataset is at hand."""
+    photo it was translated from when the source dataset is at hand, and, with
+    `randomized_seed` (the real+replica-aug arm ran), beside the classical randomisation of the
+    same photo that arm trained on (no GAN): the images the GAN has to beat."""
     if n <= 0:
         return Grid(None, note="disabled (report.n_synthetic_samples = 0)")
     try:
@@ -197,7 +199,13 @@ def synthetic_grid(augmented: DatasetVersion, dataset: DatasetVersion | None, n:
     cells: list[list[np.ndarray | str | None]] = []
     row: list[np.ndarray | str | None] = []
     shown = []
-    per_item = 2 if src is not None else 1
+    rand = None
+    if src is not None and randomized_seed is not None:
+        from pipeline.synth.randomize import metal_randomization
+
+        rand = metal_randomization(randomized_seed)
+        pairs_per_row = max(1, (pairs_per_row * 2) // 3)
+    per_item = 1 if src is None else 3 if rand is not None else 2
     for im in chosen:
         try:
             rgb, s = _scaled(augmented.read_rgb(im))
@@ -209,14 +217,20 @@ def synthetic_grid(augmented: DatasetVersion, dataset: DatasetVersion | None, n:
         if src is not None:
             a_im = src.get(im.source_image_id) if im.source_image_id is not None else None
             if a_im is None:
-                row.append("source replica not found")
+                row += ["source replica not found"] * (per_item - 1)
             else:
                 try:
-                    a_rgb, a_s = _scaled(dataset.read_rgb(a_im))
-                    row.append(draw_boxes(a_rgb, [(a.bbox, names.get(a.category_id, "?"))
-                                                  for a in src_boxes.get(a_im.id, [])], GT_RGB, a_s))
+                    raw = dataset.read_rgb(a_im)
+                    a_boxes = [(a.bbox, names.get(a.category_id, "?")) for a in src_boxes.get(a_im.id, [])]
+                    a_rgb, a_s = _scaled(raw)
+                    row.append(draw_boxes(a_rgb, a_boxes, GT_RGB, a_s))
+                    if rand is not None:
+                        from pipeline.synth.randomize import randomize_image
+
+                        r_rgb, r_s = _scaled(randomize_image(rand, raw, randomized_seed, a_im.id))
+                        row.append(draw_boxes(r_rgb, a_boxes, GT_RGB, r_s))
                 except DatasetError as e:
-                    row.append(str(e))
+                    row += [str(e)] * (per_item - 1)
         row.append(syn_cell)
         gate = im.extra.get("gate") or {}
         shown.append({"image_id": im.id, "source_image_id": im.source_image_id, "gate": gate,
@@ -228,7 +242,9 @@ def synthetic_grid(augmented: DatasetVersion, dataset: DatasetVersion | None, n:
         cells.append(row + [""] * (per_item * pairs_per_row - len(row)))
     cols = per_item * min(pairs_per_row, len(chosen))
     cells = [r[:cols] for r in cells]
-    titles = (["replica (A)", "synthetic metal"] * pairs_per_row if src is not None
-              else ["synthetic metal"] * pairs_per_row)[:cols]
+    item_titles = (["synthetic metal"] if src is None else
+                   ["replica (A)", "randomised, no GAN", "synthetic metal (GAN)"] if rand is not None
+                   else ["replica (A)", "synthetic metal"])
+    titles = (item_titles * pairs_per_row)[:cols]
     note = None if src is not None else "source replica photos not shown (no dataset version given)"
     return Grid(_grid_png(cells, titles, [""] * len(cells), None, dpi, cell_in=2.0), shown, note)

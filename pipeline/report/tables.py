@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.report.facts import SIZE_LABELS, ReportFacts, mean_std, num
+from pipeline.report.facts import SIZE_LABELS, ReportFacts, judge_comparison, mean_std, num
+from pipeline.report.verdict import Rules
 
 
 @dataclass
@@ -43,17 +44,19 @@ def size_ap(f: ReportFacts) -> Table:
 
 
 def comparisons(f: ReportFacts) -> Table:
+    rules = Rules.from_config(f.config.get("report") or {})
     rows = [[f"{c['treatment']} vs {c['baseline']}", num(c["delta"], sign=True),
              f"{num(c['ci_low'], sign=True)} to {num(c['ci_high'], sign=True)}", str(c.get("resamples", "")),
-             _seeds(c.get("seeds")), "yes" if c.get("significant") else "no"]
+             _seeds(c.get("seeds")), judge_comparison(c, f.metrics, rules).badge]
             for c in f.comparisons]
     rows += [[f"{c['treatment']} vs {c['baseline']}", "–", "–", "–", "–", f"not computed: {c.get('reason')}"]
              for c in f.metrics.get("comparisons_skipped") or []]
-    caption = "paired bootstrap over test images (same images resampled for both arms)"
+    caption = ("bootstrap over test images (the same images resampled for both arms) and, with several "
+               "seeds, over training seeds")
     if f.single_seed:
         caption += "; one training seed per arm: the CI covers test-image sampling only, not training noise"
-    return Table(["comparison", "Δ mAP@[.5:.95]", f"{f.ci_percent}% CI", "resamples", "training seeds (paired)",
-                  "significant"], rows, [False, True, True, True, False, False], caption)
+    return Table(["comparison", "Δ mAP@[.5:.95]", f"{f.ci_percent}% CI", "resamples", "training seeds",
+                  "verdict"], rows, [False, True, True, True, False, False], caption)
 
 
 def _seeds(seeds: list[int] | None) -> str:

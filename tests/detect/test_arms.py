@@ -86,3 +86,79 @@ def test_yolo_labels_are_normalised_cxcywh(tiny_dataset, tmp_path):
     assert int(cls) == [c.id for c in sorted(coco.categories, key=lambda c: c.id)].index(a.category_id)
     assert float(cx) == pytest.approx((x + bw / 2) / im.width, abs=1e-5)
     assert float(h) == pytest.approx(bh / im.height, abs=1e-5)
+
+
+def test_replica_aug_arm_randomises_photos_and_keeps_every_box(tiny_config, tiny_dataset, tmp_path):
+    """real+replica-aug: one randomised copy of every A photo per variant, drawn anew per seed;
+    photometric only, so each copy carries exactly its source photo's boxes."""
+    import cv2
+    import numpy as np
+
+    from pipeline.detect.arms import build_phases
+
+    tiny_config.detect.replica_aug_variants = 2
+    plan = next(p for p in plan_arms(tiny_config, tiny_dataset, None) if p.name == "real+replica-aug")
+    a = tiny_dataset.coco("A", "train")
+    n_real = len(tiny_dataset.coco("B", "train").images)
+    k = tiny_config.detect.real_oversample
+    assert plan.natural_size(k, 2) == n_real * k + 2 * len(a.images)
+    (phase,) = build_phases(plan, tiny_config, tiny_dataset, plan.natural_size(k, 2), tmp_path / "s0", seed=0)
+    lines = phase.data.train_list.read_text().splitlines()
+    randomized = sorted({x for x in lines if "_randomized/" in x})
+    assert len(randomized) == 2 * len(a.images) and phase.epochs == tiny_config.detect.epochs
+    by_stem = {Path(im.file_name).stem: im for im in a.images}
+    anns = a.anns_by_image()
+    for path in randomized:
+        img = Path(path)
+        src = by_stem[img.stem.rsplit("_rand", 1)[0]]
+        original = tiny_dataset.read_rgb(src)
+        out = cv2.cvtColor(cv2.imread(str(img)), cv2.COLOR_BGR2RGB)
+        assert out.shape == original.shape and not np.array_equal(out, original)
+        rows = (img.parent.parent / "labels" / f"{img.stem}.txt").read_text().splitlines()
+        h, w = original.shape[:2]
+        want = sorted((x.bbox[0] + x.bbox[2] / 2) / w for x in anns.get(src.id, []))
+        assert sorted(float(r.split()[1]) for r in rows) == pytest.approx(want, abs=1e-5)
+    other = build_phases(plan, tiny_config, tiny_dataset, 10, tmp_path / "s1", seed=1)[0].data.train_list
+    first = sorted(Path(x) for x in lines if "_randomized/" in x)[0]
+    again = Path(str(first).replace(str(tmp_path / "s0"), str(tmp_path / "s1")))
+    assert other.is_file() and again.is_file()
+    assert not np.array_equal(cv2.imread(str(first)), cv2.imread(str(again)))  # new draw per seed
+
+
+def test_synthetic_then_real_arm_pretrains_on_synthetic_alone(tiny_config, tiny_dataset, fake_augmented,
+                                                              tmp_path):
+    from pipeline.detect.arms import build_phases
+
+    tiny_config.detect.epochs = 10
+    tiny_config.detect.pretrain_fraction = 0.3
+    plans = plan_arms(tiny_config, tiny_dataset, fake_augmented)
+    plan = next(p for p in plans if p.name == "synthetic->real")
+    assert plan.uses_augmented and not plan.mixed
+    n = epoch_budget(tiny_config, plans)
+    pre, fine = build_phases(plan, tiny_config, tiny_dataset, n, tmp_path, seed=0)
+    assert (pre.name, pre.epochs, fine.name, fine.epochs) == ("pretrain", 3, "finetune", 7)
+    pre_lines = pre.data.train_list.read_text().splitlines()
+    fine_lines = fine.data.train_list.read_text().splitlines()
+    assert len(pre_lines) == len(fine_lines) == n  # the same images per epoch as every other arm
+    assert all("/synthetic/" in x for x in pre_lines) and all("/B_train/" in x for x in fine_lines)
+    assert fine.data.train_list.name == "train.txt" and pre.data.data_yaml.name == "pretrain_data.yaml"
+
+
+def test_synthetic_keep_trains_on_the_most_realistic_images(tiny_config, tiny_dataset, fake_augmented):
+    """detect.synthetic_keep ranks the accepted synthetic images by the realism critic's P(real metal)
+    (recorded by the gate) and keeps the top share; without scores the arm says why it cannot."""
+    from pipeline.detect.arms import most_realistic
+
+    syn = fake_augmented.coco("B", "train").subset(lambda im: bool(im.synthetic))
+    for k, im in enumerate(syn.images):
+        im.extra = {"gate": {"realism": (k * 7919 % 13) / 13}}
+    scores = {im.id: im.extra["gate"]["realism"] for im in syn.images}
+    kept, why = most_realistic(syn, 0.25, fake_augmented.root)
+    assert why is None and len(kept.images) == -(-len(syn.images) // 4)
+    assert min(scores[im.id] for im in kept.images) >= max(
+        scores[im.id] for im in syn.images if im.id not in {k.id for k in kept.images})
+    assert {a.image_id for a in kept.annotations} <= {im.id for im in kept.images}
+    assert most_realistic(syn, 1.0, fake_augmented.root)[0] is syn
+    tiny_config.detect.synthetic_keep = 0.5
+    plan = next(p for p in plan_arms(tiny_config, tiny_dataset, fake_augmented) if p.name == "real+synthetic")
+    assert "recorded no realism score" in plan.unavailable and "gan.realism_steps" in plan.unavailable

@@ -175,8 +175,8 @@ def test_one_arm_crashing_leaves_the_others_and_skips_its_comparisons(tiny_compa
     (skip,) = m["comparisons_skipped"]
     assert skip["baseline"] == "real"
     assert skip["reason"].startswith("real+synthetic failed: FileNotFoundError")
-    head, kind, _ = verdict(m, cfg.report.alpha)
-    assert kind == "unknown"
+    head, kind, _, badge = verdict(m, cfg.report.alpha)
+    assert kind == "inconclusive" and badge == "inconclusive: no comparison"
     assert head.startswith("No verdict: the real+synthetic arm failed (FileNotFoundError")
 
 
@@ -201,9 +201,9 @@ def test_failed_control_skips_only_the_control_comparison(tiny_compare, tiny_dat
     assert [c["baseline"] for c in m["comparisons"]] == ["real"]
     assert m["comparisons_skipped"] == [{"treatment": "real+synthetic", "baseline": "real+replica",
                                          "reason": "real+replica failed: RuntimeError: CUDA out of memory"}]
-    head, _, _ = verdict(m, cfg.report.alpha)
-    assert "the replica control was not compared (the real+replica arm failed (RuntimeError: CUDA out of " \
-           "memory))" in head
+    _, _, more, _ = verdict(m, cfg.report.alpha)
+    assert ("Against the untranslated replica photos (the control): not compared (the real+replica arm failed "
+            "(RuntimeError: CUDA out of memory)).") in more
 
 
 def test_worker_killed_mid_run_is_a_failed_run(tiny_config, tiny_dataset, tmp_path):

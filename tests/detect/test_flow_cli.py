@@ -79,6 +79,9 @@ def test_flow_table_labels_the_ci_with_the_comparisons_own_level(tmp_path):
                                   "reason": "real+replica failed: RuntimeError: boom"}],
          "warnings": [{"kind": "crosscheck", "message": "real seed 0: ultralytics' own mAP 0.600 vs ..."}]}
     md = arms_markdown(CompareResult(tmp_path, tmp_path / "metrics.json", False, m))
-    assert "| real+synthetic vs real | +0.000 | 90% [-0.010, +0.020] | no |" in md and "95%" not in md
+    assert "| real+synthetic vs real | +0.000 | 90% [-0.010, +0.020] | not significant |" in md and "95%" not in md
+    m["comparisons"][0].update(outcome="inconclusive", reasons=["single training seed"])
+    md = arms_markdown(CompareResult(tmp_path, tmp_path / "metrics.json", False, m))
+    assert "| real+synthetic vs real | +0.000 | 90% [-0.010, +0.020] | inconclusive (single training seed) |" in md
     assert "real+synthetic vs real+replica not computed: real+replica failed: RuntimeError: boom" in md
     assert "Warning: real seed 0: ultralytics' own mAP 0.600" in md

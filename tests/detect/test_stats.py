@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.detect.evaluate import coco_eval
-from pipeline.detect.stats import paired_bootstrap, resample_counts, summarize
+from pipeline.detect.stats import (ArmEvals, HierarchicalBootstrap, RunMaps, bootstrap_map, paired_bootstrap,
+                                   resample_counts, summarize)
 
 
 def test_summarize_mean_std_over_seeds():
@@ -97,3 +98,49 @@ def test_paired_bootstrap_at_the_briefs_size_runs(tmp_path):
     assert ci.resamples == 1000  # no resample lost to NaN
     assert ci.delta == pytest.approx(a.metrics["map"] - b.metrics["map"], abs=1e-9)
     assert ci.ci_low <= ci.delta <= ci.ci_high and ci.ci_high - ci.ci_low < 0.2
+
+
+# ------------------------------------------------------------------------ hierarchical bootstrap
+def test_hierarchical_bootstrap_without_training_noise_is_the_paired_bootstrap(tmp_path):
+    """Every run of an arm identical (no training noise): drawing seeds changes nothing, so the
+    interval is exactly the paired bootstrap's over test images."""
+    run = _gt_and_runs(tmp_path)
+    t, b = run(2.0, 0.9).per_image, run(6.0, 0.7).per_image
+    paired = paired_bootstrap([t], [b], resamples=300, seed=3)
+    hb = HierarchicalBootstrap(t.image_ids, resamples=300, seed=3)
+    treatment = ArmEvals("real+synthetic", {(g, s): t for g in (0, 1) for s in (0, 1, 2)})
+    baseline = ArmEvals("real", {(None, s): b for s in (0, 1, 2)})
+    ci = hb.uplift(treatment, baseline)
+    assert (ci.delta, ci.ci_low, ci.ci_high, ci.resamples) == pytest.approx(
+        (paired.delta, paired.ci_low, paired.ci_high, paired.resamples), abs=1e-12)
+
+
+def test_hierarchical_bootstrap_of_a_constant_shift_is_centred_on_it(tmp_path):
+    """Synthetic numbers: the treatment is the baseline's resampled mAPs + 0.1 + a seed effect
+    (training noise of both models, none from the images). The CI sits around the shift and is as
+    wide as the seed effects allow, never zero-width."""
+    run = _gt_and_runs(tmp_path)
+    base = run(4.0, 0.8).per_image
+    hb = HierarchicalBootstrap(base.image_ids, resamples=400, seed=0)
+    m = hb.run_maps(base)
+    shifted = lambda e: RunMaps(m.full + e, m.resampled + e)  # noqa: E731
+    treated = {(g, s): shifted(0.1 + 0.01 * (g - 0.5) + 0.005 * (s - 1)) for g in (0, 1) for s in (0, 1, 2)}
+    control = {(None, s): shifted(0.003 * (s - 1)) for s in (0, 1, 2)}
+    ci = hb.uplift(ArmEvals("real+synthetic", treated), ArmEvals("real", control))
+    assert ci.delta == pytest.approx(0.1, abs=1e-9)
+    assert 0.08 < ci.ci_low < 0.1 < ci.ci_high < 0.12
+    assert ci.ci_high - ci.ci_low > 0.005  # training noise widens it (the images alone would give 0)
+    single = hb.uplift(ArmEvals("t", {(0, 0): shifted(0.1)}), ArmEvals("real", {(None, 0): shifted(0.0)}))
+    assert single.ci_low == pytest.approx(0.1) and single.ci_high == pytest.approx(0.1)
+
+
+def test_gap_closed_share_and_interval(tmp_path):
+    run = _gt_and_runs(tmp_path)
+    real, half, oracle = run(8.0, 0.6).per_image, run(4.0, 0.78).per_image, run(1.0, 0.97).per_image
+    hb = HierarchicalBootstrap(real.image_ids, resamples=300, seed=0)
+    arm = lambda name, pe: ArmEvals(name, {(None, 0): pe, (None, 1): pe})  # noqa: E731
+    share = hb.gap_closed(arm("x", half), arm("real", real), arm("oracle", oracle))
+    maps = [bootstrap_map(pe, np.ones((1, pe.n_images)))[0] for pe in (real, half, oracle)]
+    assert share.point == pytest.approx((maps[1] - maps[0]) / (maps[2] - maps[0]))
+    assert 0 < share.ci_low <= share.point <= share.ci_high < 1
+    assert hb.gap_closed(arm("o", oracle), arm("real", real), arm("oracle", oracle)).point == pytest.approx(1.0)

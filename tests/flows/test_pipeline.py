@@ -26,7 +26,8 @@ def test_tiny_pipeline_end_to_end(pipeline_run, tiny_root: Path) -> None:
     assert html.is_file() and html.stat().st_size > 10_000
     run_dir = Path(result["run_dir"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert {a["name"] for a in metrics["arms"]} == {"real", "real+replica", "real+synthetic", "oracle"}
+    assert {a["name"] for a in metrics["arms"]} == {"real", "real+replica", "real+replica-aug", "real+synthetic",
+                                                    "synthetic->real", "oracle"}
     assert all(a["status"] == "ok" for a in metrics["arms"]), [a.get("error") for a in metrics["arms"]]
     # lineage: the report's manifest reaches back to the dataset version
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -59,6 +60,17 @@ def test_changed_gate_value_reruns_only_downstream(pipeline_run, tiny_root: Path
     assert st["ingest"]["dir"] == first["stages"]["ingest"]["dir"]
     assert not st["synthesize"]["cached"] and not st["compare"]["cached"] and not st["report"]["cached"]
     assert changed["run_dir"] != first["run_dir"]
+    # arms that use no synthetic image are adopted from the first comparison, not trained again
+    runs = {}
+    for r in (first, changed):
+        m = json.loads((Path(r["run_dir"]) / "metrics.json").read_text())
+        runs[r["run_dir"]] = {a["name"]: a["runs"][0] for a in m["arms"]}
+    old, new = runs[first["run_dir"]], runs[changed["run_dir"]]
+    for arm in ("real", "real+replica", "real+replica-aug", "oracle"):
+        assert new[arm]["weights_sha256"] == old[arm]["weights_sha256"], arm
+        assert new[arm]["train_seconds"] == old[arm]["train_seconds"], arm
+    assert new["real+synthetic"]["predictions"] and new["real+synthetic"]["train_seconds"] != \
+        old["real+synthetic"]["train_seconds"]
 
 
 def test_overlapping_runs_share_one_report_without_clobbering(pipeline_run, tiny_root: Path) -> None:

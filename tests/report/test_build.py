@@ -12,6 +12,7 @@ from report_helpers import html_text, md_table, read
 
 from pipeline.report.build import ReportError, build_report
 from pipeline.report.facts import attributions, verdict
+from pipeline.report.verdict import Rules
 
 
 def _metrics(run: Path) -> dict:
@@ -43,7 +44,8 @@ def test_report_numbers_equal_metrics_json(report_cfg, fixture_run: Path) -> Non
         row = comps[f"real+synthetic vs {c['baseline']}"]
         assert row["Δ mAP@[.5:.95]"] == f"{c['delta']:+.3f}"
         assert row["95% CI"] == f"{c['ci_low']:+.3f} to {c['ci_high']:+.3f}"
-        assert row["significant"] == ("yes" if c["significant"] else "no")
+        assert row["verdict"] == ("significant gain" if c["ci_low"] > 0 else
+                                  "inconclusive: the confidence interval covers zero")
         assert f"{c['ci_low']:+.3f} to {c['ci_high']:+.3f}" in text
     # per-class AP: mean over seeds, as stored in the report block
     derived = stored["report"]["arms"]
@@ -58,47 +60,75 @@ def test_report_numbers_equal_metrics_json(report_cfg, fixture_run: Path) -> Non
 
 def test_verdict_is_computed_from_the_numbers(report_cfg, fixture_run: Path) -> None:
     m = _metrics(fixture_run)
-    head, kind, more = verdict(m, 0.05)
-    real, rep, syn = (m["arms"][i]["summary"]["map"]["mean"] for i in (0, 1, 2))
-    # beat real (CI above zero) but not the replica control (CI crosses zero): said in plain words
-    assert kind == "partial"
-    assert head == ("Partly: real+synthetic beat real photos alone, but not the untranslated replica photos "
-                    "(the control), so the gain may come from the extra boxes rather than the translation. "
-                    f"mAP@[.5:.95] {syn:.3f} vs {real:.3f} for real (+0.060, 95% CI +0.021 to +0.099: "
-                    f"significant) and {rep:.3f} for real+replica (+0.040, 95% CI -0.004 to +0.082: "
-                    "not significant).")
-    assert more == []  # three seeds: no single-seed caveat
+    head, kind, more, badge = verdict(m, 0.05)
+    real, rep, syn, oracle = (m["arms"][i]["summary"]["map"]["mean"] for i in (0, 1, 2, 3))
+    # three seeds, 150 test images, CI above zero: a gain, said with its numbers
+    assert kind == "gain" and badge == "significant gain"
+    assert head == (f"Yes: real+synthetic beat real photos alone. mAP@[.5:.95] {syn:.3f} for real+synthetic vs "
+                    f"{real:.3f} for real photos alone (+0.060, 95% CI +0.021 to +0.099: significant).")
+    # the replica control's CI covers zero: not beaten, and why
+    assert more[0] == (f"real+synthetic did not clearly beat the untranslated replica photos (the control): "
+                       f"{rep:.3f} (+0.040, 95% CI -0.004 to +0.082: not significant), inconclusive: the "
+                       "confidence interval covers zero.")
+    assert more[1] == (f"Best arm: real+synthetic ({syn:.3f}); the oracle, with as many extra real labelled "
+                       f"photos, reaches {oracle:.3f}.")
+    assert len(more) == 2  # three seeds: no single-seed caveat
 
-    control = m["comparisons"][1]
-    control.update(ci_low=0.01, significant=True)
-    head, kind, _ = verdict(m, 0.05)
-    assert kind == "uplift" and head.startswith("Yes: real+synthetic beat both real photos alone and the "
-                                                "untranslated replica photos")
-    control.update(delta=-0.05, ci_low=-0.08, ci_high=-0.02, significant=True)
-    head, kind, _ = verdict(m, 0.05)
-    assert kind == "partial" and "but did significantly worse than the untranslated replica photos" in head
-
-    m["comparisons"][0].update(delta=-0.012, ci_low=-0.05, ci_high=0.03, significant=False)
-    head, kind, _ = verdict(m, 0.05)
-    assert kind == "no-difference"
-    assert head.startswith("No: real+synthetic did not significantly beat real photos alone, and did "
-                           "significantly worse than the untranslated replica photos (the control).")
-    assert "(-0.012, 95% CI -0.050 to +0.030: not significant)" in head
     m["comparisons"][0].update(delta=-0.08, ci_low=-0.12, ci_high=-0.03, significant=True)
-    head, kind, _ = verdict(m, 0.05)
-    assert kind == "drop" and head.startswith("No: real+synthetic did significantly worse than real photos alone")
+    head, kind, _, badge = verdict(m, 0.05)
+    assert kind == "loss" and badge == "significant loss"
+    assert head.startswith("No: real+synthetic did significantly worse than real photos alone.")
     assert "90% CI" in verdict(m, 0.10)[0]
 
-    # the control arm failed: its comparison is skipped and the headline says why
+    m["comparisons"][0].update(delta=-0.012, ci_low=-0.05, ci_high=0.03, significant=False)
+    head, kind, _, badge = verdict(m, 0.05)
+    assert kind == "inconclusive" and badge == "inconclusive: the confidence interval covers zero"
+    assert head.startswith("Inconclusive (the confidence interval covers zero). ")
+    assert "(-0.012, 95% CI -0.050 to +0.030: not significant)" in head
+
+    # the control arm failed: its comparison is skipped and the sentence says why
     m = _metrics(fixture_run)
     m["arms"][1].update(status="failed", error="RuntimeError: out of memory")
     m["comparisons_skipped"] = [{"treatment": "real+synthetic", "baseline": "real+replica",
                                  "reason": "real+replica failed: RuntimeError: out of memory"}]
     m["comparisons"] = m["comparisons"][:1]
-    head, kind, _ = verdict(m, 0.05)
-    assert kind == "partial"
-    assert ("but the replica control was not compared (the real+replica arm failed (RuntimeError: out of "
-            "memory)), so it is unknown whether the translation or just the extra boxes helped.") in head
+    head, kind, more, _ = verdict(m, 0.05)
+    assert kind == "gain"
+    assert more[0] == ("Against the untranslated replica photos (the control): not compared (the real+replica "
+                       "arm failed (RuntimeError: out of memory)).")
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda m: m["comparisons"][0].update(seeds=[0], runs=[1, 1]), "single training seed"),
+    (lambda m: m["test"].update(images=1), "test split of 1 images (report.min_test_images 5)"),
+    (lambda m: m["test"].update(instances={"gear": 3}), "test split of 3 boxes (report.min_test_boxes 5)"),
+    (lambda m: [a["summary"]["map"].update(mean=0.004) for a in m["arms"]],
+     "every arm scores ~0 mAP (best 0.004 < report.min_map 0.01)"),
+])
+def test_weak_evidence_is_inconclusive_even_with_a_ci_above_zero(report_cfg, fixture_run, change, reason):
+    """A single training seed, a tiny test split or arms that learnt nothing never carry a claim,
+    however narrow the interval (a 1-image test gave a zero-width CI that read as certainty)."""
+    m = _metrics(fixture_run)
+    assert m["comparisons"][0]["ci_low"] > 0
+    change(m)
+    head, kind, _, badge = verdict(m, 0.05, Rules.from_config(report_cfg.report))
+    assert kind == "inconclusive" and badge == f"inconclusive: {reason}"
+    assert head.startswith(f"Inconclusive ({reason}). ")
+
+
+def test_the_cheap_rival_is_named_when_the_gan_does_not_beat_it(report_cfg, fixture_run: Path) -> None:
+    m = _metrics(fixture_run)
+    aug = json.loads(json.dumps(m["arms"][1]))
+    aug["name"] = "real+replica-aug"
+    m["arms"].insert(2, aug)
+    m["comparisons"].append({**m["comparisons"][1], "baseline": "real+replica-aug", "delta": -0.03,
+                             "ci_low": -0.05, "ci_high": -0.01, "significant": True})
+    _, kind, more, _ = verdict(m, 0.05)
+    assert kind == "gain"
+    assert any(s.startswith("real+synthetic did significantly worse than the replicas with classical photometric "
+                            "randomisation, no GAN (the cheap rival)") for s in more)
+    assert ("The GAN did not beat the cheap classical randomisation of the replicas: on this evidence the "
+            "translation is not worth its training cost.") in more
 
 
 def test_one_seed_says_the_ci_covers_test_images_only(report_cfg, fixture_run: Path) -> None:
@@ -163,7 +193,7 @@ def test_failed_arm_is_shown_with_its_error(report_cfg, fixture_run: Path) -> No
     assert "No verdict: the real+synthetic arm failed (RuntimeError: DefaultCPUAllocator" in md
     text, _, _ = html_text(read(res.html))
     assert "failed: RuntimeError: DefaultCPUAllocator" in text
-    assert json.loads(res.metrics.read_text())["report"]["verdict_kind"] == "unknown"
+    assert json.loads(res.metrics.read_text())["report"]["verdict_kind"] == "inconclusive"
 
 
 def test_missing_parts_are_omitted_with_a_note(report_cfg, fixture_run: Path, tmp_path: Path) -> None:
