@@ -1,11 +1,17 @@
 """Reliability figures: bad inputs tried, faults injected, how many ended as expected, data lost.
 
-    .venv/bin/python bench/reliability.py [--quick]
+    .venv/bin/python bench/reliability.py [--quick] [--no-faults]
 
-1. The bad-input corpus (tests/corpus/build.py) through `metalize run` in a sandbox (empty HOME,
-   TMPDIR and working directory): each case's promised outcome, inputs byte-identical after,
-   nothing outside the roots read in, nothing written outside the output root.
-2. Model files and configuration mistakes: tests/corpus/test_models_and_config.py, case by case.
+1. The bad-input corpus (tests/corpus/build.py, extremes.py) through `metalize run` in a sandbox
+   (empty HOME, TMPDIR and working directory, no library state folder set): each case's outcome -
+   quarantined or kept as promised, or silent (the run finished without the promised row) - inputs
+   byte-identical after, nothing outside the roots read in, nothing written outside the output
+   root. A run that does not finish is retried group by group to name the case that crashed
+   (traceback) or aborted it.
+2. Configuration files, overrides and ingests that cannot give a dataset (tests/corpus/fatal.py),
+   each its own `metalize` process in its own empty sandbox: a clear error (exit 1/2, no
+   traceback, the file or key named), or a crash, an abort that names nothing, a silent success.
+   Model files and configuration mistakes: tests/corpus/test_models_and_config.py, case by case.
 3. Faults: one uninterrupted tiny run is the reference; then each stage is SIGKILLed at several
    points (ingest after k images, CycleGAN after step s, synthesis after k images, YOLO during an
    arm's training and between arms) in a copy of the reference's output root less that stage's
@@ -13,7 +19,9 @@
    byte, CycleGAN weights within 1e-5 relative, detector mAP within MAP_TOL), no partial file is
    left or read, every manifest verifies. Plus a full disk (tmpfs) and two concurrent processes.
 
-Writes bench/results/reliability.json and prints the table README's "Reliability" shows.
+Writes bench/results/reliability.json (cases, outcomes: quarantined / kept / clear fatal / crash /
+abort / silent, writes outside the output root) and prints the table README's "Reliability" shows.
+Target: 0 crash, 0 abort without a file named, 0 silent, 0 writes outside.
 """
 
 from __future__ import annotations
@@ -62,7 +70,25 @@ def finish(args: list[str], root: Path) -> tuple[int, str]:
 
 
 # ----------------------------------------------------------------------------- 1. the corpus
+# What each case promised: a quarantine row (the run goes on), or the input kept as it is.
+KEPT = ("kept", "clean", "normalised")
+OUTCOMES = ("quarantined", "kept", "clear fatal", "crash", "abort", "silent")
+
+
+def _stray(root: Path) -> list[str]:
+    """What appeared in the sandbox's home, temp folder and working directory (must be nothing)."""
+    return [f"{d}/{p.relative_to(root / d)}" for d in ("home", "tmp", "work") if (root / d).is_dir()
+            for p in (root / d).rglob("*")]
+
+
+def _failure(output: str, exit_code: int) -> str:
+    """How a run that should have finished stopped: a crash (traceback), else an abort."""
+    return "crash" if "Traceback (most recent call last)" in output or exit_code not in (0, 1, 2) else "abort"
+
+
 def corpus_figures(tmp: Path) -> dict:
+    """The corpus through one `metalize run`; each case quarantined / kept as promised, or silent.
+    When the run does not finish, each group of cases is ingested alone to tell which broke it."""
     import test_corpus as tc
     from build import build_corpus
     from ingest_helpers import tree_hash
@@ -70,21 +96,85 @@ def corpus_figures(tmp: Path) -> dict:
     root = tmp / "corpus"
     corpus = build_corpus(root)
     before = (tree_hash(corpus.inputs), tree_hash(corpus.outside))
-    (root / "work").mkdir()
+    env = tc.sandbox_env(root)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(corpus.config)], cwd=root / "work",
-                          env=tc.sandbox_env(root), capture_output=True, text=True, timeout=3600)
+                          env=env, capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        return {"ran": False, "error": proc.stderr[-2000:], "cases": len(corpus.cases), "as_expected": 0}
-    rows, kept = tc._rows(corpus), tc._kept_originals(corpus)
-    problems = {c.id: p for c in corpus.cases if (p := tc.outcome_problems(c, rows, kept))}
+    cases: dict[str, dict] = {}
+    if proc.returncode == 0:
+        rows, kept, notes = tc._rows(corpus), tc._kept_originals(corpus), tc._rows(corpus, "notes.jsonl")
+        for c in corpus.cases:
+            problem = tc.outcome_problems(c, rows, kept, notes)
+            outcome = "silent" if problem else ("kept" if c.expect in KEPT else "quarantined")
+            cases[c.id] = {"kind": c.kind, "what": c.what, "outcome": outcome, **({"detail": problem} if problem else {})}
+    else:
+        cases = _attribute_failure(corpus, tmp, proc.stderr + proc.stdout, proc.returncode)
     untouched = (tree_hash(corpus.inputs), tree_hash(corpus.outside)) == before
-    stray = [d for d in ("home", "work", "tmp") if any((root / d).iterdir())]
-    return {"ran": True, "seconds": round(seconds, 1), "cases": len(corpus.cases),
-            "as_expected": len(corpus.cases) - len(problems), "problems": problems,
+    return {"ran": proc.returncode == 0, "seconds": round(seconds, 1), "cases": cases,
             "by_kind": {k: sum(1 for c in corpus.cases if c.kind == k) for k in sorted({c.kind for c in corpus.cases})},
-            "inputs_byte_identical": untouched, "written_outside_output_root": stray}
+            "inputs_byte_identical": untouched, "written_outside_output_root": _stray(root),
+            **({"error": proc.stderr[-3000:]} if proc.returncode else {})}
+
+
+def _attribute_failure(corpus, tmp: Path, output: str, exit_code: int) -> dict[str, dict]:
+    """Ingest each group of cases alone (beside the good demo sources): a group whose ingest fails
+    gets crash/abort for its cases; the others are judged by their own version."""
+    import test_corpus as tc
+    import yaml
+
+    raw = yaml.safe_load(corpus.config.read_text(encoding="utf-8"))
+    demo = str(corpus.inputs / "demo")
+    out: dict[str, dict] = {}
+    for group in sorted({c.group for c in corpus.cases}):
+        mine = [c for c in corpus.cases if c.group == group]
+        one = tmp / f"group-{group}"
+        cfg = dict(raw, runtime={**raw["runtime"], "output_root": str(one / "out")})
+        cfg["data"] = {**raw["data"], **{d: [s for s in raw["data"][d] if s["images"].startswith(demo)
+                                             or s["images"].startswith(str(corpus.inputs / group))]
+                                         for d in ("a", "b")}}
+        path = one / "config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+        p = subprocess.run([sys.executable, "-m", "pipeline.cli", "ingest", str(path)], cwd=REPO, env=env(),
+                           capture_output=True, text=True, timeout=900)
+        if p.returncode:
+            for c in mine:
+                out[c.id] = {"kind": c.kind, "what": c.what, "outcome": _failure(p.stderr, p.returncode),
+                             "detail": " ".join(p.stderr.split())[-300:]}
+            continue
+        fake = type(corpus)(corpus.root, corpus.inputs, corpus.outside, one / "out", corpus.config, mine)
+        rows, kept, notes = tc._rows(fake), tc._kept_originals(fake), tc._rows(fake, "notes.jsonl")
+        for c in mine:
+            problem = tc.outcome_problems(c, rows, kept, notes)
+            out[c.id] = {"kind": c.kind, "what": c.what,
+                         "outcome": "silent" if problem else ("kept" if c.expect in KEPT else "quarantined")}
+    # Every group ingests alone: the whole run broke later; say so for every case.
+    if all(v["outcome"] in ("quarantined", "kept") for v in out.values()):
+        for v in out.values():
+            v.update(outcome=_failure(output, exit_code), detail="the whole run stopped: " + output[-300:])
+    return out
+
+
+def fatal_figures(tmp: Path) -> dict:
+    """Each bad config / override / impossible ingest as its own `metalize` process in an empty
+    sandbox: a clear error naming the file or key, or a crash, an abort or a silent success."""
+    import test_corpus as tc
+    from fatal import build_fatal, classify
+
+    root = tmp / "fatal-cases"
+    cases = {}
+    stray: list[str] = []
+    for case in build_fatal(root):
+        box = tmp / "fatal-sandbox" / case.id
+        sandbox = tc.sandbox_env(box)  # makes box/home, box/tmp and box/work
+        p = subprocess.run([sys.executable, "-m", "pipeline.cli", *case.args], cwd=box / "work", env=sandbox,
+                           capture_output=True, text=True, timeout=600)
+        outcome, detail = classify(case, p.returncode, p.stdout + p.stderr)
+        cases[case.id] = {"kind": case.kind, "what": case.what, "outcome": outcome, "exit_code": p.returncode,
+                          "message": " ".join(p.stderr.split())[-240:], **({"detail": detail} if detail else {})}
+        stray += [f"{case.id}: {s}" for s in _stray(box)]
+    return {"cases": cases, "written_outside_output_root": stray}
 
 
 # -------------------------------------------------------------------- 2. model files and configs
@@ -252,6 +342,7 @@ def fault_figures(tmp: Path, quick: bool) -> list[dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one kill point per stage")
+    ap.add_argument("--no-faults", action="store_true", help="bad inputs only (no SIGKILL sweep)")
     ap.add_argument("--out", default=str(BENCH / "results" / "reliability.json"))
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -259,34 +350,53 @@ def main() -> int:
         tmp = Path(tmp)
         print("== bad-input corpus through metalize run", flush=True)
         corpus = corpus_figures(tmp)
+        print("== configuration files, overrides and impossible ingests (one process each)", flush=True)
+        fatal = fatal_figures(tmp)
         print("== model files and configuration mistakes", flush=True)
         models = pytest_cases(REPO / "tests" / "corpus" / "test_models_and_config.py", tmp)
-        print("== faults", flush=True)
-        faults = fault_figures(tmp, args.quick)
+        faults = [] if args.no_faults else (print("== faults", flush=True), fault_figures(tmp, args.quick))[1]
+    outcomes = {k: 0 for k in OUTCOMES}
+    for c in [*corpus["cases"].values(), *fatal["cases"].values()]:
+        outcomes[c["outcome"]] += 1
+    # Model-file and config tests through the CLI: each asserts a clear error naming the file or key.
+    outcomes["clear fatal"] += models["as_expected"]
+    outcomes["abort"] += models["cases"] - models["as_expected"] - len(models["skipped"])
+    tried = len(corpus["cases"]) + len(fatal["cases"]) + models["cases"]
+    as_expected = outcomes["quarantined"] + outcomes["kept"] + outcomes["clear fatal"]
+    outside = corpus["written_outside_output_root"] + fatal["written_outside_output_root"]
     kills = [f for f in faults if f["fault"].startswith("SIGKILL")]
-    other = [f for f in faults if not f["fault"].startswith("SIGKILL")][0]
-    n_faults = len(kills) + other["cases"]
-    faults_ok = sum(f["as_expected"] for f in kills) + (other["cases"] - len(other["failed"]) - len(other["skipped"]))
+    other = next((f for f in faults if not f["fault"].startswith("SIGKILL")), None)
+    n_faults = len(kills) + (other["cases"] if other else 0)
+    faults_ok = sum(f["as_expected"] for f in kills) + (
+        other["cases"] - len(other["failed"]) - len(other["skipped"]) if other else 0)
     data_lost = (not corpus.get("inputs_byte_identical", False)) or any(f.get("leftovers") for f in kills)
     record = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "bad_inputs": {"tried": corpus["cases"] + models["cases"],
-                       "as_expected": corpus["as_expected"] + models["as_expected"]},
+        "bad_inputs": {"tried": tried, "as_expected": as_expected, "outcomes": outcomes,
+                       "written_outside_output_root": len(outside),
+                       "target": "0 crash, 0 abort without a file named, 0 silent, 0 writes outside"},
         "faults": {"injected": n_faults, "as_expected": faults_ok},
         "data_lost": data_lost,
-        "corpus": corpus, "models_and_config": models, "fault_runs": faults,
+        "corpus": corpus, "fatal": fatal, "models_and_config": models, "fault_runs": faults,
+        "written_outside": outside,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    print(f"\n| | tried | as expected |\n|---|---:|---:|\n"
-          f"| bad inputs (corpus through `metalize run`) | {corpus['cases']} | {corpus['as_expected']} |\n"
-          f"| model files and configuration mistakes (CLI) | {models['cases']} | {models['as_expected']} |\n"
-          f"| faults (SIGKILL per stage, full disk, concurrent runs) | {n_faults} | {faults_ok} |\n"
-          f"\ndata lost: {'YES' if data_lost else 'none'} (inputs byte-identical: "
-          f"{corpus.get('inputs_byte_identical')}; written outside the output root: "
-          f"{corpus.get('written_outside_output_root') or 'nothing'})")
-    ok = record["bad_inputs"]["tried"] == record["bad_inputs"]["as_expected"] and n_faults == faults_ok
+    c_out = {k: sum(1 for v in corpus["cases"].values() if v["outcome"] == k) for k in OUTCOMES}
+    f_out = {k: sum(1 for v in fatal["cases"].values() if v["outcome"] == k) for k in OUTCOMES}
+    print("\n| | cases | quarantined | kept | clear fatal | crash | abort | silent |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, n, o in [("bad inputs through `metalize run` (tests/corpus)", len(corpus["cases"]), c_out),
+                       ("config files, overrides, impossible ingests (one process each)", len(fatal["cases"]), f_out)]:
+        print(f"| {name} | {n} | " + " | ".join(str(o[k]) for k in OUTCOMES) + " |")
+    print(f"| model files and configuration mistakes (CLI tests) | {models['cases']} | 0 | 0 | "
+          f"{models['as_expected']} | 0 | {models['cases'] - models['as_expected']} | 0 |")
+    print(f"\nall: {tried} cases, {as_expected} as promised; outcomes {outcomes}; "
+          f"written outside the output root: {len(outside)}")
+    if faults:
+        print(f"faults (SIGKILL per stage, full disk, concurrent runs): {n_faults} injected, {faults_ok} as expected")
+    print(f"data lost: {'YES' if data_lost else 'none'} (inputs byte-identical: {corpus.get('inputs_byte_identical')})")
+    ok = as_expected == tried and not outside and n_faults == faults_ok
     return 0 if ok and not data_lost else 1
 
 

@@ -22,6 +22,8 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "ingest": ([], ["--sizes", "200"]),
     "gan": ([], ["--quick"]),
     "synth": ([], ["--sizes", "200"]),
+    "translate_batch": (["--repeats", "1"], ["--quick", "--batches", "1,8", "--out",
+                                             "bench/results/translate_batch_tiny.json"]),
     "gate_thresholds": (["--config", "configs/demo.yaml"], ["--config", "configs/tiny.yaml"]),
     "detect": (["configs/demo.yaml"], ["configs/tiny.yaml"]),
     "demo": ([], ["--config", "configs/tiny.yaml", "--out", "bench/results/demo_tiny.json"]),

@@ -68,8 +68,7 @@ def metalize_pipeline(config: str | None = None, overrides: list[str] | None = N
         stages["report"] = _stage(run_dir, report.cached, clock.seconds["report"])
     html = report.html
     record_run(cfg, run_dir, html, dataset.root, augmented.root, gan.model_dir, flow_run.get_id())
-    for name, st in stages.items():
-        log.info("%-10s %-6s %7.1f s  %s", name, "cached" if st["cached"] else "ran", st["seconds"], st["dir"])
+    # The per-stage table is the run's artifact (the UI) and the CLI's closing lines: printed once.
     create_markdown_artifact(
         key="metalize-run",
         markdown=_summary(cfg.profile, Path(html), stages),

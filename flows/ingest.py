@@ -94,7 +94,7 @@ def ingest_flow(cfg: RunConfig, strict: bool | None = None, progress: bool = Tru
     summary = result.version.manifest["summary"]
     create_markdown_artifact(
         key="dataset-card-" + re.sub(r"[^a-z0-9-]+", "-", cfg.data.name.lower()),
-        markdown=summary_markdown(result.version.id, summary, result.quarantine),
+        markdown=summary_markdown(result.version.id, summary, result.quarantine, result.notes),
         description=f"dataset card of {result.version.id}",
     )
     log.info("dataset %s (%s), %d quarantine rows", result.version.root, "cached" if cached else "new",

@@ -123,6 +123,10 @@ class DataConfig(Section):
     min_image_side: int = Field(8, ge=1, description="images narrower or shorter than this (px) are "
                                 "quarantined: too small to hold a part")
     min_box_size: float = Field(1.0, gt=0, description="boxes thinner than this (px) are dropped")
+    max_boxes_per_image: int = Field(1000, ge=1, description="an image annotated with more boxes is "
+                                     "quarantined (machine-made garbage, not a photo's parts)")
+    max_annotation_mb: float = Field(1024, gt=0, description="larger annotation files (COCO/labelme JSON, "
+                                     "YOLO txt) are refused before they are read")
     clip_min_inside: float = Field(
         0.5, ge=0, le=1, description="clip boxes at least this much inside, else drop"
     )
@@ -180,7 +184,9 @@ class GanConfig(Section):
     tile_overlap: int | None = Field(
         None, ge=0, description="tile overlap, pixels; None = half the generator's receptive field (64 px at 6 blocks)"
     )
-    translate_batch: int = Field(8, ge=1)
+    translate_batch: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        "auto", description="images or tiles per generator pass; auto: 1 on CPU (larger batches cost more "
+        "CPU time there), 8 on CUDA (pipeline/gan/accel.py, bench/translate_batch.py)")
     translate_size: Literal["train", "native"] | Annotated[int, Field(ge=16)] = Field(
         "train", description="translate at the training scale (short side = load_size), the photo's own "
         "resolution (native; tiled when larger than the tile), or this short side in pixels"
@@ -380,22 +386,136 @@ def _hash_json(obj: Any) -> str:
 
 # ----------------------------------------------------------------------------------------- loading
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a profile YAML (or defaults when `path` is None) and apply `a.b=value` overrides."""
+    """Load a profile YAML (or defaults when `path` is None) and apply `a.b=value` overrides.
+
+    Relative paths written in the file are relative to the file's folder (a config works from any
+    working directory); relative paths in overrides are relative to the working directory, as
+    on any command line. Every path of the returned config is absolute (`~` expanded), so a
+    config saved beside an output (`config.yaml`) means the same when loaded from anywhere.
+    """
     raw: dict[str, Any] = {}
     where = "defaults"
     if path is not None:
         p = Path(path)
         where = str(p)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: top level must be a mapping, got {type(raw).__name__}")
+        raw = read_config_file(p)
+        _rebase_paths(raw, RunConfig, Path(os.path.abspath(p)).parent)
     applied = {_apply_override(raw, item): item for item in overrides or []}
-    return validate_config(raw, where, applied)
+    cfg = validate_config(raw, where, applied)
+    _absolute_paths(cfg)
+    return cfg
+
+
+def read_config_file(p: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file, or ConfigError naming the file: missing, a folder, empty,
+    only comments, not UTF-8, not YAML, a key given twice, or a top level that is no mapping."""
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a config file")
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+    if not data.strip():
+        raise ConfigError(f"{p}: config file is empty (start from configs/demo.yaml or pass no file for "
+                          "the defaults)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); save it "
+                          "as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {_yaml_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: not valid YAML: nested too deeply") from None
+    if raw is None:
+        raise ConfigError(f"{p}: holds no settings (only comments or blank lines)")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """`line 3, column 1: key 'gan' given twice` from a PyYAML error (its own text spans lines)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    context = getattr(e, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    text = f"{where}{problem}" + (f" ({context})" if context else "")
+    return " ".join(text.split())
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (SafeLoader keeps the last:
+    `gan: {iterations: 5}` further down would silently win over the first `gan:` section)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: SafeLoader reports it below
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice",
+                                                    key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+# Fields holding paths as plain strings (next to every Path-typed field): SourceConfig.names when
+# it names a classes.txt/data.yaml, SynthConfig.checkpoints.
+_NAME_FILES = (".txt", ".yaml", ".yml")
+
+
+def _is_path_type(annotation: Any) -> bool:
+    return annotation is Path or Path in (getattr(annotation, "__args__", ()) or ())
+
+
+def _join(base: Path, value: str) -> str:
+    v = os.path.expanduser(value)
+    return v if os.path.isabs(v) else os.path.normpath(os.path.join(base, v))
+
+
+def _rebase_paths(node: Any, model: type[BaseModel], base: Path) -> None:
+    """Make the relative paths of a raw config mapping relative to `base` (in place)."""
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None or value is None:
+            continue
+        sub = _model_of(field.annotation)
+        if sub is not None:
+            for item in value if isinstance(value, list) else [value]:
+                _rebase_paths(item, sub, base)
+        elif _is_path_type(field.annotation) and isinstance(value, str):
+            node[key] = _join(base, value)
+        elif (model, key) == (SynthConfig, "checkpoints") and isinstance(value, list):
+            node[key] = [_join(base, v) if isinstance(v, str) else v for v in value]
+        elif (model, key) == (SourceConfig, "names") and isinstance(value, list) and len(value) == 1 \
+                and isinstance(value[0], str) and value[0].endswith(_NAME_FILES):
+            node[key] = [_join(base, value[0])]
+
+
+def _absolute_paths(section: BaseModel) -> None:
+    """Every Path field of a validated config made absolute (relative to the working directory)."""
+    for name, field in type(section).model_fields.items():
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            _absolute_paths(value)
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            for item in value:
+                _absolute_paths(item)
+        elif isinstance(value, Path) and not value.is_absolute():
+            setattr(section, name, Path(os.path.abspath(os.path.expanduser(value))))
 
 
 def validate_config(raw: dict[str, Any], where: str = "config",

@@ -6,9 +6,13 @@ Every produced directory (dataset version, model, report) holds a `manifest.json
      "config": {...section...}, "config_hash": "...", "parents": [<parent manifests>],
      "files": {"relative/path": "sha256", ...}, "summary": {...}}
 
-Atomic writes build `.<name>.<random>.tmp` files and `.<name>.<random>.partial` folders, flock'ed
+Atomic writes build `.<name>.<random>.tmp` files and `.<name>.<random>.partial` folders, locked
 while their writer lives; `remove_stale` (run by every `atomic_dir` on its parent) removes those of
 killed runs. An OSError from a write names the file (a full disk says only "No space left").
+Folders are made with the process's umask (tempfile makes them 0700), so a worker under another
+account in the same group can read the results. Locks are `filelock`'s (flock on POSIX,
+LockFileEx on Windows); a temp folder cannot be opened, hence not locked, on Windows, so there
+leftovers of killed runs stay (README: platforms).
 
 A stage's cache key is the hash of its parents' manifest hashes, its config section and the code
 version: unchanged inputs give the same key, so the stage is skipped.
@@ -19,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -29,6 +32,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout, lock_descriptor
 
 from pipeline import __version__
 
@@ -164,7 +169,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except OSError as e:
         raise _naming(e, path) from None
     try:
-        _try_flock(fd)  # released when the fd closes or the process dies: then the temp is stale
+        _try_lock(fd)  # released when the fd closes or the process dies: then the temp is stale
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -200,12 +205,13 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(final.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; outputs get the usual mode
     except OSError as e:
         raise _naming(e, final.parent) from None
     fd = None
     try:
-        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-        _try_flock(fd)  # held until the rename: a folder we can lock is a dead run's
+        fd = _open_dir(tmp)
+        _try_lock(fd)  # held until the rename: a folder we can lock is a dead run's
         yield tmp
         if final.exists():  # someone else finished the same content first: keep theirs
             _rmtree(tmp)
@@ -239,11 +245,12 @@ def remove_stale(folder: str | Path) -> list[str]:
         if not is_dir and not (_TMP_FILE.match(entry.name) and entry.is_file(follow_symlinks=False)):
             continue
         try:
-            fd = os.open(entry.path, os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0))
+            fd = _open_dir(entry.path) if is_dir else os.open(entry.path, os.O_RDONLY)
         except OSError:
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fd is None or not lock_descriptor(fd, blocking=False):
+                continue  # a live writer's (or, on Windows, a folder that cannot be locked)
             st = os.fstat(fd)
             empty = not os.listdir(entry.path) if is_dir else st.st_size == 0
             if empty and now - st.st_mtime < _FRESH_S:
@@ -253,16 +260,26 @@ def remove_stale(folder: str | Path) -> list[str]:
             else:
                 os.unlink(entry.path)
             removed.append(entry.name)
-        except OSError:  # locked by a live writer, or flock unsupported: not ours to remove
+        except OSError:  # locks unsupported here: not ours to remove
             continue
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
     return removed
 
 
-def _try_flock(fd: int) -> None:
-    with contextlib.suppress(OSError):  # no flock (some network file systems): temps just stay
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+def _open_dir(path: str | Path) -> int | None:
+    """A descriptor on a folder to lock (None where folders cannot be opened: Windows)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return None
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _try_lock(fd: int | None) -> None:
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):  # no locks (some network file systems): temps just stay
+        lock_descriptor(fd, blocking=False)
 
 
 def _rmtree(p: Path) -> None:
@@ -333,21 +350,22 @@ def verify_manifest(directory: str | Path) -> list[str]:
 # ------------------------------------------------------------------------------------------- locks
 @contextlib.contextmanager
 def dir_lock(directory: str | Path, wait: bool = True) -> Iterator[Path]:
-    """Exclusive advisory lock on `directory/.lock` (released when the process dies)."""
+    """Exclusive advisory lock on `directory/.lock` (released when the process dies); LockedError
+    at once when `wait` is False and another process holds it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    lock_path = directory / ".lock"
-    with open(lock_path, "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise LockedError(f"{directory} is locked by another run") from None
-            raise
-        try:
-            yield directory
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    # A fresh FileLock object per call (not the per-path singleton): two threads of one process
+    # exclude each other, as two processes do.
+    lock = FileLock(directory / ".lock", timeout=-1 if wait else 0, is_singleton=False, thread_local=False,
+                    preserve_lock_file=True, fallback_to_soft=False)  # a soft lock outlives a killed run
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockedError(f"{directory} is locked by another run") from None
+    try:
+        yield directory
+    finally:
+        lock.release()
 
 
 def utcnow_id() -> str:

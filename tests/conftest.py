@@ -22,10 +22,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see pipeline/__init__.py
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_state(tmp_path_factory: pytest.TempPathFactory):
-    """Ultralytics settings and Prefect's database live in a temp dir, never in $HOME."""
+    """Ultralytics settings, Prefect's database, matplotlib's and torch's caches live in a temp dir,
+    never in $HOME (and not under the first in-process CLI call's output root, which the CLI would
+    choose when they are unset)."""
     state = tmp_path_factory.mktemp("state")
     os.environ["YOLO_CONFIG_DIR"] = str(state / "ultralytics")
     os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
+    os.environ.setdefault("MPLCONFIGDIR", str(state / "matplotlib"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(state / "torchinductor"))
     yield
 
 

@@ -158,3 +158,62 @@ def test_min_image_side_is_a_positive_data_setting() -> None:
     assert load_config(None, ["data.min_image_side=16"]).data.min_image_side == 16
     with pytest.raises(ConfigError, match="data.min_image_side"):
         load_config(None, ["data.min_image_side=0"])
+
+
+# ------------------------------------------------------------------- config files (issue 14)
+@pytest.mark.parametrize("content, message", [
+    (b"", r"config file is empty"),
+    (b"  \n\t\n", r"config file is empty"),
+    (b"# gan:\n#   iterations: 5\n", r"holds no settings \(only comments or blank lines\)"),
+    (b"null\n", r"holds no settings"),
+    (b"data:\n  name: caf\xe9\n", r"not UTF-8 text \(byte 0xe9 at offset 17\); save it as UTF-8"),
+    ("data:\n  name: x\n".encode("utf-16"), r"not UTF-8 text"),
+    (b"gan:\n  ngf: 8\ngan:\n  ndf: 8\n", r"not valid YAML: line 3, column 1: key 'gan' given twice"),
+    (b"gan:\n\tngf: 8\n", r"not valid YAML: line 2, column 1: found character '\\t'"),
+    (b"- a\n", r"top level must be a mapping, got list"),
+])
+def test_bad_config_files_are_errors_naming_the_file(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "my.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"^{path}: {message}"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"is a folder, not a config file"):
+        load_config(tmp_path)
+
+
+def test_relative_paths_in_a_config_are_relative_to_its_folder(tmp_path: Path, monkeypatch) -> None:
+    """Overrides stay relative to the working directory; every path comes out absolute."""
+    folder = tmp_path / "project" / "configs"
+    folder.mkdir(parents=True)
+    (folder / "mine.yaml").write_text(
+        "runtime:\n  output_root: ../outputs\n"
+        "data:\n  source: folders\n  b:\n    - images: ../photos\n      annotations: ~/labels.json\n"
+        "      format: yolo\n      names: [classes.txt]\n      split_file: split.json\n"
+        "synth:\n  checkpoints: [../models/G.safetensors]\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(folder / "mine.yaml", ["detect.weights=w.pt"])
+    src = cfg.data.b[0]
+    assert cfg.runtime.output_root == tmp_path / "project" / "outputs"
+    assert src.images == tmp_path / "project" / "photos" and src.split_file == folder / "split.json"
+    assert src.annotations == Path.home() / "labels.json" and src.names == [str(folder / "classes.txt")]
+    assert cfg.synth.checkpoints == [str(tmp_path / "project" / "models" / "G.safetensors")]
+    assert cfg.detect.weights == elsewhere / "w.pt"  # an override: from the working directory
+    assert load_config(None).runtime.output_root == elsewhere  # the default "." is the working directory
+
+
+def test_bsdata_config_works_from_any_working_directory(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(CONFIGS / "bsdata.yaml")
+    src = cfg.data.b[0]
+    assert src.images == CONFIGS.parent.parent / "shared" / "data" / "bsdata" / "images"
+    if (CONFIGS.parent.parent / "shared" / "data" / "bsdata").is_dir():  # beside the checkout
+        assert src.images.is_dir() and src.annotations.is_dir() and src.split_file.is_file()
+
+
+def test_translate_batch_is_auto_or_a_positive_int() -> None:
+    assert load_config(None).gan.translate_batch == "auto"
+    assert load_config(None, ["gan.translate_batch=4"]).gan.translate_batch == 4
+    with pytest.raises(ConfigError, match="gan.translate_batch"):
+        load_config(None, ["gan.translate_batch=0"])

@@ -104,6 +104,24 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path: Path) -> None:
     assert p.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
+def test_atomic_dirs_honour_the_umask(tmp_path: Path) -> None:
+    """tempfile.mkdtemp makes 0700 folders: a worker under another account could not read the
+    dataset versions, demo renders and models built through atomic_dir."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with store.atomic_dir(tmp_path / "version") as d:
+        (d / "x.txt").write_text("x")
+    assert (tmp_path / "version").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    # A stricter umask is honoured too (in a child process: the umask is process-wide).
+    code = ("import os, sys; os.umask(0o027); from pipeline import store\n"
+            "with store.atomic_dir(sys.argv[1]) as d: pass\n"
+            "print(oct(os.stat(sys.argv[1]).st_mode & 0o777))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "strict")], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "0o750"
+
+
 # A run that dies (os._exit: no cleanup, like SIGKILL) while building a folder and writing a file.
 _DIES = """
 import os, sys
@@ -126,7 +144,7 @@ root = Path(sys.argv[1])
 with store.atomic_dir(root / "v3") as d:
     (d / "img.png").write_bytes(b"x" * 100)
     fd, _ = tempfile.mkstemp(prefix=".y.json.", suffix=".tmp", dir=root)
-    store._try_flock(fd)
+    store._try_lock(fd)
     os.write(fd, b"{building")
     print("building", flush=True)
     sys.stdin.read()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import typer
 from rich.markup import escape
@@ -14,7 +13,7 @@ from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
 
 @app.command()
 def ingest(
-    config: Path = CONFIG_ARG,
+    config: str | None = CONFIG_ARG,
     overrides: list[str] = OVERRIDES_ARG,
     strict: bool = typer.Option(
         False, "--strict", help="fail on the first bad input instead of quarantining it"
@@ -29,7 +28,7 @@ def ingest(
     """
     cfg = load(config, overrides)
     from pipeline.data.formats import FormatError
-    from pipeline.data.ingest import IngestError
+    from pipeline.data.ingest import NOTES, QUARANTINE, IngestError
     from pipeline.data.quarantine import summary_lines
 
     try:
@@ -57,8 +56,12 @@ def ingest(
     colour = "yellow" if q else "green"
     console.print(f"[{colour}]quarantine: {q} rows[/]" + (" by action and reason:" if q else ""))
     for line in summary_lines(result.quarantine):
-        # File names may hold [brackets] (not rich markup); long lines stay whole for grep.
-        console.print("  " + escape(line), soft_wrap=True)
+        console.print("  " + escape(line))  # file names may hold [brackets], not rich markup
     if q:
-        console.print(f"full list: {result.version.root / 'quarantine.jsonl'}", soft_wrap=True)
+        console.print(f"full list: {result.version.root / QUARANTINE}")
+    if result.notes:  # kept as shown (normalised encoding, identical copies): no problem, but said
+        console.print(f"notes: {len(result.notes)} rows about images kept as they are:")
+        for line in summary_lines(result.notes):
+            console.print("  " + escape(line))
+        console.print(f"full list: {result.version.root / NOTES}")
     typer.echo(str(result.version.root))

@@ -13,7 +13,7 @@ from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
 
 @app.command("demo-data")
 def demo_data(
-    config: Path = CONFIG_ARG,
+    config: str | None = CONFIG_ARG,
     overrides: list[str] = OVERRIDES_ARG,
     out: Path | None = typer.Option(None, "--out", help="output folder (default: data/raw/demo-<hash12>)"),
     preview: bool = typer.Option(False, "--preview", help="also write preview.png: samples with boxes"),

@@ -28,7 +28,7 @@ def default_augmented(cfg: RunConfig, dataset):
 
 @app.command()
 def compare(
-    config: Path = CONFIG_ARG,
+    config: str | None = CONFIG_ARG,
     overrides: list[str] = OVERRIDES_ARG,
     dataset: Path = typer.Option(None, "--dataset", help="dataset version dir (default: cached ingest)"),
     augmented: Path = typer.Option(None, "--augmented",

@@ -12,12 +12,12 @@ from pathlib import Path
 import typer
 
 from pipeline.cli import app
-from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, console, fail, load
+from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, config_args, console, fail, load
 
 
 @app.command("train-gan")
 def train_gan(
-    config: Path = CONFIG_ARG,
+    config: str | None = CONFIG_ARG,
     overrides: list[str] = OVERRIDES_ARG,
     dataset: Path | None = typer.Option(None, "--dataset",
                                         help="dataset version folder (default: ingest(cfg), cached)"),
@@ -46,7 +46,7 @@ def train_gan(
         fail(str(e))
         return
     if nproc > 1:
-        _torchrun(nproc, config, overrides or [], version.root)
+        _torchrun(nproc, *config_args(config, overrides), version.root)
         return
     if flow:
         from flows.train_gan import train_gan_flow
@@ -69,7 +69,7 @@ def train_gan(
 
 def _torchrun(nproc: int, config: Path | None, overrides: list[str], dataset: Path) -> None:
     exe = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-    cmd = [exe, f"--nproc_per_node={nproc}", "-m", "pipeline.gan.stage", *([str(config)] if config else []),
+    cmd = [exe, f"--nproc_per_node={nproc}", "-m", "pipeline.gan.stage", *([os.path.abspath(config)] if config else []),
            *overrides, "--dataset", str(dataset)]
     console.print(" ".join(cmd))
     rc = subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
@@ -87,8 +87,9 @@ def translate(
     tile: int = typer.Option(512, "--tile", help="tile side in pixels for large images"),
     overlap: int | None = typer.Option(None, "--overlap", help="tile overlap in pixels (default: half the "
                                                              "generator's receptive field)"),
-    batch: int = typer.Option(8, "--batch",
-                              help="images or tiles per forward pass (halved on CUDA out-of-memory)"),
+    batch: str = typer.Option("auto", "--batch",
+                              help="images or tiles per forward pass: auto (1 on CPU, 8 on CUDA) or a number "
+                                   "(halved on CUDA out-of-memory)"),
     native: bool = typer.Option(False, "--native",
                                 help="translate at each photo's own resolution (tiled when larger than "
                                      "--tile) instead of the training scale"),
@@ -112,12 +113,15 @@ def translate(
     if native and size is not None:
         fail("--native and --size exclude each other", 2)
     load_size: int | str = "native" if native else (size if size is not None else "train")
+    if batch != "auto" and not (batch.isdigit() and int(batch) >= 1):
+        fail(f"--batch must be auto or a whole number >= 1, got {batch!r}", 2)
     if not inputs.exists():
         fail(f"{inputs}: not found", 2)
     if out_dir.resolve() == inputs.resolve() or inputs.resolve() in out_dir.resolve().parents:
         fail(f"{out_dir}: must not be inside the input folder {inputs} (inputs are never modified)", 2)
     try:
-        translator = Translator.load(model_dir, direction, device, tile=tile, overlap=overlap, batch=batch,
+        translator = Translator.load(model_dir, direction, device, tile=tile, overlap=overlap,
+                                     batch=batch if batch == "auto" else int(batch),
                                      load_size=load_size, precision=precision)
     except (CheckpointError, ValueError, OSError) as e:
         fail(str(e))

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from pipeline.cli import app
-from pipeline.cli.common import OVERRIDES_ARG, console, fail, load
+from pipeline.cli.common import OVERRIDES_ARG, config_args, console, fail, load
 
 
 def resolve_dirs(path: Path) -> tuple[Path, Path]:
@@ -24,7 +24,8 @@ def resolve_dirs(path: Path) -> tuple[Path, Path]:
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="reports/<run-id>/ or its compare/ dir"),
-    config: Path = typer.Argument(None, help="profile YAML (default: the config.yaml saved by the comparison)"),
+    config: str | None = typer.Argument(None, help="profile YAML (default: the config.yaml saved by the "
+                                        "comparison); may be left out before overrides", show_default=False),
     overrides: list[str] = OVERRIDES_ARG,
     dataset: Path = typer.Option(None, "--dataset", help="dataset version dir (default: from the lineage)"),
     augmented: Path = typer.Option(None, "--augmented", help="augmented version dir (default: from the lineage)"),
@@ -38,9 +39,10 @@ def report(
     output root unless given; a missing one just omits its section. Prints the report.html path.
     """
     compare_dir, default_out = resolve_dirs(run_dir)
-    if config is None and (compare_dir / "config.yaml").is_file():
-        config = compare_dir / "config.yaml"
-    cfg = load(config, overrides)
+    config_file, overrides = config_args(config, overrides)
+    if config_file is None and (compare_dir / "config.yaml").is_file():
+        config_file = compare_dir / "config.yaml"
+    cfg = load(config_file, overrides)
     from pipeline.data.version import DatasetError, DatasetVersion
     from pipeline.report.build import ReportError, build_report, find_inputs
 

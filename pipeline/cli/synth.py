@@ -28,7 +28,7 @@ def cached_model(cfg: RunConfig, dataset_id: str, dataset=None) -> Path:
 
 @app.command()
 def synthesize(
-    config: Path = CONFIG_ARG,
+    config: str | None = CONFIG_ARG,
     overrides: list[str] = OVERRIDES_ARG,
     dataset: Path = typer.Option(None, "--dataset", help="dataset version dir (default: cached ingest)"),
     model: Path = typer.Option(None, "--model", help="CycleGAN model dir or G_AB.safetensors "

@@ -21,10 +21,10 @@ _COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 1
 
 
 def write_card(root: Path, name: str, summary: dict[str, Any], sets: dict[tuple[str, str], CocoSet],
-               rows: list[dict], n_samples: int = 4) -> str:
+               rows: list[dict], notes: list[dict] | None = None, n_samples: int = 4) -> str:
     """Write root/card/{README.md, class_balance.png, box_sizes.png, samples.png}; returns the
-    Markdown summary (counts table + quarantine by action). Image paths in `sets` are relative
-    to `root`."""
+    Markdown summary (counts table, quarantine and notes by action). Image paths in `sets` are
+    relative to `root`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,8 +43,8 @@ def write_card(root: Path, name: str, summary: dict[str, Any], sets: dict[tuple[
     ax.set_xticks(np.arange(len(cats)) + width * (len(labelled) - 1) / 2, cats, rotation=20)
     ax.set_ylabel("boxes")
     ax.set_title("Class balance per split")
-    if labelled:
-        ax.legend(fontsize=8)
+    if labelled:  # right of the axes: a legend inside would cover bars
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, card / "class_balance.png")
 
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
@@ -58,19 +58,19 @@ def write_card(root: Path, name: str, summary: dict[str, Any], sets: dict[tuple[
     for edge in (32, 96):
         ax.axvline(edge, color="grey", lw=0.8, ls="--")
     if any(c.annotations for c in sets.values()):
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, card / "box_sizes.png")
 
     _sample_grid(root, sets, cats, card / "samples.png", n_samples)
 
-    md = summary_markdown(name, summary, rows)
+    md = summary_markdown(name, summary, rows, notes)
     atomic_write_text(card / "README.md", md + "\n## Figures\n\n![class balance](class_balance.png)\n\n"
                       "![box sizes](box_sizes.png)\n\n![samples](samples.png)\n")
     return md
 
 
-def summary_markdown(name: str, summary: dict[str, Any], rows: list[dict]) -> str:
-    """Counts per split and class, and quarantined inputs by action (Markdown)."""
+def summary_markdown(name: str, summary: dict[str, Any], rows: list[dict], notes: list[dict] | None = None) -> str:
+    """Counts per split and class, quarantined inputs and notes by action (Markdown)."""
     cats = summary["categories"]
     lines = [f"# Dataset {name}", "", f"Categories (id order): {', '.join(cats) or 'none'}", "",
              "| split | images | boxes | " + " | ".join(cats) + " |",
@@ -79,19 +79,28 @@ def summary_markdown(name: str, summary: dict[str, Any], rows: list[dict]) -> st
         inst = summary["instances"].get(split, {})
         per_class = " | ".join(str(inst.get(n, 0)) for n in cats)
         lines.append(f"| {split} | {c['images']} | {c['boxes']} | {per_class} |")
-    lines += ["", f"Quarantine: {len(rows)} rows (see quarantine.jsonl)."]
-    if rows:
-        lines += ["", "| action | rows | example |", "|---|---:|---|"]
-        first: dict[str, dict] = {}
-        for r in rows:
-            first.setdefault(r["action"], r)
-        for action, n in Counter(r["action"] for r in rows).most_common():
-            ex = first[action]
-            lines.append(f"| {action} | {n} | `{ex['file']}`: {ex['reason']} |".replace("\n", " "))
+    lines += ["", f"Quarantine: {len(rows)} rows (see quarantine.jsonl)."] + _by_action(rows)
+    if notes:
+        lines += ["", f"Notes: {len(notes)} rows about inputs kept as they are shown (see notes.jsonl)."]
+        lines += _by_action(notes)
     if summary.get("normalised"):
         lines += ["", f"{summary['normalised']} images were normalised to 8-bit RGB PNG; "
                   "the rest are the original bytes."]
     return "\n".join(lines) + "\n"
+
+
+def _by_action(rows: list[dict]) -> list[str]:
+    """A Markdown table: rows per action with the first example."""
+    if not rows:
+        return []
+    lines = ["", "| action | rows | example |", "|---|---:|---|"]
+    first: dict[str, dict] = {}
+    for r in rows:
+        first.setdefault(r["action"], r)
+    for action, n in Counter(r["action"] for r in rows).most_common():
+        ex = first[action]
+        lines.append(f"| {action} | {n} | `{ex['file']}`: {ex['reason']} |".replace("\n", " "))
+    return lines
 
 
 def _save(fig, path: Path) -> None:
@@ -101,7 +110,7 @@ def _save(fig, path: Path) -> None:
 
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 

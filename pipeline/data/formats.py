@@ -14,13 +14,13 @@ Files found by walking a folder (labelme JSON, YOLO txt) are as untrusted as the
 them: one that resolves outside its folder (a symlink) is refused with a row, its image left out.
 The COCO file named in the config is trusted.
 
-Writers: `write_coco` (pycocotools-loadable JSON), `write_yolo` (ultralytics layout) and
-`write_labelme` (rectangles, imageData null).
+Writers: `write_coco` (pycocotools-loadable JSON), `write_yolo` (ultralytics layout, images
+linked), `write_yolo_labels` (label files beside an existing images/ tree) with
+`write_yolo_data_yaml`, and `write_labelme` (rectangles, imageData null).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -31,7 +31,16 @@ from typing import Any
 import yaml
 
 from pipeline.data.coco import Annotation, Category, CocoSet, ImageRecord
-from pipeline.data.validate import IMAGE_EXTS, display_size, inside_root, quarantine_row
+from pipeline.data.jsonfile import DEFAULT_MAX_BYTES, JsonFileError, read_json
+from pipeline.data.validate import (
+    IMAGE_EXTS,
+    display_size,
+    has_control_chars,
+    inside_root,
+    quarantine_row,
+    short_repr,
+    utf8_name,
+)
 from pipeline.store import atomic_write_json, atomic_write_text
 
 
@@ -43,20 +52,26 @@ class YoloNamesError(FormatError):
     """No YOLO class names were given or found (a configuration mistake, not a bad file)."""
 
 
+# Ids and indices beyond int64 break pycocotools and numpy; no real export has them.
+_MAX_ID = 2**63 - 1
+
+
 def _problem(issues: list[dict] | None, file: str | Path, reason: str, action: str) -> None:
     if issues is None:
         raise FormatError(f"{file}: {reason}")
     issues.append(quarantine_row(file, reason, action))
 
 
-def _load_json(path: Path) -> Any:
+def _load_json(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, issues: list[dict] | None = None) -> Any:
+    """The parsed file (see jsonfile.read_json); keys given twice in one object become a row."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: annotation file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
+        value, duplicates = read_json(path, max_bytes)
+    except JsonFileError as e:
+        raise FormatError(str(e)) from None
+    if duplicates:
+        keys = ", ".join(repr(k) for k in duplicates[:5]) + (" ..." if len(duplicates) > 5 else "")
+        _problem(issues, path, f"key {keys} given twice in one object", "last value used (as JSON readers do)")
+    return value
 
 
 def _number(v: Any) -> float:
@@ -65,26 +80,78 @@ def _number(v: Any) -> float:
     return float(v)
 
 
+def _whole(v: Any, what: str) -> int:
+    """An integer field (an id, a class index): ints, or floats without a fraction (3.0); anything
+    else (strings, 1.5, NaN, inf, beyond int64) raises ValueError saying what it is."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{what} {_short(v)} is not a number" if v is not None else f"no {what}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{what} {v!r} is not finite")
+    if isinstance(v, float) and not v.is_integer():
+        raise ValueError(f"{what} {v!r} is not a whole number")
+    if abs(v) > _MAX_ID:
+        raise ValueError(f"{what} {_short(v)} is too large")
+    return int(v)
+
+
+def _declared_size(width: Any, height: Any) -> tuple[tuple[int, int], str | None]:
+    """((width, height), problem) of an annotation's declared image size; (0, 0) means unknown
+    (missing, or not a positive whole number: the problem says which)."""
+    if width is None and height is None:
+        return (0, 0), None
+    try:
+        w, h = _whole(width, "declared width"), _whole(height, "declared height")
+        if w <= 0 or h <= 0:
+            raise ValueError(f"declared size {w}x{h} is empty")
+    except ValueError as e:
+        return (0, 0), str(e)
+    return (w, h), None
+
+
+def _text_problem(v: Any, what: str) -> str | None:
+    """Why `v` is no usable name (category, label); None when it is one."""
+    if not isinstance(v, str):
+        return f"{what} {_short(v)} is {type(v).__name__}, not text"
+    if not v.strip():
+        return f"empty {what}"
+    if has_control_chars(v):
+        return f"{what} {utf8_name(v)!r} contains control characters"
+    return None
+
+
 # ------------------------------------------------------------------------------------------- COCO
-def read_coco(path: str | Path, issues: list[dict] | None = None) -> CocoSet:
-    """COCO detection JSON -> CocoSet. Images keep `file_name` as written; declared sizes kept."""
+def read_coco(path: str | Path, issues: list[dict] | None = None,
+              max_bytes: int = DEFAULT_MAX_BYTES) -> CocoSet:
+    """COCO detection JSON -> CocoSet. Images keep `file_name` as written; declared sizes kept.
+
+    Every field is checked for its type: ids must be whole numbers (not 1.5, NaN, inf or text),
+    declared sizes positive whole numbers, iscrowd 0 or 1, names text without control characters.
+    """
     path = Path(path)
-    d = _load_json(path)
+    d = _load_json(path, max_bytes, issues)
     if not isinstance(d, dict) or not isinstance(d.get("images"), list):
         raise FormatError(f"{path}: not a COCO file (no 'images' list)")
+    for key in ("annotations", "categories"):
+        if d.get(key) is not None and not isinstance(d[key], list):
+            raise FormatError(f"{path}: not a COCO file ('{key}' is {type(d[key]).__name__}, not a list)")
     cats: list[Category] = []
     seen_cat: set[int] = set()
     for c in d.get("categories") or []:
         try:
-            cid, name = int(c["id"]), str(c["name"])
-        except (KeyError, TypeError, ValueError):
-            _problem(issues, path, f"category {c!r} lacks an integer id or a name", "category ignored")
+            if not isinstance(c, dict):
+                raise ValueError(f"category {_short(c)} is not an object")
+            cid = _whole(c.get("id"), "category id")
+            problem = _text_problem(c.get("name"), "category name")
+            if problem:
+                raise ValueError(problem)
+        except ValueError as e:
+            _problem(issues, path, str(e), "category ignored")
             continue
         if cid in seen_cat:
             _problem(issues, path, f"duplicate category id {cid}", "later category ignored")
             continue
         seen_cat.add(cid)
-        cats.append(Category(cid, name))
+        cats.append(Category(cid, c["name"]))
     # Source ids are renumbered 1..K in source order so every reader hands ingest the same form.
     remap = {c.id: i + 1 for i, c in enumerate(cats)}
     categories = [Category(remap[c.id], c.name) for c in cats]
@@ -92,12 +159,18 @@ def read_coco(path: str | Path, issues: list[dict] | None = None) -> CocoSet:
     images: list[ImageRecord] = []
     by_id: dict[int, ImageRecord] = {}
     by_name: dict[str, int] = {}
-    for im in d["images"]:
+    for k, im in enumerate(d["images"]):
+        # Rows name the image's file_name where it has one, else its place in the list.
+        named = isinstance(im, dict) and isinstance(im.get("file_name"), str) and im["file_name"]
         try:
-            iid = int(im["id"])
-            name = str(im["file_name"])
-        except (KeyError, TypeError, ValueError):
-            _problem(issues, path, f"image entry {str(im)[:80]} lacks an id or file_name", "image skipped")
+            if not isinstance(im, dict):
+                raise ValueError(f"image entry {_short(im)} is not an object")
+            iid = _whole(im.get("id"), "image id")
+            name = im.get("file_name")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"image entry {_short(im)} lacks a file_name")
+        except ValueError as e:
+            _problem(issues, f"{path}#{im['file_name']}" if named else f"{path}#images[{k}]", str(e), "image skipped")
             continue
         if iid in by_id:
             _problem(issues, f"{path}#{name}", f"duplicate image id {iid} (also {by_id[iid].file_name!r})",
@@ -107,43 +180,60 @@ def read_coco(path: str | Path, issues: list[dict] | None = None) -> CocoSet:
             _problem(issues, f"{path}#{name}", f"duplicate file name (image ids {by_name[name]} and {iid})",
                      "image skipped (first kept)")
             continue
-        rec = ImageRecord(iid, name, _int_or0(im.get("width")), _int_or0(im.get("height")))
+        size, problem = _declared_size(im.get("width"), im.get("height"))
+        if problem:
+            _problem(issues, f"{path}#{name}", problem, "declared size ignored (the image's own is used)")
+        rec = ImageRecord(iid, name, *size)
         by_id[iid], by_name[name] = rec, iid
         images.append(rec)
 
     anns: list[Annotation] = []
     seen_ann: set[Any] = set()
-    for a in d.get("annotations") or []:
-        aid = a.get("id", "?") if isinstance(a, dict) else "?"
-        where = f"{path}#annotation {aid}"
+    for k, a in enumerate(d.get("annotations") or []):
+        if not isinstance(a, dict):
+            _problem(issues, f"{path}#annotations[{k}]", f"annotation {_short(a)} is not an object",
+                     "annotation dropped")
+            continue
+        aid = a.get("id", "?")
+        where = f"{path}#annotation {_short(aid)}"
         if aid != "?" and _hashable(aid) in seen_ann:
             # Ids are renumbered on reading, so both boxes can stay; the row says the file is odd.
-            _problem(issues, where, f"duplicate annotation id {aid}", "annotation kept (renumbered)")
+            _problem(issues, where, f"duplicate annotation id {_short(aid)}", "annotation kept (renumbered)")
         seen_ann.add(_hashable(aid))
         try:
-            image_id, cat = int(a["image_id"]), int(a["category_id"])
-        except (KeyError, TypeError, ValueError):
-            _problem(issues, where, "annotation lacks image_id or category_id", "annotation dropped")
+            image_id = _whole(a.get("image_id"), "image_id")
+            cat = _whole(a.get("category_id"), "category_id")
+        except ValueError as e:
+            _problem(issues, where, f"annotation lacks a usable image_id or category_id: {e}", "annotation dropped")
             continue
         if image_id not in by_id:
             _problem(issues, where, f"points to missing image id {image_id}", "annotation dropped")
             continue
+        where = f"{path}#{by_id[image_id].file_name}"
         if cat not in remap:
-            where = f"{path}#{by_id[image_id].file_name}"
             _problem(issues, where, f"unknown category id {cat}", "box dropped")
+            continue
+        crowd = a.get("iscrowd", 0)
+        if crowd is None or (not isinstance(crowd, bool) and isinstance(crowd, (int, float)) and crowd in (0, 1)):
+            crowd = int(crowd or 0)
+        else:
+            _problem(issues, where, f"iscrowd {_short(crowd)} is not 0 or 1", "box dropped")
             continue
         bbox = a.get("bbox")
         if not bbox and a.get("segmentation"):
-            bbox = _polygons_bbox(a["segmentation"])
+            try:
+                bbox = _polygons_bbox(a["segmentation"])
+            except ValueError as e:
+                _problem(issues, where, f"segmentation {e}", "box dropped")
+                continue
         try:
-            box = [_number(v) for v in bbox]
-            if len(box) != 4:
+            if not isinstance(bbox, list) or len(bbox) != 4:
                 raise ValueError(bbox)
+            box = [_number(v) for v in bbox]
         except (TypeError, ValueError):
-            where = f"{path}#{by_id[image_id].file_name}"
-            _problem(issues, where, f"bbox {bbox!r} is not [x, y, w, h]", "box dropped")
+            _problem(issues, where, f"bbox {_short(bbox)} is not [x, y, w, h]", "box dropped")
             continue
-        anns.append(Annotation(len(anns) + 1, image_id, remap[cat], box, int(a.get("iscrowd", 0) or 0)))
+        anns.append(Annotation(len(anns) + 1, image_id, remap[cat], box, crowd))
     return CocoSet(images, anns, categories, {"source": str(path)})
 
 
@@ -151,22 +241,26 @@ def _hashable(v: Any) -> Any:
     return v if isinstance(v, (int, float, str)) else repr(v)
 
 
-def _int_or0(v: Any) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
-
-
 def _polygons_bbox(seg: Any) -> list[float] | None:
-    """xywh around COCO polygon segmentation ([[x0,y0,x1,y1,...], ...]); None for RLE."""
+    """xywh around COCO polygon segmentation ([[x0,y0,x1,y1,...], ...]); None for RLE (no box to
+    take). ValueError when a polygon has an odd number of values or a value that is not a finite
+    number (min/max would skip a NaN silently)."""
     if not isinstance(seg, list):
         return None
     xs, ys = [], []
     for poly in seg:
-        if isinstance(poly, list):
-            xs += poly[0::2]
-            ys += poly[1::2]
+        if not isinstance(poly, list):
+            continue
+        if len(poly) % 2:
+            raise ValueError(f"polygon has an odd number of coordinates ({len(poly)})")
+        try:
+            vals = [_number(v) for v in poly]
+        except ValueError:
+            vals = [math.nan]
+        if not all(math.isfinite(v) for v in vals):
+            raise ValueError("polygon has a coordinate that is not a finite number")
+        xs += vals[0::2]
+        ys += vals[1::2]
     if not xs:
         return None
     return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
@@ -210,13 +304,13 @@ def read_yolo_names(names: list[str] | None, *search: Path) -> list[str]:
 
 def _names_from(path: Path) -> list[str]:
     """Names in a classes.txt (one a line) or an ultralytics data.yaml (`names:` list or dict)."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
     if path.suffix == ".txt":
         return [ln.strip() for ln in text.splitlines() if ln.strip()]
     try:
         d = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise YoloNamesError(f"{path}: not valid YAML ({e})") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise YoloNamesError(f"{path}: not valid YAML ({str(e).splitlines()[0] if str(e) else 'too deep'})") from None
     n = d.get("names") if isinstance(d, dict) else None
     if isinstance(n, dict):
         try:
@@ -231,12 +325,18 @@ def read_yolo(
     labels_dir: str | Path | None = None,
     names: list[str] | None = None,
     issues: list[dict] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> CocoSet:
     """ultralytics/darknet txt labels (`cls cx cy w h`, normalised; or `cls x1 y1 x2 y2 ...` polygons).
 
     Labels mirror the image tree: images_dir/a/b.jpg <-> labels_dir/a/b.txt (default labels_dir:
     the sibling `labels/` of an `images/` folder). An image without a label file is a background
     image (no boxes), as in ultralytics. Image sizes come from the headers (EXIF-rotated).
+
+    A line is a box (class and 4 numbers) or a polygon (class and 3 or more x y pairs); any other
+    count, a class that is not a whole number, and NaN/inf values are rows naming the file and
+    line, never guessed. A label file above `max_bytes` leaves its image out (its boxes unknown).
+    Each image's label file path is kept in `extra["annotation_file"]`.
     """
     images_dir = Path(images_dir)
     if labels_dir is None:
@@ -258,23 +358,29 @@ def read_yolo(
             reason = f"label file resolves outside the annotation root {labels_dir} (to {txt.resolve()})"
             _problem(issues, txt, reason, "image skipped")
             continue
+        lines: list[str] = []
+        if txt.is_file():
+            try:
+                lines = _label_lines(txt, max_bytes)
+            except FormatError as e:
+                _problem(issues, txt, str(e).removeprefix(f"{txt}: "), "image skipped")
+                continue
         idx += 1
         # An image linked from outside keeps size 0: ingest refuses it by path before any read.
         size = (display_size(img) or (0, 0)) if inside_root(images_dir, img) else (0, 0)
-        coco.images.append(ImageRecord(idx, rel.as_posix(), size[0], size[1]))
-        if not txt.is_file() or size == (0, 0):  # unreadable images are quarantined by validation
+        extra = {"annotation_file": str(txt)} if lines else {}
+        coco.images.append(ImageRecord(idx, rel.as_posix(), size[0], size[1], extra=extra))
+        if size == (0, 0):  # unreadable images are quarantined by validation
             continue
-        for ln, line in enumerate(txt.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        for ln, line in enumerate(lines, start=1):
             parts = line.split()
             if not parts:
                 continue
             try:
-                cls = int(float(parts[0]))
-                vals = [float(v) for v in parts[1:]]
-                if len(vals) < 4 or (len(vals) > 4 and len(vals) % 2):
-                    raise ValueError
-            except ValueError:
-                _problem(issues, f"{txt}:{ln}", f"malformed label line {line.strip()!r}", "box dropped")
+                cls, vals = _yolo_line(parts)
+            except ValueError as e:
+                _problem(issues, f"{txt}:{ln}", f"malformed label line {short_repr(line.strip(), 60)}: {e}",
+                         "box dropped")
                 continue
             if not 0 <= cls < len(class_names):
                 reason = f"unknown class index {cls} ({len(class_names)} names)"
@@ -296,6 +402,39 @@ def read_yolo(
     return coco
 
 
+def _label_lines(txt: Path, max_bytes: int) -> list[str]:
+    """Lines of a YOLO label file (a UTF-8 BOM is dropped; bytes that are not UTF-8 become U+FFFD
+    and fail as numbers on their line); FormatError when it is too large or unreadable."""
+    try:
+        size = txt.stat().st_size
+        if size > max_bytes:
+            raise FormatError(f"{txt}: label file of {size / 1e6:.1f} MB, more than "
+                              f"data.max_annotation_mb={max_bytes / 1e6:g}")
+        return txt.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    except OSError as e:
+        raise FormatError(f"{txt}: cannot read: {e.strerror or e}") from None
+
+
+def _yolo_line(parts: list[str]) -> tuple[int, list[float]]:
+    """(class index, normalised values) of one label line, or ValueError saying what is wrong."""
+    try:
+        cls_value = float(parts[0])
+    except ValueError:
+        raise ValueError(f"class {short_repr(parts[0], 20)} is not a number") from None
+    cls = _whole(cls_value, "class")
+    n = len(parts) - 1
+    if n != 4 and (n < 6 or n % 2):
+        raise ValueError(f"{n} values after the class: a box has 4 (cx cy w h), a polygon 3 or more "
+                         "x y pairs")
+    try:
+        vals = [float(v) for v in parts[1:]]
+    except ValueError:
+        raise ValueError("a coordinate is not a number") from None
+    if not all(math.isfinite(v) for v in vals):
+        raise ValueError("a coordinate is NaN or infinite")
+    return cls, vals
+
+
 def write_yolo(coco: CocoSet, image_root: str | Path, out_dir: str | Path) -> list[Path]:
     """ultralytics layout: out_dir/images/<file> (hardlink, else copy) + out_dir/labels/<stem>.txt.
 
@@ -306,7 +445,7 @@ def write_yolo(coco: CocoSet, image_root: str | Path, out_dir: str | Path) -> li
     image_root, out_dir = Path(image_root), Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "labels").mkdir(parents=True, exist_ok=True)
-    index = {c.id: i for i, c in enumerate(sorted(coco.categories, key=lambda c: c.id))}
+    index = yolo_class_index(coco)
     by_image = coco.anns_by_image()
     used: set[str] = set()
     paths = []
@@ -317,21 +456,59 @@ def write_yolo(coco: CocoSet, image_root: str | Path, out_dir: str | Path) -> li
         used.add(name)
         dst = out_dir / "images" / name
         _link_or_copy(image_root / im.file_name, dst)
-        lines = []
-        for a in by_image.get(im.id, []):
-            # Clipped to the image: ultralytics rejects a whole label file with a coordinate > 1.
-            x, y, w, h = a.bbox
-            x0, y0 = max(0.0, x), max(0.0, y)
-            x1, y1 = min(float(im.width), x + w), min(float(im.height), y + h)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            lines.append(
-                f"{index[a.category_id]} {(x0 + x1) / 2 / im.width:.6f} {(y0 + y1) / 2 / im.height:.6f} "
-                f"{(x1 - x0) / im.width:.6f} {(y1 - y0) / im.height:.6f}"
-            )
-        atomic_write_text(out_dir / "labels" / f"{Path(name).stem}.txt", "".join(s + "\n" for s in lines))
+        atomic_write_text(out_dir / "labels" / f"{Path(name).stem}.txt",
+                          yolo_label_text(im, by_image.get(im.id, []), index))
         paths.append(dst)
     return paths
+
+
+def yolo_class_index(coco: CocoSet) -> dict[int, int]:
+    """category id -> YOLO class index (position in id order)."""
+    return {c.id: i for i, c in enumerate(sorted(coco.categories, key=lambda c: c.id))}
+
+
+def yolo_label_text(im: ImageRecord, anns: list[Annotation], index: dict[int, int]) -> str:
+    """One image's YOLO label file: `cls cx cy w h` per box, normalised and clipped to the image."""
+    lines = []
+    for a in anns:
+        # Clipped to the image: ultralytics rejects a whole label file with a coordinate > 1.
+        x, y, w, h = a.bbox
+        x0, y0 = max(0.0, x), max(0.0, y)
+        x1, y1 = min(float(im.width), x + w), min(float(im.height), y + h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        lines.append(
+            f"{index[a.category_id]} {(x0 + x1) / 2 / im.width:.6f} {(y0 + y1) / 2 / im.height:.6f} "
+            f"{(x1 - x0) / im.width:.6f} {(y1 - y0) / im.height:.6f}"
+        )
+    return "".join(s + "\n" for s in lines)
+
+
+def write_yolo_labels(coco: CocoSet, root: str | Path) -> list[Path]:
+    """Label files beside images already laid out as `root/images/<...>/<name>.<ext>`: one
+    `root/labels/<...>/<name>.txt` each, where ultralytics looks for them (it swaps the last
+    `/images/` for `/labels/`), so `images/<...>` folders train as they are, without copies."""
+    root = Path(root)
+    index = yolo_class_index(coco)
+    by_image = coco.anns_by_image()
+    out = []
+    for im in coco.images:
+        rel = Path(im.file_name)
+        if rel.parts[:1] != ("images",):
+            raise ValueError(f"{im.file_name}: not under images/")
+        path = root / "labels" / Path(*rel.parts[1:]).with_suffix(".txt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yolo_label_text(im, by_image.get(im.id, []), index), encoding="utf-8")
+        out.append(path)
+    return out
+
+
+def write_yolo_data_yaml(path: str | Path, names: list[str], splits: dict[str, str], comment: str = "") -> Path:
+    """An ultralytics data.yaml without `path:` (ultralytics then resolves the split folders
+    relative to the file itself, wherever the folder is moved)."""
+    data = {**splits, "nc": len(names), "names": dict(enumerate(names))}
+    head = "".join(f"# {line}\n" for line in comment.splitlines())
+    return atomic_write_text(path, head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -345,7 +522,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- labelme
 def read_labelme(
-    json_dir: str | Path, images_dir: str | Path | None = None, issues: list[dict] | None = None
+    json_dir: str | Path, images_dir: str | Path | None = None, issues: list[dict] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> CocoSet:
     """labelme JSON files (one per image) -> CocoSet; polygons/rectangles/circles -> boxes.
 
@@ -370,7 +548,7 @@ def read_labelme(
             _problem(issues, jf, reason, "image skipped")
             continue
         try:
-            d = _load_json(jf)
+            d = _load_json(jf, max_bytes, issues)
             problem = _labelme_schema_problem(d)
             if problem:
                 raise FormatError(f"{jf}: not a labelme file ({problem})")
@@ -386,14 +564,17 @@ def read_labelme(
         seen[file_name] = jf
         img_id = len(coco.images) + 1
         extra["annotation_file"] = str(jf)
-        width, height = _int_or0(d.get("imageWidth")), _int_or0(d.get("imageHeight"))
-        coco.images.append(ImageRecord(img_id, file_name, width, height, extra=extra))
+        size, problem = _declared_size(d.get("imageWidth"), d.get("imageHeight"))
+        if problem:
+            _problem(issues, jf, problem, "declared size ignored (the image's own is used)")
+        coco.images.append(ImageRecord(img_id, file_name, *size, extra=extra))
         for k, s in enumerate(d.get("shapes") or []):
             box = _shape_box(s)
-            label = str(s.get("label", "")) if isinstance(s, dict) else ""
-            if isinstance(box, str) or not label:
-                reason = box if isinstance(box, str) else "shape without label"
-                _problem(issues, f"{jf}#shape {k}", reason, "box dropped")
+            label = s.get("label") if isinstance(s, dict) else None
+            problem = box if isinstance(box, str) else ("shape without label" if label in (None, "") else
+                                                         _text_problem(label, "label"))
+            if problem:
+                _problem(issues, f"{jf}#shape {k}", problem, "box dropped")
                 continue
             cid = names.setdefault(label, len(names) + 1)
             coco.annotations.append(Annotation(len(coco.annotations) + 1, img_id, cid, box))
@@ -417,12 +598,13 @@ def _labelme_schema_problem(d: Any) -> str | None:
 
 
 def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return short_repr(v, 40)
 
 
 def _labelme_file_name(jf: Path, image_path: str, images_dir: Path, embedded: bool) -> tuple[str, dict]:
     posix = image_path.replace("\\", "/")
+    if "\x00" in posix:  # no file has such a name (os calls would raise); ingest refuses it with a row
+        return posix, {}
     if posix and not os.path.isabs(posix):
         for base in (images_dir, jf.parent):
             full = os.path.normpath(base / posix)
@@ -451,13 +633,16 @@ def _shape_box(s: Any) -> list[float] | str:
     if kind == "circle" and len(pts) >= 2:
         (cx, cy), (px, py) = pts[0], pts[1]
         r = math.hypot(px - cx, py - cy)
-        return [cx - r, cy - r, 2 * r, 2 * r]
+        box = [cx - r, cy - r, 2 * r, 2 * r]
+        return box if all(math.isfinite(v) for v in box) else f"circle radius too large ({_short(r)})"
     if kind == "polygon" and len(pts) < 3:  # two points are a line: its box is no part's outline
         return f"polygon with {len(pts)} points (needs at least 3)"
     if kind in ("polygon", "rectangle", "mask") and len(pts) >= 2:
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
-    return f"{kind} shape with {len(pts)} points has no box"
+        box = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+        # 1e308 apart overflows to inf: no image is that large
+        return box if all(math.isfinite(v) for v in box) else f"{kind} points too far apart ({_short(box)})"
+    return f"{_short(kind)} shape with {len(pts)} points has no box"
 
 
 def write_labelme(coco: CocoSet, image_root: str | Path, out_dir: str | Path) -> list[Path]:

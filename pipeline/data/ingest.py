@@ -61,6 +61,11 @@ from pipeline.progress import stage_progress
 
 # Always written (possibly empty) so downstream stages can rely on them.
 STANDARD_SPLITS = (("A", "train"), ("B", "train"), ("B", "val"), ("B", "test"))
+# Problems (an input left out, a box dropped or changed, an annotation disagreeing with its image)
+# and notes (an image kept as it is shown, only its encoding normalised; identical copies kept):
+# notes are no problem, so neither --strict nor the quarantine count includes them.
+QUARANTINE, NOTES = "quarantine.jsonl", "notes.jsonl"
+NORMALISED = "normalised to 8-bit RGB PNG (image kept)"
 _KEY_EXCLUDE = {"strict", "shard_size", "dask"}
 
 
@@ -68,8 +73,9 @@ _KEY_EXCLUDE = {"strict", "shard_size", "dask"}
 class IngestResult:
     version: DatasetVersion
     cached: bool
-    quarantine: list[dict]  # rows {file, reason, action}
+    quarantine: list[dict]  # rows {file, reason, action}: problems (quarantine.jsonl)
     counts: dict  # "<D>_<split>" -> {"images": int, "boxes": int}
+    notes: list[dict] = field(default_factory=list)  # kept as they are, with a change noted (notes.jsonl)
 
 
 @dataclass
@@ -87,6 +93,7 @@ class ShardResult:
     index: int
     records: list[dict]  # {"key", "file_name", "width", "height", "sha256", "copied", "boxes"}
     rows: list[dict]
+    notes: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -123,9 +130,14 @@ class IngestPlan:
 
     def result(self, cached: bool) -> IngestResult:
         version = DatasetVersion.open(self.version_dir)
-        lines = (self.version_dir / "quarantine.jsonl").read_text(encoding="utf-8").splitlines()
-        rows = [json.loads(ln) for ln in lines if ln]
-        return IngestResult(version, cached, rows, version.manifest["summary"]["counts"])
+        rows, notes = (_read_rows(self.version_dir / name) for name in (QUARANTINE, NOTES))
+        return IngestResult(version, cached, rows, version.manifest["summary"]["counts"], notes)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():  # versions made before notes.jsonl existed
+        return []
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln]
 
 
 # ------------------------------------------------------------------------------------------- plan
@@ -156,7 +168,8 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None, progress: bool = 
     if not a_sources and not b_sources:
         raise IngestError("data.a and data.b are both empty: nothing to ingest (or use data.source: demo)")
 
-    read = [ReadSource(d, i, src, read_source(d, i, src, report))
+    max_bytes = int(cfg.data.max_annotation_mb * 1e6)
+    read = [ReadSource(d, i, src, read_source(d, i, src, report, max_bytes))
             for d, srcs in (("A", a_sources), ("B", b_sources)) for i, src in enumerate(srcs)]
     categories = merge_categories(read, cfg.data.category_map, fixed_categories)
     tasks = plan_tasks(read, categories, cfg.data, report)
@@ -210,13 +223,24 @@ def _require_labelled(sources: dict[str, list[str]], kept: Counter, rows: list[d
         raise IngestError(f"no labelled Class {domain} image left from {', '.join(prefixes)}{why}")
 
 
+# File names are limited to 255 bytes on common file systems; a deep source tree flattened into
+# one name can exceed that, and the suffixes (-<key>, .png, YOLO's .txt) need room too.
+_MAX_STEM_BYTES = 180
+
+
 def _name_outputs(tasks: list[ImageTask]) -> None:
-    """images/<D>/<split>/<d><source>-<flattened relative path> (without extension), unique."""
+    """images/<D>/<split>/<d><source>-<flattened relative path> (without extension), unique.
+    Names too long for a file system keep their start and end around a hash of the whole name."""
     used: set[str] = set()
     for t in tasks:
         source, _, rel = t.label.partition(":")
-        flat = os.path.splitext(rel)[0].replace("/", "__")
-        stem = f"images/{t.domain}/{t.split}/{source.lower()}-{flat}"
+        name = f"{source.lower()}-{os.path.splitext(rel)[0].replace('/', '__')}"
+        if len(name.encode("utf-8")) > _MAX_STEM_BYTES:
+            digest = store.sha256_bytes(name.encode("utf-8"))[:12]
+            head = name.encode("utf-8")[:100].decode("utf-8", "ignore")
+            tail = name.encode("utf-8")[-60:].decode("utf-8", "ignore")
+            name = f"{head}~{digest}~{tail}"
+        stem = f"images/{t.domain}/{t.split}/{name}"
         if stem in used:
             stem = f"{stem}-{t.key}"
         used.add(stem)
@@ -232,6 +256,7 @@ def validate_shard(shard: Shard, build_dir: Path) -> ShardResult:
     """
     records: list[dict] = []
     rows: list[dict] = []
+    notes: list[dict] = []
 
     def report(row: dict) -> None:
         if shard.strict:
@@ -250,7 +275,7 @@ def validate_shard(shard: Shard, build_dir: Path) -> ShardResult:
             report(quarantine_row(t.src, f"cannot read: {e.strerror or e}", skipped_action(len(t.boxes))))
             continue
         if img.notes:
-            report(quarantine_row(t.src, "; ".join(img.notes), "normalised to 8-bit RGB PNG (image kept)"))
+            notes.append(quarantine_row(t.src, "; ".join(img.notes), NORMALISED))
         if t.declared != (0, 0) and t.declared != (img.width, img.height):
             said = f"{t.declared[0]}x{t.declared[1]}"
             reason = f"annotation says {said} but the image shows {img.width}x{img.height}"
@@ -265,18 +290,20 @@ def validate_shard(shard: Shard, build_dir: Path) -> ShardResult:
         store.write_bytes(build_dir / (t.out_stem + img.ext), img.data)  # inside the partial version
         records.append({"key": t.key, "file_name": t.out_stem + img.ext, "width": img.width,
                         "height": img.height, "copied": img.copied, "boxes": kept})
-    return ShardResult(shard.index, records, rows)
+    return ShardResult(shard.index, records, rows, notes)
 
 
 # --------------------------------------------------------------------------------------- finalize
 def finalize_ingest(plan: IngestPlan, results: list[ShardResult], build_dir: Path) -> dict[str, Any]:
     """Write annotations, quarantine.jsonl, config.yaml, card and manifest; returns the summary."""
     from pipeline.data.card import write_card
+    from pipeline.data.formats import write_yolo_data_yaml, write_yolo_labels
 
     by_key = {t.key: t for t in plan.tasks}
     records = sorted((r for res in results for r in res.records), key=lambda r: r["key"])
-    rows = plan.rows + [row for res in sorted(results, key=lambda r: r.index) for row in res.rows]
-    rows += _duplicate_notes(plan, {r["key"] for r in records})
+    ordered = sorted(results, key=lambda r: r.index)
+    rows = plan.rows + [row for res in ordered for row in res.rows]
+    notes = [row for res in ordered for row in res.notes] + _duplicate_notes(plan, {r["key"] for r in records})
     cats = [Category(i + 1, n) for i, n in enumerate(plan.categories)]
     sets: dict[tuple[str, str], CocoSet] = {k: CocoSet(categories=list(cats)) for k in STANDARD_SPLITS}
     for rec in records:
@@ -297,9 +324,17 @@ def finalize_ingest(plan: IngestPlan, results: list[ShardResult], build_dir: Pat
         name = f"{domain}_{split}"
         coco.info = {"description": f"{plan.cfg.data.name} {name}", "version": plan.version_dir.name}
         coco.save(build_dir / "annotations" / f"{name}.json")
+        if split != "unlabelled":
+            write_yolo_labels(coco, build_dir)
         counts[name] = {"images": len(coco.images), "boxes": len(coco.annotations)}
         instances[name] = coco.class_counts()
-    store.atomic_write_text(build_dir / "quarantine.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_yolo_data_yaml(build_dir / "data.yaml", plan.categories,
+                         {s: f"images/B/{s}" for s in ("train", "val", "test")},
+                         f"YOLO layout of {plan.version_dir.name}: real Class B (metal) train/val/test, as "
+                         "ultralytics reads it\n(`yolo train data=<this file>`); labels/<D>/<split>/ hold "
+                         "every labelled split, images/A/train too.")
+    store.atomic_write_text(build_dir / QUARANTINE, "".join(json.dumps(r) + "\n" for r in rows))
+    store.atomic_write_text(build_dir / NOTES, "".join(json.dumps(r) + "\n" for r in notes))
     store.atomic_write_text(build_dir / "config.yaml", plan.cfg.to_yaml())
     summary = {
         "categories": plan.categories,
@@ -307,9 +342,11 @@ def finalize_ingest(plan: IngestPlan, results: list[ShardResult], build_dir: Pat
         "instances": instances,
         "quarantined": len(rows),
         "quarantine_actions": dict(Counter(r["action"] for r in rows)),
+        "notes": len(notes),
+        "note_actions": dict(Counter(r["action"] for r in notes)),
         "normalised": sum(1 for r in records if not r["copied"]),
     }
-    write_card(build_dir, plan.cfg.data.name, summary, sets, rows)
+    write_card(build_dir, plan.cfg.data.name, summary, sets, rows, notes)
     config = {"data": plan.cfg.data.model_dump(mode="json"), "seed": plan.cfg.runtime.seed}
     store.write_manifest(build_dir, kind="dataset", id=plan.version_dir.name, config=config,
                          parents=plan.parents, summary=summary)

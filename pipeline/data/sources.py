@@ -15,7 +15,6 @@ path in the reason.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pipeline import store
 from pipeline.config import DataConfig, SourceConfig
 from pipeline.data.coco import CocoSet, ImageRecord
 from pipeline.data.formats import (
+    DEFAULT_MAX_BYTES,
     FormatError,
     YoloNamesError,
     iter_image_files,
@@ -34,7 +34,8 @@ from pipeline.data.formats import (
     read_yolo,
 )
 from pipeline.data.split import lookup_split, read_split_file
-from pipeline.data.validate import InputProblem, quarantine_row, safe_image_path, utf8_name
+from pipeline.data.jsonfile import read_json
+from pipeline.data.validate import InputProblem, quarantine_row, safe_image_path, short_repr, utf8_name
 
 Report = Callable[[dict], None]
 
@@ -72,8 +73,10 @@ class ReadSource(NamedTuple):
     coco: CocoSet | None
 
 
-def read_source(domain: str, index: int, src: SourceConfig, report: Report) -> CocoSet | None:
-    """The source's annotations as a CocoSet (file names relative to src.images); None = skipped."""
+def read_source(domain: str, index: int, src: SourceConfig, report: Report,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> CocoSet | None:
+    """The source's annotations as a CocoSet (file names relative to src.images); None = skipped.
+    `max_bytes` bounds each annotation file (data.max_annotation_mb)."""
     where = f"data.{domain.lower()}[{index}]"
     if not Path(src.images).is_dir():
         raise IngestError(f"{where}.images: folder {src.images} not found")
@@ -94,11 +97,11 @@ def read_source(domain: str, index: int, src: SourceConfig, report: Report) -> C
             coco = CocoSet(images=[ImageRecord(i + 1, p.relative_to(src.images).as_posix(), 0, 0)
                                    for i, p in enumerate(files)])
         elif src.format == "coco":
-            coco = read_coco(src.annotations, issues)
+            coco = read_coco(src.annotations, issues, max_bytes)
         elif src.format == "yolo":
-            coco = read_yolo(src.images, src.annotations, src.names, issues)
+            coco = read_yolo(src.images, src.annotations, src.names, issues, max_bytes)
         else:
-            coco = read_labelme(src.annotations, src.images, issues)
+            coco = read_labelme(src.annotations, src.images, issues, max_bytes)
     except YoloNamesError as e:
         # Without names no box has a class: a configuration mistake, like a wrong path.
         raise IngestError(f"{where}.names: {e}") from None
@@ -169,6 +172,9 @@ def plan_tasks(read: list[ReadSource], categories: list[str], data: DataConfig,
             embedded = "image_data_from" in im.extra
             try:
                 path = Path(im.extra["image_data_from"]) if embedded else safe_image_path(root, im.file_name)
+                if len(boxes) > data.max_boxes_per_image:
+                    raise InputProblem(f"{len(boxes)} boxes on one image, more than data.max_boxes_per_image="
+                                       f"{data.max_boxes_per_image}")
             except InputProblem as p:
                 # The reason quotes the bad path; the row names the file that holds it.
                 report(quarantine_row(_annotation_of(src, im), p.reason, skipped_action(len(boxes))))
@@ -191,7 +197,7 @@ def _annotation_of(src: SourceConfig, im: ImageRecord) -> str:
     YOLO and plain folders, whose names come from the folder itself - the image path."""
     if src.format == "coco":
         return f"{src.annotations}#image {im.id}"
-    if src.format == "labelme" and "annotation_file" in im.extra:
+    if "annotation_file" in im.extra:  # labelme JSON, YOLO label file
         return str(im.extra["annotation_file"])
     return str(Path(src.images) / im.file_name)
 
@@ -238,7 +244,7 @@ def read_image_bytes(t: ImageTask) -> bytes:
     if not t.embedded:
         return Path(t.src).read_bytes()
     try:
-        d = json.loads(Path(t.src).read_text(encoding="utf-8"))
+        d, _ = read_json(t.src, max_bytes=Path(t.src).stat().st_size)  # bounded when it was first read
         return base64.b64decode(d["imageData"], validate=False)
     except (ValueError, KeyError, TypeError) as e:
-        raise InputProblem(f"imageData in {t.src} cannot be decoded: {e}") from None
+        raise InputProblem(f"imageData in {t.src} cannot be decoded: {short_repr(str(e), 120)}") from None

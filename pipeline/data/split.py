@@ -21,14 +21,14 @@ leaks from test into training.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import SplitConfig
-from pipeline.data.validate import quarantine_row
+from pipeline.data.jsonfile import DEFAULT_MAX_BYTES, JsonFileError, read_json
+from pipeline.data.validate import quarantine_row, short_repr
 
 # Most held-out first: the split a group of duplicates takes when its members disagree.
 _PRECEDENCE = ("test", "val", "oracle", "train", "unlabelled")
@@ -172,19 +172,23 @@ def _fill_empty_splits(hashed: dict[str, str], cfg: SplitConfig, seed: int) -> d
     return moves
 
 
-def read_split_file(path: str | Path) -> dict[str, str]:
+def read_split_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, str]:
     """{file name: split} from a split file. Accepted forms:
     BSData's image_data.json (`{"images": [{"filename", "train_test_split"}]}`), a plain mapping
     `{"a.jpg": "train"}`, or `{"train": [...], "test": [...]}`. Entries without a split are left out.
     """
     path = Path(path)
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read split file: {e}") from None
+        d, duplicates = read_json(path, max_bytes)
+    except JsonFileError as e:
+        raise ValueError(f"cannot read split file {e}") from None
+    if duplicates:  # which of two values counts is a guess: the split of a test photo must not be one
+        raise ValueError(f"{path}: key {duplicates[0]!r} given twice in one object")
     out: dict[str, str] = {}
     if isinstance(d, dict) and isinstance(d.get("images"), list):
         for rec in d["images"]:
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}: image entry {short_repr(rec, 60)} is not an object")
             name = rec.get("filename") or rec.get("file_name") or rec.get("file")
             split = rec.get("train_test_split") or rec.get("split")
             if name and split:
@@ -201,9 +205,9 @@ def read_split_file(path: str | Path) -> dict[str, str]:
 
 
 def _canonical(split: str, path: Path) -> str:
-    s = _ALIASES.get(str(split).strip().lower())
+    s = _ALIASES.get(str(split).strip().lower()) if isinstance(split, str) else None
     if s is None:
-        raise ValueError(f"{path}: unknown split {split!r} (use train, val or test)")
+        raise ValueError(f"{path}: unknown split {short_repr(split, 60)} (use train, val or test)")
     return s
 
 

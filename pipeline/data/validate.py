@@ -32,6 +32,7 @@ import io
 import math
 import os
 import re
+import reprlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -67,19 +68,43 @@ def quarantine_row(file: str | Path, reason: str, action: str) -> dict[str, str]
 
 
 def utf8_name(text: str) -> str:
-    """`text` as valid UTF-8: file-name bytes that were not UTF-8 are percent-encoded.
+    """`text` as valid UTF-8 on one line: file-name bytes that were not UTF-8 and control
+    characters are percent-encoded.
 
-    Python reads such bytes as lone surrogates (os.fsdecode(b"gear-\\xff.png") is "gear-\\udcff.png"),
-    which no UTF-8 file name or JSON string can hold; they become "%FF" as in a URL
-    ("gear-%FF.png"). Any other lone surrogate (a JSON "\\ud800" escape) becomes U+FFFD. A literal
-    "%" is kept as it is: output names stay readable, and ingest makes clashing names unique.
+    Python reads bytes that are not UTF-8 as lone surrogates (os.fsdecode(b"gear-\\xff.png") is
+    "gear-\\udcff.png"), which no UTF-8 file name or JSON string can hold; they become "%FF" as in a
+    URL ("gear-%FF.png"). Any other lone surrogate (a JSON "\\ud800" escape) becomes U+FFFD.
+    Control characters (NUL, newline, tab, escape, DEL, C1, and the line/paragraph separators
+    that `str.splitlines` breaks on) become their UTF-8 bytes percent-encoded ("a%0Ab.png"): a
+    name with a newline would split the one-path-per-line lists that YOLO training reads, and an
+    escape sequence would reach the terminal. A literal "%" is kept as it is: output names stay
+    readable, and ingest makes clashing names unique.
     """
-    if text.isascii():
+    if text.isascii() and text.isprintable():
         return text
-    return _SURROGATES.sub(_escape_surrogate, text)
+    text = _SURROGATES.sub(_escape_surrogate, text)
+    return _CONTROL.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), text)
+
+
+def has_control_chars(text: str) -> bool:
+    """Whether `text` holds a character `utf8_name` would percent-encode as a control character."""
+    return _CONTROL.search(text) is not None
+
+
+def short_repr(v: object, limit: int = 80) -> str:
+    """repr of an untrusted value, cut to about `limit` characters without building a huge string
+    first (a list of a million items, a number with thousands of digits)."""
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlong = limit, limit, limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
+    text = utf8_name(r.repr(v))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Longer names are no file on any common file system (PATH_MAX is 4096 on Linux).
+_MAX_NAME = 4096
 
 
 def _escape_surrogate(m: re.Match) -> str:
@@ -98,6 +123,10 @@ def safe_image_path(root: Path, name: str) -> Path:
     if not name or not str(name).strip():
         raise InputProblem("empty file name")
     shown = utf8_name(str(name))  # reasons quote the name: never as raw bytes or "\\udcff" escapes
+    if "\x00" in name:  # no file system allows it; os calls would raise ValueError on it
+        raise InputProblem(f"file name {shown!r} contains a NUL character")
+    if len(name) > _MAX_NAME:
+        raise InputProblem(f"file name of {len(name)} characters {short_repr(shown, 60)} (at most {_MAX_NAME})")
     posix = str(name).replace("\\", "/")
     if posix.startswith("/") or PurePosixPath(posix).is_absolute() or (len(posix) > 1 and posix[1] == ":"):
         raise InputProblem(f"absolute path {shown!r} (must be relative to {root})")
@@ -114,9 +143,13 @@ def safe_image_path(root: Path, name: str) -> Path:
         raise InputProblem(f"file name {shown!r} is not valid text") from None
     if not real.is_relative_to(real_root):
         raise InputProblem(f"symlink {shown!r} resolves outside the image root {root} (to {real})")
-    if not path.exists():
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except OSError as e:  # a component too long, a permission error on the way
+        raise InputProblem(f"path {shown!r} cannot be read: {e.strerror or e}") from None
+    if not exists:
         raise InputProblem(f"missing image file {shown!r} under {root}")
-    if not path.is_file():
+    if not is_file:
         raise InputProblem(f"{shown!r} is not a regular file")
     return path
 
@@ -314,6 +347,7 @@ def check_box(
 
 def _fmt(bbox) -> str:
     try:
-        return "[" + ", ".join(f"{float(v):.1f}" for v in bbox) + "]"
-    except (TypeError, ValueError):
-        return repr(bbox)
+        return "[" + ", ".join(f"{float(v):.1f}" if abs(float(v)) < 1e7 else f"{float(v):.3g}"
+                               for v in bbox) + "]"
+    except (TypeError, ValueError, OverflowError):
+        return short_repr(bbox)

@@ -4,9 +4,12 @@ Layout (`root = <output_root>/data/datasets/<name>-<key12>/`):
 
     manifest.json                  kind "dataset", lineage, file hashes, counts
     config.yaml                    the resolved run config that made it
-    quarantine.jsonl               one row per rejected input (file, reason, action)
+    quarantine.jsonl               one row per problem: input left out or changed (file, reason, action)
+    notes.jsonl                    one row per input kept as shown with a note (re-encoded, copies)
     annotations/<D>_<split>.json   COCO per domain D in {A, B} and split, e.g. B_test.json
     images/<D>/<split>/<name>      images; COCO file_name is relative to root
+    labels/<D>/<split>/<name>.txt  the same boxes as YOLO labels (every labelled split)
+    data.yaml                      ultralytics data file: B train/val/test (`yolo train data=...`)
     card/                          README.md + PNGs (class balance, box sizes, samples)
 
 Synthetic (augmented) versions use the same layout with kind "augmented".

@@ -1,4 +1,4 @@
-"""Which speed levers to pull on this device: precision "auto" and channels_last "auto".
+"""Which speed levers to pull on this device: precision, channels_last and translation batch "auto".
 
 Measured on the 2-core reference CPU (Xeon with AMX bf16, bench/results/gan*.json): bf16 autocast
 made a CycleGAN training step 1.3-1.6x and translation 1.7-3.2x faster than fp32, with a tiny
@@ -52,3 +52,22 @@ def use_channels_last(setting: bool | str, device: str | torch.device) -> bool:
     if setting == "auto":
         return torch.device(device).type == "cuda"
     return bool(setting)
+
+
+# Tiles or images per generator forward pass with gan.translate_batch "auto" (bench/translate_batch.py,
+# bench/results/translate_batch_*.json). On CPU a batch only adds memory traffic: the activations of
+# 8 tiles of 512 px do not stay in cache and are faulted in anew, so a 2064x1544 photo took about
+# twice the CPU time at batch 8 as at 1; one tile at a time is fastest. On CUDA batches fill the GPU.
+AUTO_TRANSLATE_BATCH = {"cpu": 1, "cuda": 8}
+
+
+def translation_batch(batch: int | str, device: str | torch.device) -> int:
+    """`gan.translate_batch` for this device ("auto" = CUDA when there is one): "auto" ->
+    AUTO_TRANSLATE_BATCH; an int as given (>= 1)."""
+    if batch == "auto":
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return AUTO_TRANSLATE_BATCH.get(torch.device(device).type, 1)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"translate batch must be 'auto' or an int >= 1, got {batch!r}")
+    return batch

@@ -278,8 +278,9 @@ def model_card(cfg: "RunConfig", dataset: "DatasetVersion", metrics: dict[str, A
         f"| realism: critic accuracy real B vs set (0.5 = indistinguishable) | {fmt(r['accuracy'])} "
         f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}], n={r['n']} | {fmt(r0['accuracy'])} "
         f"[{fmt(r0['ci_low'])}, {fmt(r0['ci_high'])}] |",
-        f"| KID on critic features (×100) | {fmt(100 * r['kid'])} ± {fmt(100 * r['kid_std'])} | "
-        f"{fmt(100 * r0['kid'])} ± {fmt(100 * r0['kid_std'])} |",
+        # The same scale as metrics.json and the report (no ×100: these are not Inception KIDs).
+        f"| KID on critic features (lower = closer to real B) | {fmt(r['kid'])} ± {fmt(r['kid_std'])} | "
+        f"{fmt(r0['kid'])} ± {fmt(r0['kid_std'])} |",
         f"| diversity (pairwise feature distance / real B's) | {fmt(r['diversity_ratio'])} | "
         f"{fmt(r0['diversity_ratio'])} |",
         "",

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.gan.accel import amp_dtype, resolve_precision
+from pipeline.gan.accel import amp_dtype, resolve_precision, translation_batch
 from pipeline.gan.checkpoint import CheckpointError, load_weights, read_metadata
 from pipeline.gan.data import resize_short_side
 from pipeline.gan.networks import ResnetGenerator, receptive_field
@@ -109,7 +109,7 @@ class Translator:
 
     def __init__(self, net: ResnetGenerator, *, sha256: str = "", load_size: int | None = None,
                  device: str | torch.device = "cpu", tile: int = 512, overlap: int | None = None,
-                 batch: int = 8, precision: str = "auto", stats_pixels: int = 1024 * 1024):
+                 batch: int | str = "auto", precision: str = "auto", stats_pixels: int = 1024 * 1024):
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
         self.net = copy.deepcopy(net).eval().to(self.device)  # its norms are swapped below
@@ -117,7 +117,7 @@ class Translator:
         self.sha256, self.load_size = sha256, load_size
         self.tile = max(16, tile // 4 * 4)  # the generator needs sides divisible by 4
         self.overlap = default_overlap(net, self.tile) if overlap is None else min(overlap, self.tile // 2)
-        self.batch, self.stats_pixels = max(1, batch), stats_pixels
+        self.batch, self.stats_pixels = translation_batch(batch, self.device), stats_pixels
         self.precision = resolve_precision(precision, self.device)
         self.amp_dtype = amp_dtype(self.precision)
         if self.device.type == "cuda":
@@ -126,7 +126,7 @@ class Translator:
 
     @classmethod
     def load(cls, model: str | Path, direction: str = "AtoB", device: str | torch.device = "cpu", *,
-             tile: int = 512, overlap: int | None = None, batch: int = 8,
+             tile: int = 512, overlap: int | None = None, batch: int | str = "auto",
              load_size: int | str | None = "train", precision: str = "auto") -> "Translator":
         """Build from a model directory (G_AB/G_BA.safetensors) or one weights file.
 

@@ -203,7 +203,10 @@ def per_class_ap(metrics: dict[str, Any], per_class_mean: dict[str, dict[str, fl
     ax.set_xticks(x, classes, fontsize=9)
     ax.set_ylabel("AP@[.5:.95]", fontsize=9)
     ax.set_ylim(0, max(0.1, ax.get_ylim()[1]))
-    ax.legend(fontsize=8, frameon=False, ncols=min(4, len(arms)), loc="upper left", bbox_to_anchor=(0, 1.16))
+    # Anchored by its lower edge just above the axes: with more arms than one row holds it grows
+    # upwards, never down over the bars (an upper-left anchor at 1.16 covered the tallest ones).
+    ax.legend(fontsize=8, frameon=False, ncols=min(4, len(arms)), loc="lower left", bbox_to_anchor=(0, 1.02),
+              borderaxespad=0)
     _style(ax)
     return _png(fig, dpi)
 

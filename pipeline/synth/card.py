@@ -32,32 +32,44 @@ def _save_fig(fig, path: Path) -> None:
 
 
 def class_balance_png(path: Path, names: list[str], real: dict[str, int], synthetic: dict[str, int],
-                      balance: dict[str, Any]) -> None:
+                      balance: dict[str, Any]) -> int:
+    """Boxes per class written, and beside it the planned class share before/after balancing
+    when balancing changed it (identical bars show nothing: that panel is left out). Legends sit
+    outside the axes, where they cannot hide a bar. Returns the number of panels drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = np.arange(len(names))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    axes[0].bar(x - 0.2, [real.get(n, 0) for n in names], 0.4, label="real B")
-    axes[0].bar(x + 0.2, [synthetic.get(n, 0) for n in names], 0.4, label="synthetic B")
-    axes[0].set_title("boxes per class (written)")
-    for ax in axes:
-        ax.set_xticks(x, names, rotation=30, ha="right")
-    axes[0].legend()
-
     def share(d: dict[str, int]) -> list[float]:
         tot = max(1, sum(d.values()))
         return [d.get(n, 0) / tot for n in names]
 
-    axes[1].bar(x - 0.27, share(balance["before"]), 0.27, label="before balancing")
-    axes[1].bar(x, share(balance["after"]), 0.27, label="after balancing")
-    if balance.get("target"):
-        axes[1].bar(x + 0.27, [balance["target"][n] for n in names], 0.27, label="target")
-    axes[1].set_title("planned class share, real + synthetic")
-    axes[1].legend(fontsize=8)
+    before, after = share(balance["before"]), share(balance["after"])
+    planned = bool(balance.get("target")) or not np.allclose(before, after)
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2 if planned else 1, figsize=(11 if planned else 5.6, 3.2), squeeze=False)
+    axes = axes[0]
+    axes[0].bar(x - 0.2, [real.get(n, 0) for n in names], 0.4, label="real B")
+    axes[0].bar(x + 0.2, [synthetic.get(n, 0) for n in names], 0.4, label="synthetic B")
+    axes[0].set_title("boxes per class (written)")
+    if planned:
+        axes[1].bar(x - 0.27, before, 0.27, label="before balancing")
+        axes[1].bar(x, after, 0.27, label="after balancing")
+        if balance.get("target"):
+            axes[1].bar(x + 0.27, [balance["target"][n] for n in names], 0.27, label="target")
+        axes[1].set_title("planned class share, real + synthetic")
+    for ax in axes:
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        legend_outside(ax)
+    fig.tight_layout()
     _save_fig(fig, path)
+    return len(axes)
+
+
+def legend_outside(ax) -> None:
+    """The legend right of the axes (saved with bbox_inches="tight"): it never covers a bar."""
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def box_sizes_png(path: Path, real: CocoSet, synthetic_sizes: np.ndarray) -> None:
@@ -77,7 +89,7 @@ def box_sizes_png(path: Path, real: CocoSet, synthetic_sizes: np.ndarray) -> Non
     ax.hist(s, bins=bins, alpha=0.6, density=len(s) > 0, label=f"synthetic B ({len(s)})")
     ax.set_xlabel("box size sqrt(w·h), pixels")
     ax.set_ylabel("density")
-    ax.legend()
+    legend_outside(ax)
     _save_fig(fig, path)
 
 

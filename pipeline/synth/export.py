@@ -6,7 +6,8 @@ Layout (inside the version root, see pipeline/data/version.py):
                                synthetic image: synthetic, source_image_id, generator, gate, affine)
     images/B/train/            real images (hard links into the parent) and syn-*.png
     rejected.jsonl             one row per gate failure (image, box, check, score, threshold, action)
-    yolo/                      ultralytics layout: train/ (this split), val/ (parent B_val), data.yaml
+    yolo/                      ultralytics layout: train/ (this split), val/ and test/ (the parent's
+                               real B val and test), data.yaml
     card/                      README.md + PNGs
     config.yaml, manifest.json lineage: the ingest version and the CycleGAN model(s)
 """
@@ -95,8 +96,10 @@ def stream_synthetic(root: Path, n_shards: int, real: CocoSet, info: dict[str, A
         first_i = _json_list(fi, (im.to_dict() for im in real.images), True)
         first_a = _json_list(fa, (a.to_dict() for a in real.annotations), True)
         for row in collect(root, n_shards):
-            # One journal row is one work item: its rejected images are counted within it.
+            # One journal row is one work item: its rejected images are counted within it. A box
+            # failing two checks has two rejection rows: boxes are counted once each.
             row_rejected: set[str] = set()
+            row_dropped: set[tuple[str, int]] = set()
             for r in row["rejections"]:
                 thumb = r.get("thumbnail")
                 if thumb and thumb not in shown and len(shown) < n_sample and (root / thumb).is_file():
@@ -109,10 +112,11 @@ def stream_synthetic(root: Path, n_shards: int, real: CocoSet, info: dict[str, A
                 if r["action"] == "reject_image":
                     row_rejected.add(f"{r['image']}|{r['source_image_id']}")
                 elif r["box"] is not None:
-                    dropped += 1
+                    row_dropped.add((f"{r['image']}|{r['source_image_id']}", r["box"]))
                 if r["thumbnail"] and len(st.examples) < 2 * n_sample:
                     st.examples.append(r)
             rejected_images += len(row_rejected)
+            dropped += len(row_dropped)
             for out in row["outputs"]:
                 img_id += 1
                 im = CocoSet.from_dict({"images": [out["image"]]}).images[0]
@@ -167,11 +171,12 @@ def prune_thumbnails(root: Path, keep: list[str]) -> int:
     return gone
 
 
-def write_data_yaml(yolo_dir: Path, names: list[str], has_val: bool) -> Path:
-    """data.yaml without `path`: ultralytics then resolves train/val relative to this file."""
+def write_data_yaml(yolo_dir: Path, names: list[str], has_val: bool, has_test: bool = False) -> Path:
+    """data.yaml without `path`: ultralytics then resolves train/val/test relative to this file."""
     data = {
         "train": "train/images",
         "val": "val/images" if has_val else "train/images",
+        **({"test": "test/images"} if has_test else {}),
         "nc": len(names),
         "names": {i: n for i, n in enumerate(names)},
     }
@@ -205,10 +210,12 @@ def export_version(
     write_yolo(real, root, root / "yolo" / "train")
     info = {"description": f"{version_id}: real B train + synthetic B", "parent": dataset.id}
     syn = stream_synthetic(root, n_shards, real, info, n_sample=cfg.synth.n_card_examples)
-    has_val = dataset.has("B", "val")
+    has_val, has_test = dataset.has("B", "val"), dataset.has("B", "test")
     if has_val:
         write_yolo(dataset.coco("B", "val"), dataset.root, root / "yolo" / "val")
-    write_data_yaml(root / "yolo", real.category_names, has_val)
+    if has_test:  # evaluation only (`yolo val split=test`); no training reads yolo/
+        write_yolo(dataset.coco("B", "test"), dataset.root, root / "yolo" / "test")
+    write_data_yaml(root / "yolo", real.category_names, has_val, has_test)
     gate = syn.gate
 
     summary = {

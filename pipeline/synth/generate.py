@@ -252,7 +252,9 @@ def run_shard(
     # The budget counts thumbnails of kept rows only, so a resumed shard picks the same ones.
     shard = _Shard(cfg, dataset, a_train, generators, staging, index, realism, n_thumbs, _thumbnails_in(rows))
     todo = [it for it in items if it.key not in finished]
-    batch = max(1, cfg.gan.translate_batch)
+    from pipeline.gan.accel import translation_batch
+
+    batch = translation_batch(cfg.gan.translate_batch, cfg.runtime.device)  # items per translation call
     chunks = [todo[s : s + batch] for s in range(0, len(todo), batch)]
     pool = ThreadPoolExecutor(1, thread_name_prefix=f"synth-prefetch-{index}") \
         if cfg.synth.prefetch and len(chunks) > 1 else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -26,21 +26,15 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import extremes  # noqa: E402
+from build_helpers import Case  # noqa: E402
+from build_helpers import write as _write  # noqa: E402
 from ingest_helpers import exif_rotated_jpeg, pil_bytes, png16, png_header_only, scene  # noqa: E402
 
 CATEGORIES = ["tensile_specimen", "gear", "bracket", "hex_nut"]
 NON_UTF8 = os.fsdecode(b"gear-\xff\xfe.png")  # a Latin-1 era file name; not valid UTF-8
 UNICODE = "zahnrad-ß-歯車.png"
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    kind: str  # image | annotation | path
-    what: str
-    file: str  # a substring of the quarantine row's `file` (or of the kept image's original name)
-    expect: str  # skipped | normalised | kept | clean | box dropped | box clipped | annotation dropped/kept | source skipped
-    reason: str = ""  # regex the quarantine row's reason must match (not used for `kept`)
 
 
 @dataclass
@@ -60,12 +54,6 @@ def _png(img: np.ndarray) -> bytes:
 
 def _jpg(img: np.ndarray) -> bytes:
     return cv2.imencode(".jpg", img[:, :, ::-1])[1].tobytes()
-
-
-def _write(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)
-    return path
 
 
 def _labelme(image_path: str, shapes: list[dict], w: int = 64, h: int = 48) -> str:
@@ -296,24 +284,32 @@ def build_corpus(root: Path) -> Corpus:
     a = [plain(s) for s in demo.a]
     b = [plain(s) for s in demo.b]
     cases: list[Case] = []
-    for build in (lambda: _images_case_source(inputs / "B-images", outside), lambda: _boxes_case_source(inputs / "B-boxes"),
-                  lambda: _labelme_source(inputs / "B-labelme", outside),
-                  lambda: _unlabelled_source(inputs / "B-pool", outside)):
+    single = [("B", lambda: _images_case_source(inputs / "B-images", outside)),
+              ("B", lambda: _boxes_case_source(inputs / "B-boxes")),
+              ("B", lambda: _labelme_source(inputs / "B-labelme", outside)),
+              ("B", lambda: _unlabelled_source(inputs / "B-pool", outside)),
+              ("A", lambda: _yolo_source(inputs / "A-yolo")),
+              # Issue 14's classes: numeric extremes, control characters, pathological JSON, volume.
+              ("A", lambda: extremes.yolo_source(inputs / "A-yolo-x")),
+              ("B", lambda: extremes.coco_source(inputs / "B-coco-x")),
+              ("B", lambda: extremes.labelme_source(inputs / "B-labelme-x")),
+              ("B", lambda: extremes.names_source(inputs / "B-pool-names"))]
+    # Each case's group is the input folder of its source: bench/reliability.py ingests a group
+    # alone to tell which case broke a run that did not finish.
+    for domain, build in single:
         src, more = build()
-        b.append(src)
-        cases += more
-    srcs, more = _broken_sources(inputs)
-    b += srcs
-    cases += more
-    src, more = _yolo_source(inputs / "A-yolo")
-    a.append(src)
-    cases += more
+        (a if domain == "A" else b).append(src)
+        cases += [replace(c, group=Path(src["images"]).relative_to(inputs).parts[0]) for c in more]
+    for build in (lambda: _broken_sources(inputs), lambda: extremes.json_sources(inputs)):
+        srcs, more = build()  # one source per case, in order
+        b += srcs
+        cases += [replace(c, group=Path(s["images"]).relative_to(inputs).parts[0]) for c, s in zip(more, srcs)]
 
     raw = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
     raw["profile"] = "corpus"
     raw["runtime"]["output_root"] = str(out)
     raw["data"] = {"name": "corpus", "source": "folders", "a": a, "b": b, "categories": CATEGORIES,
-                   "split": {"use_source_split": False}}
+                   "split": {"use_source_split": False}, "max_annotation_mb": extremes.MAX_MB}
     config = _write(root / "corpus.yaml", yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     corpus = Corpus(root, inputs, outside, out, config, cases)
     _write(root / "cases.json", json.dumps([asdict(c) for c in cases], indent=1, ensure_ascii=False))

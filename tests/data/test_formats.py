@@ -282,3 +282,104 @@ def test_walked_annotation_files_linking_out_of_their_folder_are_refused(tmp_pat
     assert [im.file_name for im in c.images] == ["b.png"] and len(c.annotations) == 1
     assert [(r["file"], r["action"]) for r in issues] == [(str(labels / "a.txt"), "image skipped")]
     assert "resolves outside the annotation root" in issues[0]["reason"]
+
+
+# -------------------------------------------------- numeric extremes, names, volume (issue 14)
+def test_coco_numeric_fields_are_checked_not_converted(tmp_path):
+    """ids must be whole numbers (not 1.5, inf, text), sizes positive whole numbers, iscrowd 0/1:
+    each bad value is a row naming the file and record, never an OverflowError or a silent int()."""
+    images = [{"id": 1, "file_name": "a.png", "width": 48, "height": 32},
+              {"id": float("inf"), "file_name": "inf.png"}, {"id": 2.5, "file_name": "frac.png"},
+              {"id": "3", "file_name": "text.png"}, {"id": 4, "file_name": "wide.png", "width": float("inf"),
+                                                      "height": 32},
+              {"id": 5.0, "file_name": "five.png", "width": 48.0, "height": 32}, [1, 2]]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "iscrowd": float("inf")},
+            {"id": 3, "image_id": float("inf"), "category_id": 1, "bbox": [1, 2, 3, 4]},
+            {"id": 4, "image_id": 1, "category_id": 1.5, "bbox": [1, 2, 3, 4]},
+            {"id": 5, "image_id": 1, "category_id": 1, "segmentation": [[1, 2, float("nan"), 4, 5, 6]]},
+            "not an annotation"]
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns,
+                                "categories": [{"id": 1, "name": "gear"}, {"id": float("nan"), "name": "x"},
+                                               {"id": 3, "name": "bolt\nhead"}]}))
+    issues: list[dict] = []
+    c = read_coco(path, issues)
+    assert [(im.file_name, im.width) for im in c.images] == [("a.png", 48), ("wide.png", 0), ("five.png", 48)]
+    assert len(c.annotations) == 1 and c.category_names == ["gear"]
+    got = {(r["file"].split("ann.json")[-1], r["reason"], r["action"]) for r in issues}
+    assert got == {
+        ("", "category id nan is not finite", "category ignored"),
+        ("", "category name 'bolt%0Ahead' contains control characters", "category ignored"),
+        ("#inf.png", "image id inf is not finite", "image skipped"),
+        ("#frac.png", "image id 2.5 is not a whole number", "image skipped"),
+        ("#text.png", "image id '3' is not a number", "image skipped"),
+        ("#wide.png", "declared width inf is not finite", "declared size ignored (the image's own is used)"),
+        ("#images[6]", "image entry [1, 2] is not an object", "image skipped"),
+        ("#a.png", "iscrowd inf is not 0 or 1", "box dropped"),
+        ("#annotation 3", "annotation lacks a usable image_id or category_id: image_id inf is not finite",
+         "annotation dropped"),
+        ("#annotation 4", "annotation lacks a usable image_id or category_id: category_id 1.5 is not a whole number",
+         "annotation dropped"),
+        ("#a.png", "segmentation polygon has a coordinate that is not a finite number", "box dropped"),
+        ("#annotations[5]", "annotation 'not an annotation' is not an object", "annotation dropped"),
+    }
+
+
+def test_yolo_lines_are_a_box_or_a_polygon_or_a_row(tmp_path):
+    imgs, labels = tmp_path / "images", tmp_path / "labels"
+    write_rgb(imgs / "a.png", 100, 50)
+    labels.mkdir()
+    (labels / "classes.txt").write_text("\ufeffgear\nhex_nut\n", encoding="utf-8")  # BOM: still "gear"
+    lines = ["\ufeff0 0.5 0.5 0.2 0.4",  # box (BOM dropped)
+             "1.0 0.1 0.1 0.3 0.1 0.2 0.5",  # triangle, class written 1.0
+             "inf 0.5 0.5 0.2 0.2", "1.5 0.5 0.5 0.2 0.2", "1e30 0.5 0.5 0.2 0.2", "0 0.5 0.5 0.2 0.2 0.9",
+             "0 0.5 0.5", "0 0.5 nan 0.2 0.2", "0 0.5 0.5 1e400 0.2", "0,0.5,0.5,0.2,0.2"]
+    (labels / "a.txt").write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    issues: list[dict] = []
+    c = read_yolo(imgs, labels, issues=issues)
+    assert c.category_names == ["gear", "hex_nut"] and len(c.annotations) == 2
+    why = {r["file"].rsplit(":", 1)[-1]: r["reason"].split(": ", 1)[-1] for r in issues}
+    assert why == {"3": "class inf is not finite", "4": "class 1.5 is not a whole number",
+                   "5": "class 1e+30 is too large",
+                   "6": "5 values after the class: a box has 4 (cx cy w h), a polygon 3 or more x y pairs",
+                   "7": "2 values after the class: a box has 4 (cx cy w h), a polygon 3 or more x y pairs",
+                   "8": "a coordinate is NaN or infinite", "9": "a coordinate is NaN or infinite",
+                   "10": "class '0,0.5,0.5,0.2,0.2' is not a number"}
+    assert all(r["action"] == "box dropped" and r["reason"].startswith("malformed label line") for r in issues)
+
+
+def test_oversize_label_files_leave_their_image_out(tmp_path):
+    imgs, labels = tmp_path / "images", tmp_path / "labels"
+    write_rgb(imgs / "a.png")
+    write_rgb(imgs / "b.png", seed=1)
+    labels.mkdir()
+    (labels / "classes.txt").write_text("gear\n")
+    (labels / "a.txt").write_text("0 0.5 0.5 0.1 0.1\n" * 100)
+    (labels / "b.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    issues: list[dict] = []
+    c = read_yolo(imgs, labels, issues=issues, max_bytes=1000)
+    assert [im.file_name for im in c.images] == ["b.png"]  # not a background image: its boxes are unknown
+    (row,) = issues
+    assert row["file"].endswith("a.txt") and row["action"] == "image skipped"
+    assert "more than data.max_annotation_mb=0.001" in row["reason"]
+
+
+def test_labelme_sizes_labels_and_control_characters(tmp_path):
+    js, imgs = tmp_path / "json", tmp_path / "images"
+    write_rgb(imgs / "a.png", 48, 32)
+    rect = {"points": [[1, 1], [9, 9]], "shape_type": "rectangle"}
+    shapes = [{**rect, "label": "gear"}, {**rect, "label": "gear\n"}, {**rect, "label": 7},
+              {"label": "gear", "points": [[-1e308, 0], [1e308, 5]], "shape_type": "rectangle"}]
+    js.mkdir()
+    (js / "a.json").write_text(json.dumps({"shapes": shapes, "imagePath": "../images/a.png", "imageData": None,
+                                           "imageWidth": 1e999, "imageHeight": 32}))
+    (js / "b.json").write_text(json.dumps({"shapes": [{**rect, "label": "gear"}], "imagePath": "b\0.png"}))
+    issues: list[dict] = []
+    c = read_labelme(js, imgs, issues)  # the NUL name is left to ingest's path check (a row, no ValueError)
+    assert [im.file_name for im in c.images] == ["a.png", "b\0.png"] and len(c.annotations) == 2
+    rows = {(Path(r["file"]).name, r["reason"]) for r in issues}
+    assert rows == {("a.json", "declared width inf is not finite"),
+                    ("a.json#shape 1", "label 'gear%0A' contains control characters"),
+                    ("a.json#shape 2", "label 7 is int, not text"),
+                    ("a.json#shape 3", "rectangle points too far apart ([-1e+308, 0.0, inf, 5.0])")}

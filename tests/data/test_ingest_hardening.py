@@ -69,7 +69,7 @@ def test_empty_and_broken_copies_are_not_noted_as_identical_photos(tmp_path):
     (b / "ok-copy.png").write_bytes((b / "ok.png").read_bytes())
     src = labelled(b, ["e1.png", "e2.png", "t1.png", "t2.png", "ok.png", "ok-copy.png"])
     result = ingest(config(tmp_path / "out", [labelled(tmp_path / "A", ["a.png"])], [src]), progress=False)
-    notes = [r for r in result.quarantine if r["action"] == "all copies kept"]
+    notes = [r for r in result.notes if r["action"] == "all copies kept"]
     assert [r["reason"] for r in notes] == ["2 identical images in B_train"]
     assert {Path(f).name for f in notes[0]["file"].split(", ")} == {"ok.png", "ok-copy.png"}
     skipped = {Path(r["file"]).name: r["reason"] for r in result.quarantine if r["action"].startswith("image skipped")}
@@ -99,3 +99,38 @@ def test_cli_reports_an_os_error_in_one_line_naming_the_path(tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: Not a directory: {blocker / 'out'}"), proc.stderr[-2000:]
+
+
+def test_every_dataset_version_has_yolo_labels_and_a_data_yaml(tmp_path):
+    """Roboflow-style: the version trains with `yolo train data=<version>/data.yaml` as it is."""
+    import yaml
+
+    write_rgb(tmp_path / "A" / "a.png", 48, 32, seed=99)  # not a copy of a B photo
+    a = labelled(tmp_path / "A", ["a.png"])
+    b = labelled(tmp_path / "B", [f"b{i}.png" for i in range(4)])
+    cfg = validate_config({"runtime": {"output_root": str(tmp_path / "out"), "workers": 1},
+                           "data": {"name": "h", "source": "folders", "a": [a], "b": [b],
+                                    "split": {"train": 0.34, "val": 0.33, "test": 0.33}}})
+    v = ingest(cfg, progress=False).version
+    data = yaml.safe_load((v.root / "data.yaml").read_text())
+    assert {k: data[k] for k in ("train", "val", "test", "nc")} == {
+        "train": "images/B/train", "val": "images/B/val", "test": "images/B/test", "nc": 1}
+    assert data["names"] == {0: "gear"}
+    for domain, split in v.splits():
+        if split == "unlabelled":
+            continue
+        for im in v.coco(domain, split).images:
+            label = v.root / "labels" / Path(im.file_name).relative_to("images").with_suffix(".txt")
+            assert label.read_text() == "0 0.208333 0.281250 0.250000 0.312500\n"  # [4, 4, 12, 10] on 48x32
+
+
+def test_names_too_long_once_flattened_are_shortened_and_stay_unique(tmp_path):
+    pool = tmp_path / "pool"
+    deep = pool.joinpath(*["f" * 60] * 4)
+    for name in ("leaf.png", "leaf2.png"):
+        write_rgb(deep / name, seed=len(name))
+    a, b = labelled(tmp_path / "A", ["a.png"]), labelled(tmp_path / "B", ["b.png"])
+    result = ingest(config(tmp_path / "out", [a], [b, {"images": str(pool), "format": "none"}]), progress=False)
+    names = [Path(im.file_name).name for im in result.version.coco("B", "unlabelled").images]
+    assert len(set(names)) == 2 and all(len(n.encode()) <= 200 for n in names), names
+    assert all(n.startswith("b1-" + "f" * 60) and "leaf" in n for n in names)

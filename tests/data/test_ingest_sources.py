@@ -78,7 +78,7 @@ def test_copies_of_held_out_photos_never_reach_a_training_split(tmp_path):
     unl = set(shas(v, "B", "unlabelled").values())
     assert "B2:u.jpg" in unl and "B2:a_copy.jpg" in unl
     assert {f"B2:{o.split(':')[1][:-4]}_copy.jpg" for o in b_train.values()} <= unl
-    notes = [r for r in result.quarantine if r["action"] == "all copies kept"]
+    notes = [r for r in result.notes if r["action"] == "all copies kept"]
     assert any(r["reason"] == "2 identical images in A_train, B_unlabelled" for r in notes)
     assert len(notes) == 1 + len(b_train)
 

@@ -228,3 +228,16 @@ def test_other_formats_and_cmyk_are_re_encoded_as_png():
         assert (decoded(img.data) == rgb).all(), fmt
     cmyk = load_image(pil_bytes(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95), MAX)
     assert cmyk.notes == ["CMYK"] and decoded(cmyk.data).shape == (16, 24, 3)
+
+
+def test_control_characters_are_percent_encoded_and_nul_names_refused(tmp_path):
+    assert utf8_name("a\nb\tc\x1b[2J\x7f\u2028.png") == "a%0Ab%09c%1B[2J%7F%E2%80%A8.png"
+    assert utf8_name("zahnrad-ß.png") == "zahnrad-ß.png"  # printable non-ASCII stays
+    (tmp_path / "a\nb.png").write_bytes(b"x")
+    assert safe_image_path(tmp_path, "a\nb.png").name == "a\nb.png"  # a real file: found, renamed on output
+    with pytest.raises(InputProblem, match=r"file name 'x%00.png' contains a NUL character"):
+        safe_image_path(tmp_path, "x\0.png")
+    with pytest.raises(InputProblem, match=r"file name of 5004 characters .* \(at most 4096\)"):
+        safe_image_path(tmp_path, "x" * 5000 + ".png")
+    with pytest.raises(InputProblem, match=r"cannot be read|missing"):
+        safe_image_path(tmp_path, "d" * 300 + "/a.png")  # a component longer than the file system allows

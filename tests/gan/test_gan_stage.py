@@ -59,6 +59,12 @@ def test_model_directory_is_complete_and_cached(trained, tiny_dataset):
     assert np.isfinite(q["realism"]["kid"]) and q["realism"]["kid_std"] > 0  # 3 held-out B per fold
     card = (d / "model_card.md").read_text()
     assert tiny_dataset.id in card and "critic accuracy" in card and "samples/step_000012.png" in card
+    # One KID scale: the card prints metrics.json's value as the report does (no x100 anywhere).
+    from pipeline.report.tables import gan_quality
+
+    kid = f"{q['realism']['kid']:.3f} ± {q['realism']['kid_std']:.3f}"
+    assert f"| KID on critic features (lower = closer to real B) | {kid} |" in card and "×100" not in card
+    assert gan_quality(q).rows[1][:2] == ["KID on critic features (lower = closer to real B)", kid]
     # the realism critic for the synthesis gate: saved, listed, described, loadable
     from pipeline.gan.quality import REALISM_CRITIC, load_realism_scorer
 

@@ -186,3 +186,22 @@ def test_translate_files_streams_in_groups_bounded_by_batch_and_pixels(weights, 
     assert len(done) == 5 and not failed
     # at most `batch` images and batch × tile² pixels per call; the large photo goes alone
     assert calls == [[(50, 70), (50, 70)], [(50, 70)], [(300, 200)], [(40, 40)]]
+
+
+def test_translate_batch_auto_is_chosen_per_device(monkeypatch):
+    """auto: one tile per pass on CPU (larger batches only cost memory traffic there: 2x the CPU
+    time at 8, bench/results/translate_batch_cpu.json), 8 on CUDA; numbers are honoured."""
+    import torch
+
+    from pipeline.gan.accel import translation_batch
+    from pipeline.gan.networks import ResnetGenerator
+    from pipeline.gan.translate import Translator
+
+    assert translation_batch("auto", "cpu") == 1 and translation_batch("auto", "cuda:1") == 8
+    assert translation_batch(3, "cpu") == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert translation_batch("auto", "auto") == 1
+    with pytest.raises(ValueError, match="translate batch"):
+        translation_batch(0, "cpu")
+    assert Translator(ResnetGenerator(3, 3, 4, 1), device="cpu").batch == 1
+    assert Translator(ResnetGenerator(3, 3, 4, 1), device="cpu", batch=5).batch == 5

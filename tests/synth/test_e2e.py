@@ -52,7 +52,7 @@ def test_augmented_version_from_a_trained_generator(e2e, tiny_dataset):
     assert again.cached and again.version.root == v.root
 
 
-def test_ultralytics_trains_one_epoch_from_data_yaml(e2e, tmp_path):
+def test_ultralytics_trains_one_epoch_from_data_yaml(e2e, tiny_dataset, tmp_path):
     import matplotlib
 
     cfg, _, res = e2e
@@ -72,3 +72,23 @@ def test_ultralytics_trains_one_epoch_from_data_yaml(e2e, tmp_path):
     assert len(model.trainer.train_loader.dataset) == n_train
     assert (tmp_path / "yolo" / "weights" / "last.pt").is_file()
     assert "metrics/mAP50-95(B)" in model.trainer.metrics
+    # Every split is exported, the real B test photos too; and the parent ingest version itself
+    # is a YOLO dataset (labels beside images/, data.yaml with train/val/test), as Roboflow's are.
+    n_test = len(tiny_dataset.coco("B", "test").images)
+    for data_yaml in (data, _copy_of_parent(res, tmp_path) / "data.yaml"):
+        test_dir = data_yaml.parent / yaml.safe_load(data_yaml.read_text())["test"]
+        assert len(list(test_dir.iterdir())) == n_test > 0
+        metrics = model.val(data=str(data_yaml), split="test", imgsz=64, batch=8, device="cpu", plots=False,
+                            project=str(tmp_path), name="val", exist_ok=True, verbose=False)
+        assert 0 <= metrics.box.map <= 1
+
+
+def _copy_of_parent(res, tmp_path: Path) -> Path:
+    """A copy of the augmented version's parent (ultralytics writes label caches beside labels/)."""
+    from pipeline.data.version import DatasetVersion
+
+    src = res.version.root.parent / res.version.manifest["parents"][0]["id"]
+    dst = tmp_path / "parent"
+    shutil.copytree(src, dst)
+    assert DatasetVersion.open(dst).has("B", "test")
+    return dst

@@ -67,6 +67,9 @@ def test_yolo_layout_and_data_yaml(published):
     y = res.version.root / "yolo"
     data = yaml.safe_load((y / "data.yaml").read_text())
     assert data["train"] == "train/images" and data["val"] == "val/images" and data["nc"] == 3
+    # Every split of the parent is exported: this mini parent has no B test (tests/synth/test_e2e.py
+    # checks one that has).
+    assert "test" not in data and not (y / "test").exists()
     n_imgs = len(list((y / "train" / "images").iterdir()))
     assert n_imgs == len(list((y / "train" / "labels").glob("*.txt"))) > res.accepted
     for lbl in (y / "train" / "labels").glob("*.txt"):
@@ -156,6 +159,10 @@ def test_rejections_are_listed_with_thumbnails_in_the_card(with_rejects):
     by_check = v.manifest["summary"]["gate"]["by_check"]
     counted = {c: sum(r["check"] == c for r in rows) for c in checks}
     assert {k: d["count"] for k, d in by_check.items()} == counted
+    # Boxes dropped count boxes, not failed checks: a box failing edge F1 and the offset check is one box.
+    dropped = {(r["image"], r["source_image_id"], r["box"]) for r in rows if r["action"] == "drop_box"}
+    assert v.manifest["summary"]["gate"]["dropped_boxes"] == len(dropped)
+    assert f"{len(dropped)} boxes dropped by the gate" in (v.root / "card" / "README.md").read_text()
     # Thumbnails: shards wrote several each; only the card's n examples ship, each one listed.
     thumbs = sorted({r["thumbnail"] for r in rows if r["thumbnail"]})
     on_disk = sorted(p.relative_to(v.root).as_posix() for p in (v.root / "card" / "rejected").glob("*.png"))
@@ -179,3 +186,17 @@ def test_card_shows_class_balance_before_and_after(with_rejects, mini_dataset):
     syn = res.version.manifest["summary"]["boxes"]["synthetic"]
     for n in mini_dataset.category_names:
         assert f"| {n} | {real.get(n, 0)} | {syn[n]} | {bal['before'][n]} | {bal['after'][n]} |" in readme
+
+
+def test_class_share_panel_only_when_balancing_changed_it(tmp_path):
+    """Identical before/after bars show nothing: that panel is left out; legends sit outside."""
+    from pipeline.synth.card import class_balance_png
+
+    names = ["gear", "nut"]
+    same = {"before": {"gear": 4, "nut": 2}, "after": {"gear": 8, "nut": 4}}  # the same shares
+    assert class_balance_png(tmp_path / "a.png", names, {"gear": 3}, {"gear": 5}, same) == 1
+    changed = {"before": {"gear": 4, "nut": 2}, "after": {"gear": 4, "nut": 4}}
+    assert class_balance_png(tmp_path / "b.png", names, {"gear": 3}, {"gear": 5}, changed) == 2
+    import cv2
+
+    assert cv2.imread(str(tmp_path / "a.png")).shape[1] < cv2.imread(str(tmp_path / "b.png")).shape[1]
