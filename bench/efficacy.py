@@ -249,6 +249,7 @@ def main() -> int:
     _env()
 
     t0 = time.perf_counter()
+    load_before = os.getloadavg()
     exp = run_experiment(args.config, args.overrides, args.gan_seeds, args.det_seeds, args.root.resolve(),
                          args.arms)
     cfg = exp["cfg"]
@@ -272,7 +273,8 @@ def main() -> int:
            "gan_seeds": args.gan_seeds, "detector_seeds": args.det_seeds, "arms": args.arms,
            "resamples": args.resamples,
            "alpha": cfg.report.alpha, "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "machine": _machine(), "timings": exp["timings"], "gans": gans, **body}
+           "machine": {**_machine(), "loadavg_start_end": [load_before, os.getloadavg()]},
+           "timings": exp["timings"], "gans": gans, **body}
     name = "efficacy" if args.label is None else f"efficacy_{args.label}"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
