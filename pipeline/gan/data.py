@@ -6,7 +6,8 @@ train split (B_unlabelled + B_train). B_val and B_test are never read: they judg
 Sample k of the run (a global counter over steps, ranks and batch positions) is a pure function
 of (seed, k): which A and which B image, and the crop/flip. So a resumed run, any number of
 DataLoader workers or another rank layout sees exactly the images an uninterrupted run would.
-Items: {"A": (3,crop,crop), "B": (3,crop,crop)} float32 in [-1,1].
+Items: {"A": (3,crop,crop), "B": (3,crop,crop)} float32 in [-1,1], or with uint8=True the crops
+themselves, (crop,crop,3) uint8 RGB, for a trainer that normalises on its device (CycleGAN.set_input).
 """
 
 from __future__ import annotations
@@ -82,15 +83,17 @@ class UnpairedDataset(Dataset):
     load_size: short side after resizing (the paper's 286); crop_size: square crop (256).
     object_aware: crops of labelled images keep at least one box (albumentations'
     AtLeastOneBBoxRandomCrop), so the generator trains on parts, not empty background.
+    uint8: items are the (crop,crop,3) uint8 crops instead of float tensors (same draws).
     """
 
     def __init__(self, a: list[ImageItem], b: list[ImageItem], *, load_size: int, crop_size: int, seed: int,
-                 length: int, object_aware: bool = False, flip: bool = True, cache_mb: int = 512):
+                 length: int, object_aware: bool = False, flip: bool = True, cache_mb: int = 512,
+                 uint8: bool = False):
         if load_size < crop_size:
             raise ValueError(f"load_size {load_size} is smaller than crop_size {crop_size}")
         self.a, self.b = a, b
         self.load_size, self.crop_size, self.seed, self.length = load_size, crop_size, seed, length
-        self.object_aware, self.flip = object_aware, flip
+        self.object_aware, self.flip, self.uint8 = object_aware, flip, uint8
         self._cache: dict[Path, tuple[np.ndarray, list[list[float]]]] = {}
         self._cache_bytes, self._cache_limit = 0, cache_mb << 20
         self._bad: set[Path] = set()
@@ -103,6 +106,8 @@ class UnpairedDataset(Dataset):
         rng = np.random.default_rng([self.seed, int(k)])
         a = self._sample(self.a, rng)
         b = self._sample(self.b, rng)
+        if self.uint8:
+            return {"A": torch.from_numpy(np.ascontiguousarray(a)), "B": torch.from_numpy(np.ascontiguousarray(b))}
         return {"A": to_tensor(a), "B": to_tensor(b)}
 
     # ------------------------------------------------------------------------------------------
