@@ -87,9 +87,13 @@ class _TileNorm(nn.Module):
 
 
 def _swap_norms(net: nn.Module) -> list[_TileNorm]:
+    """Instance norms -> _TileNorms (a net taken from another Translator already has them)."""
     norms = []
     for name, child in net.named_children():
-        if isinstance(child, nn.InstanceNorm2d):
+        if isinstance(child, _TileNorm):
+            child.mode = "instance"
+            norms.append(child)
+        elif isinstance(child, nn.InstanceNorm2d):
             norm = _TileNorm(child.num_features, child.eps)
             setattr(net, name, norm)
             norms.append(norm)
@@ -492,46 +496,85 @@ def iter_images(root: Path) -> Iterator[Path]:
 
 
 def translate_files(translator: Translator, pairs: Iterable[tuple[Path, Path]], *,
-                    progress: bool = False) -> tuple[list[Path], list[dict]]:
+                    progress: bool = False, io_threads: int | None = None) -> tuple[list[Path], list[dict]]:
     """Translate (input, output) image path pairs; unreadable inputs are reported, not fatal.
 
     Streams: images are read, translated and written in groups of at most `translator.batch`
     images and batch × tile² pixels (a larger image goes alone), so host memory holds one group.
+    Decoding (read ahead by about two groups) and encoding + writing run in a pool of
+    `io_threads` threads (OpenCV releases the GIL), beside the translation of the current group.
+    `done` lists outputs in input order.
     """
     from pipeline.progress import stage_progress
-    from pipeline.store import atomic_write_bytes
 
     pairs = list(pairs)
-    done: list[Path] = []
     failed: list[dict] = []
     budget = translator.batch * translator.tile ** 2
+    threads = io_threads or min(8, max(2, (os.cpu_count() or 2)))
+    writes: list[tuple[Path, Future]] = []
 
-    def write(group: list[tuple[Path, np.ndarray]]) -> None:
-        for dst, y in zip([d for d, _ in group], translator([img for _, img in group])):
-            good, buf = cv2.imencode(dst.suffix or ".png", cv2.cvtColor(y, cv2.COLOR_RGB2BGR))
-            if not good:
-                failed.append({"file": str(dst), "reason": "cannot encode"})
-                continue
-            atomic_write_bytes(dst, buf.tobytes())
-            done.append(dst)
+    with stage_progress("translate", len(pairs), unit="img", enabled=progress) as bar, \
+            ThreadPoolExecutor(threads, thread_name_prefix="translate-io") as pool:
 
-    with stage_progress("translate", len(pairs), unit="img", enabled=progress) as bar:
+        unfinished: deque[Future] = deque()
+
+        def write(group: list[tuple[Path, np.ndarray]]) -> None:
+            for dst, y in zip([d for d, _ in group], translator([img for _, img in group])):
+                fut = pool.submit(_encode_write, dst, y)
+                writes.append((dst, fut))
+                unfinished.append(fut)
+            while len(unfinished) > 4 * translator.batch:  # encoding behind: hold at most ~4 groups
+                unfinished.popleft().result()
+            bar.advance(len(group))
+
+        reads: deque[tuple[Path, Path, Future]] = deque()
+        ahead = 2 * translator.batch
+        todo = iter(pairs)
+
+        def refill() -> None:
+            while len(reads) < ahead:
+                nxt = next(todo, None)
+                if nxt is None:
+                    return
+                reads.append((nxt[0], nxt[1], pool.submit(_read_rgb, nxt[0])))
+
         group: list[tuple[Path, np.ndarray]] = []
         pixels = 0
-        for src, dst in pairs:
-            bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
-            if bgr is None:
+        refill()
+        while reads:
+            src, dst, fut = reads.popleft()
+            refill()
+            rgb = fut.result()
+            if rgb is None:
                 failed.append({"file": str(src), "reason": "unreadable image"})
                 bar.advance(1)
                 continue
-            n = bgr.shape[0] * bgr.shape[1]
+            n = rgb.shape[0] * rgb.shape[1]
             if group and (len(group) >= translator.batch or pixels + n > budget):
                 write(group)
-                bar.advance(len(group))
                 group, pixels = [], 0
-            group.append((dst, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+            group.append((dst, rgb))
             pixels += n
         if group:
             write(group)
-            bar.advance(len(group))
+    done = []
+    for dst, fut in writes:
+        if fut.result():
+            done.append(dst)
+        else:
+            failed.append({"file": str(dst), "reason": "cannot encode"})
     return done, failed
+
+
+def _read_rgb(path: Path) -> np.ndarray | None:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _encode_write(dst: Path, rgb: np.ndarray) -> bool:
+    from pipeline.store import atomic_write_bytes
+
+    good, buf = cv2.imencode(dst.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if good:
+        atomic_write_bytes(dst, buf.tobytes())
+    return bool(good)
