@@ -163,12 +163,14 @@ class Translator:
     @classmethod
     def load(cls, model: str | Path, direction: str = "AtoB", device: str | torch.device = "cpu", *,
              tile: int = 512, overlap: int | None = None, batch: int = 8,
-             load_size: int | str | None = "train", precision: str = "auto") -> "Translator":
+             load_size: int | str | None = "train", precision: str = "auto", compile: bool = False,
+             device_io: bool | None = None) -> "Translator":
         """Build from a model directory (G_AB/G_BA.safetensors) or one weights file.
 
         load_size: "train" resizes to the generator's training scale (from the weights' metadata),
         "native" or None translates at each input's own resolution (tiled when larger than `tile`),
         an int resizes the short side to that many pixels. overlap None = default_overlap.
+        compile, device_io: see __init__.
         """
         if direction not in ("AtoB", "BtoA"):
             raise ValueError(f"direction must be AtoB or BtoA, got {direction!r}")
@@ -190,7 +192,8 @@ class Translator:
             raise CheckpointError(f"{path}: not a ResnetGenerator state dict ({e})") from None
         size = {"train": meta.get("load_size"), "native": None}.get(load_size, load_size)
         return cls(net, sha256=sha256_file(path), load_size=int(size) if size else None, device=device,
-                   tile=tile, overlap=overlap, batch=batch, precision=precision)
+                   tile=tile, overlap=overlap, batch=batch, precision=precision, compile=compile,
+                   device_io=device_io)
 
     @classmethod
     def for_config(cls, model: str | Path, gan: Any, direction: str = "AtoB",
