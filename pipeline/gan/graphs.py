@@ -34,6 +34,7 @@ class StepGraph:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.calls = 0
         self.capture_seconds: float | None = None
+        self.failure: str | None = None  # why capture failed, if it did
         self._stream = torch.cuda.Stream(device) if self.capture else None
 
     @property
@@ -71,8 +72,9 @@ class StepGraph:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # DataLoader threads may pin
                 fn()
         except Exception as e:  # an op that cannot be captured: same maths, uncaptured
-            log.warning("CUDA graph capture of the training step failed; continuing without graphs "
-                        "(%s: %s)", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            self.failure = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            log.warning("CUDA graph capture of the training step failed; continuing without graphs (%s)",
+                        self.failure)
             self.capture = False
             torch.cuda.synchronize(self.device)
             if self.after_failure is not None:
