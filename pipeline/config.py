@@ -174,7 +174,12 @@ class GanConfig(Section):
         "auto", description="auto: bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32 (pipeline/gan/accel.py)"
     )
     channels_last: Literal["auto"] | bool = Field("auto", description="auto: on CUDA only (slower on CPU)")
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile each network (CUDA: kernels cached under "
+                          "<output_root>/cache/torchinductor, so a rerun skips most of the compile)")
+    cuda_graphs: Literal["auto"] | bool = Field(
+        "auto", description="capture the whole training step as a CUDA graph; auto: on for one CUDA process "
+        "in bf16/fp32 without wgangp (pipeline/gan/graphs.py)"
+    )
     object_aware_crops: bool = False
     num_workers: int = Field(2, ge=0)
     checkpoint_every: int = Field(1000, ge=1)

@@ -1,5 +1,6 @@
 """CycleGAN: networks, losses, image pool, training, checkpoints, tiled translation and offline
-quality metrics (quality.py; the realism critics in realism.py; speed levers by device in accel.py).
+quality metrics (quality.py; the realism critics in realism.py; speed levers by device in accel.py;
+whole-step CUDA graph capture in graphs.py).
 
 `train_cyclegan(cfg, dataset) -> GanResult` (stage.py) trains or reuses a model directory;
 `translate.Translator.load(model_dir)` translates images; `quality` measures realism and structure.

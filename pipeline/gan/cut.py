@@ -29,7 +29,7 @@ from torch import nn
 from pipeline.gan.accel import amp_dtype, resolve_precision, use_channels_last
 from pipeline.gan.losses import GANLoss, gradient_penalty, patch_nce_loss, structure_loss
 from pipeline.gan.networks import PatchDiscriminator, ResnetGenerator, init_weights
-from pipeline.gan.train import LinearDecay
+from pipeline.gan.train import LinearDecay, normalise_batch
 
 NCE_DEFAULTS = {"cut": (1.0, True), "fastcut": (10.0, False)}  # λ_NCE, identity NCE
 
@@ -112,9 +112,9 @@ class CUT:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
-        nb = self.device.type == "cuda"
-        self.real_A = batch["A"].to(self.device, non_blocking=nb, memory_format=self.memory_format)
-        self.real_B = batch["B"].to(self.device, non_blocking=nb, memory_format=self.memory_format)
+        nb = self.device.type == "cuda"  # uint8 crops (the trainer's CUDA path) are normalised here
+        self.real_A = normalise_batch(batch["A"].to(self.device, non_blocking=nb), self.memory_format)
+        self.real_B = normalise_batch(batch["B"].to(self.device, non_blocking=nb), self.memory_format)
         w = batch.get("A_weight")
         self.weight_A = w.to(self.device, non_blocking=nb) if w is not None else None
 

@@ -6,8 +6,10 @@ train split (B_unlabelled + B_train). B_val and B_test are never read: they judg
 Sample k of the run (a global counter over steps, ranks and batch positions) is a pure function
 of (seed, k): which A and which B image, and the crop/flip. So a resumed run, any number of
 DataLoader workers or another rank layout sees exactly the images an uninterrupted run would.
-Items: {"A": (3,crop,crop), "B": (3,crop,crop)} float32 in [-1,1], and "A_weight" (1,crop,crop):
-`box_weight` inside the replica's boxes (as cropped), 1 elsewhere, for the structure term.
+Items: {"A": (3,crop,crop), "B": (3,crop,crop)} float32 in [-1,1], or with uint8=True the crops
+themselves, (crop,crop,3) uint8 RGB, for a trainer that normalises on its device (CycleGAN.set_input);
+and "A_weight" (1,crop,crop): `box_weight` inside the replica's boxes (as cropped), 1 elsewhere, for
+the structure term.
 """
 
 from __future__ import annotations
@@ -83,17 +85,18 @@ class UnpairedDataset(Dataset):
     load_size: short side after resizing (the paper's 286); crop_size: square crop (256).
     object_aware: crops of labelled images keep at least one box (albumentations'
     AtLeastOneBBoxRandomCrop), so the generator trains on parts, not empty background.
+    uint8: items are the (crop,crop,3) uint8 crops instead of float tensors (same draws).
     box_weight: value of "A_weight" inside the A crop's boxes (1 outside).
     """
 
     def __init__(self, a: list[ImageItem], b: list[ImageItem], *, load_size: int, crop_size: int, seed: int,
                  length: int, object_aware: bool = False, flip: bool = True, cache_mb: int = 512,
-                 box_weight: float = 1.0):
+                 uint8: bool = False, box_weight: float = 1.0):
         if load_size < crop_size:
             raise ValueError(f"load_size {load_size} is smaller than crop_size {crop_size}")
         self.a, self.b = a, b
         self.load_size, self.crop_size, self.seed, self.length = load_size, crop_size, seed, length
-        self.object_aware, self.flip, self.box_weight = object_aware, flip, box_weight
+        self.object_aware, self.flip, self.uint8, self.box_weight = object_aware, flip, uint8, box_weight
         self._cache: dict[Path, tuple[np.ndarray, list[list[float]]]] = {}
         self._cache_bytes, self._cache_limit = 0, cache_mb << 20
         self._bad: set[Path] = set()
@@ -109,7 +112,11 @@ class UnpairedDataset(Dataset):
         weight = np.ones((1, *a.shape[:2]), np.float32)
         for x, y, w, h in a_boxes:  # pixels covered by a box, rounded outward
             weight[0, int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = self.box_weight
-        return {"A": to_tensor(a), "B": to_tensor(b), "A_weight": torch.from_numpy(weight)}
+        if self.uint8:
+            a, b = torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))
+        else:
+            a, b = to_tensor(a), to_tensor(b)
+        return {"A": a, "B": b, "A_weight": torch.from_numpy(weight)}
 
     # ------------------------------------------------------------------------------------------
     def _sample(self, items: list[ImageItem], rng: np.random.Generator) -> tuple[np.ndarray, list]:

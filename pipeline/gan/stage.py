@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from pipeline import store
+from pipeline.gan.accel import compile_cache
 from pipeline.gan.checkpoint import save_weights
 from pipeline.gan.data import training_images
 from pipeline.gan.trainer import FitOptions, StepCallback, fit
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 KIND = "cyclegan"
 # gan fields that change how a trained model is used or how fast it trains, not what it learns
-NOT_TRAINING = ("tile", "tile_overlap", "translate_batch", "translate_size", "num_workers")
+NOT_TRAINING = ("tile", "tile_overlap", "translate_batch", "translate_size", "num_workers", "cuda_graphs")
 
 
 @dataclass
@@ -131,6 +132,8 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
     if device.type == "cuda":  # fixed crop sizes: let cuDNN pick the fastest kernels; TF32 for fp32 runs
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if g.compile:  # compiled kernels persist with the run's outputs: a resumed or repeated run reuses them
+        compile_cache(cfg.runtime.output_root)
     a, b = training_images(dataset)
     section = training_section(cfg)
     fopt = FitOptions(load_size=g.load_size, crop_size=g.crop_size, batch_size=g.batch_size,

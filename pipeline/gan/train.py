@@ -8,6 +8,12 @@ Speed without changing the maths: instance norm is per sample, so the generator 
 a network are batched together (G_AB on [a, b] gives G(a) and the identity G(b) at once) and each
 discriminator scores [real, fake] in one call; Adam is fused. bf16/fp16 autocast, channels_last and
 torch.compile are switches in the config ("auto" precision and channels_last: see accel.py).
+torch.compile compiles each network (twins share the compiled code), not the step: a fraction of
+the compile time of one graph per step, and the step stays capturable. On CUDA the whole step (both
+updates, the pool, the optimisers) is captured once as a CUDA graph and replayed (graphs.py,
+cuda_graphs "auto"); inputs arrive in static buffers, the pool's draws are made on the host first
+and the learning rate is a device tensor filled from the same schedule, so it computes what the
+eager step computes. uint8 batches (N,H,W,3) are normalised on the device.
 `opt` is any object with GanConfig's attribute names
 (pydantic is not needed to train, e.g. on a bare GPU host).
 """
@@ -22,7 +28,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from pipeline.gan.accel import amp_dtype, resolve_precision, use_channels_last
+from pipeline.gan.accel import amp_dtype, resolve_precision, use_channels_last, use_cuda_graphs
+from pipeline.gan.graphs import StepGraph
 from pipeline.gan.losses import GANLoss, cyclegan_objective, gradient_penalty
 from pipeline.gan.networks import PatchDiscriminator, ResnetGenerator, init_weights
 from pipeline.gan.pool import ImagePool
@@ -45,9 +52,18 @@ class GanOptions(Protocol):
     precision: str  # auto | fp32 | bf16 | fp16
     channels_last: bool | str  # auto | True | False
     compile: bool
+    cuda_graphs: bool | str  # auto | True | False (read with getattr: older option objects lack it)
     upsample: str  # transpose | resize
     lambda_structure: float
     structure_box_weight: float
+
+
+def normalise_batch(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """(N,H,W,3) uint8 -> (N,3,H,W) float in [-1,1] (the same float ops as data.to_tensor, so the
+    same values); float input passes through. Either in the given memory format."""
+    if x.dtype == torch.uint8:
+        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return x.contiguous(memory_format=memory_format)
 
 
 class LinearDecay:
@@ -97,7 +113,9 @@ class Discriminators(nn.Module):
 
 class CycleGAN:
     def __init__(self, opt: GanOptions, device: str | torch.device = "cpu", *, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, step_mode: str | None = None):
+        """step_mode: "eager" (today's step), "graph" (static buffers, captured as a CUDA graph) or
+        "static" (the graph's step run uncaptured: for tests on a CPU); None = from opt.cuda_graphs."""
         self.opt, self.device = opt, torch.device(device)
         self.world_size = world_size
         torch.manual_seed(seed)  # same initial weights on every rank (DDP also broadcasts them)
@@ -122,13 +140,24 @@ class CycleGAN:
             self.gen_step = DDP(self.generators, device_ids=ids, broadcast_buffers=False)
             self.disc_step = DDP(self.discriminators, device_ids=ids, broadcast_buffers=False)
         self.D_A_plain, self.D_B_plain = self.D_A, self.D_B  # used in the G step (no D gradients)
+        if step_mode is None:
+            graphs = use_cuda_graphs(getattr(opt, "cuda_graphs", "auto"), self.device, world_size=world_size,
+                                     precision=self.precision, gan_mode=opt.gan_mode)
+            step_mode = "graph" if graphs else "eager"
+        if step_mode not in ("eager", "graph", "static"):
+            raise ValueError(f"step_mode must be eager, graph or static, got {step_mode!r}")
+        self.step_mode = step_mode
         if opt.compile:
-            self.gen_step = torch.compile(self.gen_step)
-            self.disc_step = torch.compile(self.disc_step)
-            self.D_A_plain, self.D_B_plain = torch.compile(self.D_A), torch.compile(self.D_B)
+            # Each network compiled in place (state_dict keys unchanged): G_AB/G_BA and D_A/D_B share
+            # their code, so one compiled graph per input shape serves both twins. dynamic=False: the
+            # batch-2N identity pass and the batch-N passes get static kernels, not symbolic shapes.
+            for net in (self.G_AB, self.G_BA, self.D_A, self.D_B):
+                net.compile(dynamic=False)
 
         # fused Adam: one kernel for all parameters (CUDA, and CPU since torch 2.4: 3x faster step here)
         adam = dict(lr=opt.lr, betas=(opt.beta1, 0.999), fused=True)
+        if step_mode == "graph":
+            adam["capturable"] = True  # fused Adam keeps its state on the device either way
         g_params = itertools.chain(self.G_AB.parameters(), self.G_BA.parameters())
         d_params = itertools.chain(self.D_A.parameters(), self.D_B.parameters())
         self.optimizer_G = torch.optim.Adam(g_params, **adam)
@@ -142,6 +171,20 @@ class CycleGAN:
         self.fake_A_pool = ImagePool(opt.pool_size, seed=seed * 1000 + 2 * rank)
         self.fake_B_pool = ImagePool(opt.pool_size, seed=seed * 1000 + 2 * rank + 1)
         self.losses: dict[str, torch.Tensor] = {}
+        self.weight_A: torch.Tensor | None = None
+        if step_mode == "graph":
+            for o in (self.optimizer_G, self.optimizer_D):
+                o._warned_capturable_if_run_uncaptured = True  # warm-up steps run uncaptured on purpose
+        if step_mode != "eager":
+            # the step's learning rates and pool decisions, written on the host before each step
+            # CUDA's fused Adam reads a float32 lr (a host float is cast to it too); the CPU one a double
+            lr_dtype = torch.float32 if self.device.type == "cuda" else torch.float64
+            self._lr = {o: torch.tensor(opt.lr, dtype=lr_dtype, device=self.device)
+                        for o in (self.optimizer_G, self.optimizer_D)}
+            self._raw: dict[str, torch.Tensor] = {}
+            self._pool_plan: torch.Tensor | None = None
+        self.graph = StepGraph(self.device, warmup=3, capture=step_mode == "graph",
+                               before_capture=self._zero_grads, after_failure=self._zero_grads)
 
     # ----------------------------------------------------------------------------- the paper's step
     def autocast(self):
@@ -150,11 +193,28 @@ class CycleGAN:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def set_input(self, batch: dict[str, torch.Tensor]) -> None:
+        """batch["A"], batch["B"]: (N,3,H,W) float in [-1,1], or (N,H,W,3) uint8 (normalised here, on the
+        device: a quarter of the bytes to copy, and channels_last comes free)."""
         nb = self.device.type == "cuda"
-        self.real_A = batch["A"].to(self.device, non_blocking=nb, memory_format=self.memory_format)
-        self.real_B = batch["B"].to(self.device, non_blocking=nb, memory_format=self.memory_format)
-        w = batch.get("A_weight")
-        self.weight_A = w.to(self.device, non_blocking=nb) if w is not None else None
+        if self.step_mode == "eager":
+            self.real_A = self._normalise(batch["A"].to(self.device, non_blocking=nb))
+            self.real_B = self._normalise(batch["B"].to(self.device, non_blocking=nb))
+            w = batch.get("A_weight")  # (N,1,H,W) structure-term weights (more inside the boxes)
+            self.weight_A = w.to(self.device, non_blocking=nb) if w is not None else None
+            return
+        for k in ("A", "B", "A_weight"):  # static buffers: a captured step reads fixed addresses
+            if k not in batch:
+                continue
+            x, buf = batch[k], self._raw.get(k)
+            if buf is None:
+                buf = self._raw[k] = torch.empty(x.shape, dtype=x.dtype, device=self.device)
+            elif buf.shape != x.shape or buf.dtype != x.dtype:
+                raise ValueError(f"a {self.step_mode}-mode step needs fixed batches: got {k} "
+                                 f"{tuple(x.shape)} {x.dtype} after {tuple(buf.shape)} {buf.dtype}")
+            buf.copy_(x, non_blocking=nb)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return normalise_batch(x, self.memory_format)
 
     def forward(self) -> None:
         identity = self.opt.lambda_identity > 0
@@ -181,8 +241,14 @@ class CycleGAN:
         return loss
 
     def backward_D(self) -> None:
-        fake_A = self.fake_A_pool.query(self.fake_A)
-        fake_B = self.fake_B_pool.query(self.fake_B)
+        if self.step_mode == "eager":
+            fake_A = self.fake_A_pool.query(self.fake_A)
+            fake_B = self.fake_B_pool.query(self.fake_B)
+        else:
+            for pool, fake in ((self.fake_A_pool, self.fake_A), (self.fake_B_pool, self.fake_B)):
+                pool.make_static(fake.detach())  # first (uncaptured) step only
+            fake_A = self.fake_A_pool.query_static(self.fake_A, self._pool_plan[0])
+            fake_B = self.fake_B_pool.query_static(self.fake_B, self._pool_plan[1])
         with self.autocast():
             real_pred_A, fake_pred_A, real_pred_B, fake_pred_B = self.disc_step(self.real_A, fake_A,
                                                                                 self.real_B, fake_B)
@@ -193,19 +259,66 @@ class CycleGAN:
         self.losses.update(D_A=loss_D_A, D_B=loss_D_B)
 
     def optimize_parameters(self) -> None:
+        if self.step_mode == "eager":
+            self._step()
+        else:  # host-side decisions for this step, then the (captured) step reads them on the device
+            if not self._raw:
+                raise RuntimeError("set_input before optimize_parameters")
+            self._plan_pools(self._raw["A"].shape[0])
+            for o, lr in self._lr.items():
+                lr.fill_(o.param_groups[0]["lr"])
+            self.graph(self._step)
+        for s in self.schedulers:
+            s.step()
+
+    def _step(self) -> None:
+        if self.step_mode != "eager":
+            self.real_A, self.real_B = self._normalise(self._raw["A"]), self._normalise(self._raw["B"])
+            self.weight_A = self._raw.get("A_weight")
         with self.autocast():
             self.forward()
         self.set_requires_grad([self.D_A, self.D_B], False)  # D fixed while G learns
         self.optimizer_G.zero_grad(set_to_none=True)
         self.backward_G()
-        self.scaler.step(self.optimizer_G)
+        self._optimizer_step(self.optimizer_G)
         self.set_requires_grad([self.D_A, self.D_B], True)
         self.optimizer_D.zero_grad(set_to_none=True)
         self.backward_D()
-        self.scaler.step(self.optimizer_D)
+        self._optimizer_step(self.optimizer_D)
         self.scaler.update()
-        for s in self.schedulers:
-            s.step()
+
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.step_mode == "eager":
+            self.scaler.step(optimizer)
+            return
+        # the schedule stays a host float (state_dict, LambdaLR); the step reads it from the device
+        host = [g["lr"] for g in optimizer.param_groups]
+        for g in optimizer.param_groups:
+            g["lr"] = self._lr[optimizer]
+        try:
+            optimizer.step()
+        finally:
+            for g, lr in zip(optimizer.param_groups, host):
+                g["lr"] = lr
+
+    def _plan_pools(self, n: int) -> None:
+        """Both pools' draws for this step, host RNG -> (2, 3, N) int64 on the device."""
+        plans = []
+        for pool in (self.fake_A_pool, self.fake_B_pool):
+            p = pool.plan(n) or [(0, 0, 0)] * n  # pool_size 0: no draws, an unused plan
+            plans.append(list(zip(*p)))
+        host = torch.tensor(plans, dtype=torch.long)
+        if self.device.type == "cuda":
+            host = host.pin_memory()  # the caching host allocator keeps it until the copy is done
+        if self._pool_plan is None:
+            self._pool_plan = torch.empty(host.shape, dtype=torch.long, device=self.device)
+        self._pool_plan.copy_(host, non_blocking=True)
+
+    def _zero_grads(self) -> None:
+        """Before a capture (and after a failed one): no gradients, every network trainable again."""
+        self.set_requires_grad([self.D_A, self.D_B], True)
+        for o in (self.optimizer_G, self.optimizer_D):
+            o.zero_grad(set_to_none=True)
 
     @staticmethod
     def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
@@ -240,6 +353,7 @@ class CycleGAN:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.graph.reset()  # new optimizer state tensors: a captured graph would update the old ones
         for n, sd in state["models"].items():
             getattr(self, n).load_state_dict(sd)
         self.optimizer_G.load_state_dict(state["optimizers"]["G"])

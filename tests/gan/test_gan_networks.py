@@ -103,6 +103,40 @@ def test_image_pool_fills_swaps_and_restores():
     assert any(v < 10 for v in history) and any(v >= 10 for v in history)  # old and new fakes both returned
 
 
+def test_image_pool_static_buffer_makes_the_same_choices_as_the_list():
+    """The graph-capturable pool (host-drawn plan, fixed device buffer) returns and keeps exactly
+    what the list pool does, including swaps within one batch, and checkpoints the same way."""
+    listed, static = ImagePool(3, seed=5), ImagePool(3, seed=5)
+    batches = [torch.full((2, 1, 2, 2), float(i)) + torch.arange(2.0).view(2, 1, 1, 1) / 10 for i in range(8)]
+    static.make_static(batches[0])
+    for i, x in enumerate(batches):
+        ref = listed.query(x)
+        plan = torch.tensor(static.plan(2), dtype=torch.long).T  # (3, N): take, store, slot
+        assert torch.equal(static.query_static(x, plan), ref), i
+        assert all(torch.equal(a, b) for a, b in zip(listed.stored(), static.stored()))
+        if i == 4:  # round trip: static -> list pool and list -> static pool mid-run
+            st, sl = static.state_dict(), listed.state_dict()
+            static, listed = ImagePool(3, seed=0), ImagePool(3, seed=0)
+            static.make_static(batches[0])
+            static.load_state_dict(sl)
+            listed.load_state_dict(st)
+    assert ImagePool(0).plan(4) == []  # no draws without a pool, as query takes none
+
+
+def test_cuda_graphs_auto_only_where_a_graph_can_run(caplog):
+    from pipeline.gan.accel import use_cuda_graphs
+
+    assert use_cuda_graphs("auto", "cuda") and not use_cuda_graphs("auto", "cpu")
+    assert not use_cuda_graphs("auto", "cuda", world_size=2)  # DDP
+    assert not use_cuda_graphs("auto", "cuda", precision="fp16")  # the grad scaler syncs every step
+    assert not use_cuda_graphs("auto", "cuda", gan_mode="wgangp") and use_cuda_graphs(True, "cuda", gan_mode="wgangp")
+    with caplog.at_level("WARNING"):
+        assert not use_cuda_graphs(True, "cpu")
+    assert "without CUDA graphs" in caplog.text
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        use_cuda_graphs("yes", "cuda")
+
+
 def test_linear_decay_schedule():
     f = LinearDecay(100, 0.5)
     assert [f(0), f(49), f(50), f(75), f(100)] == [1.0, 1.0, 1.0, 0.5, 0.0]

@@ -199,6 +199,125 @@ def test_compiled_step_matches_eager(monkeypatch):
     assert _close(eager, compiled, rel=1e-4)
 
 
+def _runs(opt, mode: str, n: int = 6, batch: int = 2, uint8: bool = True):
+    """n steps of a CycleGAN in `mode` on seeded uint8 (or float) batches: (model, losses, lrs used)."""
+    from pipeline.gan.train import CycleGAN
+
+    model = CycleGAN(opt, "cpu", seed=0, step_mode=mode)
+    g = torch.Generator().manual_seed(0)
+    losses, lrs = [], []
+    for _ in range(n):
+        if uint8:
+            b = {k: torch.randint(0, 256, (batch, 32, 32, 3), dtype=torch.uint8, generator=g) for k in "AB"}
+        else:
+            b = {k: torch.rand(batch, 3, 32, 32, generator=g) * 2 - 1 for k in "AB"}
+        model.set_input(b)
+        model.optimize_parameters()
+        losses.append(model.loss_values())
+        lrs.append(float(model._lr[model.optimizer_G]) if mode != "eager" else None)
+    return model, losses, lrs
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {f"{n}.{k}": v.detach().clone() for n in ("G_AB", "G_BA", "D_A", "D_B")
+            for k, v in getattr(model, n).state_dict().items()}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graph_step_without_capture_matches_the_eager_step(precision):
+    """The CUDA-graph step (static input buffers, pool draws made on the host and applied on the
+    device, learning rate read from a device tensor) run uncaptured on the CPU: the same losses,
+    weights, learning-rate schedule and pool contents as the eager step, through the lr decay."""
+    from pipeline.gan.train import LinearDecay
+
+    opt = tiny_opt(precision=precision, pool_size=3, iterations=6, decay_from=0.3)
+    eager, le, _ = _runs(opt, "eager")
+    static, ls, lrs = _runs(opt, "static")
+    assert static.graph.captured is False and static.fake_A_pool.buffer is not None
+    assert le == ls  # bit for bit on the CPU
+    we, ws = _weights(eager), _weights(static)
+    assert all(torch.equal(we[k], ws[k]) for k in we)
+    # the step at index i ran with the schedule's lr for step i, decaying from step 2 of 6
+    decay = LinearDecay(6, 0.3)
+    assert lrs == [opt.lr * decay(i) for i in range(6)] and lrs[-1] < lrs[0]
+    assert eager.lr == static.lr and isinstance(static.optimizer_G.param_groups[0]["lr"], float)
+    for pe, ps in ((eager.fake_A_pool, static.fake_A_pool), (eager.fake_B_pool, static.fake_B_pool)):
+        assert len(pe.stored()) == len(ps.stored()) == 3
+        assert all(torch.equal(x, y) for x, y in zip(pe.stored(), ps.stored()))
+    with pytest.raises(ValueError, match="fixed batches"):
+        static.set_input({k: torch.zeros(1, 32, 32, 3, dtype=torch.uint8) for k in "AB"})
+
+
+def test_compiled_graph_step_tracks_the_eager_step(monkeypatch):
+    """torch.compile of each network (backend aot_eager: inductor's C++ code generation takes
+    minutes on 2 cores; bench/gpu_check.sh measures inductor on a GPU) inside the graph step."""
+    import functools
+
+    import torch._dynamo
+
+    opt = tiny_opt(ngf=4, ndf=4, n_blocks=1, n_layers_d=2, pool_size=2, precision="bf16", iterations=4)
+    eager, le, _ = _runs(opt, "eager", n=4)
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()
+    compiled, lc, _ = _runs(SimpleNamespace(**{**vars(opt), "compile": True}), "static", n=4)
+    assert compiled.G_AB._compiled_call_impl is not None  # compiled in place: same state_dict keys
+    assert set(_weights(compiled)) == set(_weights(eager))
+    assert _close(le, lc, rel=0.05)  # bf16 tolerance
+    we, wc = _weights(eager), _weights(compiled)
+    assert max(float((we[k] - wc[k]).abs().max()) for k in we) < 10 * opt.lr * 4
+
+
+def test_uint8_batches_are_normalised_on_the_device_to_the_same_values(tiny_dataset):
+    from pipeline.gan.train import CycleGAN
+
+    a, b = training_images(tiny_dataset)
+    kw = dict(load_size=64, crop_size=32, seed=4, length=8)
+    floats, raw = UnpairedDataset(a, b, **kw), UnpairedDataset(a, b, **kw, uint8=True)
+    x, y = floats[3], raw[3]
+    assert y["A"].dtype == torch.uint8 and y["A"].shape == (32, 32, 3)
+    model = CycleGAN(tiny_opt(channels_last=True), "cpu")
+    model.set_input({k: v[None] for k, v in y.items()})
+    assert torch.equal(model.real_A, x["A"][None]) and torch.equal(model.real_B, x["B"][None])
+    assert model.real_A.is_contiguous(memory_format=torch.channels_last)  # NHWC bytes: the layout comes free
+
+
+def test_resume_after_a_compiled_graph_run_is_exact(tiny_dataset, tmp_path, monkeypatch):
+    """A compiled (aot_eager), graph-step run interrupted after its checkpoint at step 3 resumes to
+    the losses and weights of an uninterrupted run: pools, RNGs and schedule restored exactly."""
+    import functools
+
+    import torch._dynamo
+
+    from pipeline.gan import train
+    from pipeline.gan.train import CycleGAN
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    monkeypatch.setattr(train, "CycleGAN", functools.partial(CycleGAN, step_mode="static"))  # make_model reads it
+    torch._dynamo.reset()
+    a, b = training_images(tiny_dataset)
+    opt = tiny_opt(ngf=4, ndf=4, n_blocks=1, n_layers_d=2, pool_size=2, iterations=6, decay_from=0.3,
+                   compile=True)
+    fopt = FitOptions(64, 32, batch_size=2, checkpoint_every=3, log_every=1, image_every=100)
+    full = fit(opt, fopt, a, b, tmp_path / "full", seed=1, config_hash="c", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop(step: int, model) -> None:
+        if step == 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(opt, fopt, a, b, tmp_path / "cut", seed=1, config_hash="c", progress=False, callbacks=[stop])
+    resumed = fit(opt, fopt, a, b, tmp_path / "cut", seed=1, config_hash="c", progress=False)
+    assert resumed.resumed_from == 3 and resumed.model.step_mode == "static"
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in full.history] == list(range(1, 7))
+    for r_full, r_res in zip(full.history, resumed.history):
+        assert r_res == pytest.approx(r_full, rel=1e-6, abs=1e-7), r_full["step"]
+    wf, wr = _weights(full.model), _weights(resumed.model)
+    assert all(torch.allclose(wf[k], wr[k], rtol=1e-6, atol=1e-7) for k in wf)
+
+
 def test_dataloader_workers_give_the_same_batches(tiny_dataset):
     a, b = training_images(tiny_dataset)
     ds = UnpairedDataset(a, b, load_size=64, crop_size=32, seed=2, length=12)

@@ -205,3 +205,58 @@ def test_translate_batch_auto_is_chosen_per_device(monkeypatch):
         translation_batch(0, "cpu")
     assert Translator(ResnetGenerator(3, 3, 4, 1), device="cpu").batch == 1
     assert Translator(ResnetGenerator(3, 3, 4, 1), device="cpu", batch=5).batch == 5
+
+
+def _max_diff(xs: list[np.ndarray], ys: list[np.ndarray]) -> int:
+    assert [x.shape for x in xs] == [y.shape for y in ys]
+    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(xs, ys))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_uint8_device_path_matches_the_host_path(weights, precision):
+    """The CUDA path (uint8 in and out of the device; normalising, tile blending and the cast on it),
+    run on the CPU: the host path's output within one grey level, in the CUDA layout too."""
+    imgs = [scene(64, 64, i) for i in range(5)] + [scene(203, 301, 7), scene(67, 101, 1)]
+    kw = dict(tile=96, overlap=32, batch=2, load_size=None, precision=precision)
+    host = Translator.load(weights, **kw)
+    assert host.device_io is False  # the CPU default: the host path
+    ref, ref_bad = host.translate_checked(imgs)
+    dev = Translator.load(weights, **kw)
+    dev.device_io = True
+    out, bad = dev.translate_checked(imgs)
+    assert _max_diff(ref, out) <= 1 and bad == ref_bad == [0] * len(imgs)
+    if precision == "fp32":  # (in bf16 the CPU's NHWC convolutions round differently from NCHW ones)
+        dev.memory_format = torch.channels_last  # as on CUDA: NHWC activations, norms without a copy
+        dev.net.to(memory_format=torch.channels_last)
+        assert _max_diff(ref, dev(imgs)) <= 1
+
+
+def test_uint8_device_path_counts_non_finite_outputs(weights):
+    tr = Translator.load(weights, tile=64, overlap=16, load_size=None, precision="fp32")
+    broken = Translator(tr.net, tile=64, overlap=16, precision="fp32", device_io=True)
+    last = [m for m in broken.net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.bias[0] = float("nan")
+    out, bad = broken.translate_checked([scene(48, 48, 1), scene(96, 130, 2)])
+    assert bad == [48 * 48, 96 * 130] and (out[1][..., 0] == 128).all()
+
+
+def test_compiled_translator_pads_short_batches_to_one_shape(weights, monkeypatch):
+    """compile=True: one batch shape for the compiled generator (the short last batch is padded with
+    blank images and cut back), the statistics pass uncompiled; outputs as the eager translator's."""
+    import functools
+
+    import torch._dynamo
+
+    imgs = [scene(64, 64, i) for i in range(5)] + [scene(150, 170, 3)]
+    kw = dict(tile=96, overlap=32, batch=3, load_size=None, precision="fp32")
+    ref = Translator.load(weights, **kw)(imgs)
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()
+    tr = Translator.load(weights, **kw)
+    tr = Translator(tr.net, tile=96, overlap=32, batch=3, precision="fp32", compile=True, device_io=True)
+    shapes = []
+    real = tr.fast.forward
+    monkeypatch.setattr(tr.fast, "forward", lambda x: shapes.append(tuple(x.shape)) or real(x))
+    assert _max_diff(ref, tr(imgs)) <= 1
+    assert {s[0] for s in shapes} == {3}  # 5 images at batch 3: the second batch padded
