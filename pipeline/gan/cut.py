@@ -29,7 +29,7 @@ from torch import nn
 from pipeline.gan.accel import amp_dtype, resolve_precision, use_channels_last
 from pipeline.gan.losses import GANLoss, gradient_penalty, patch_nce_loss, structure_loss
 from pipeline.gan.networks import PatchDiscriminator, ResnetGenerator, init_weights
-from pipeline.gan.train import LinearDecay, normalise_batch
+from pipeline.gan.train import Checkpointed, LinearDecay, normalise_batch
 
 NCE_DEFAULTS = {"cut": (1.0, True), "fastcut": (10.0, False)}  # λ_NCE, identity NCE
 
@@ -58,7 +58,7 @@ class PatchSampleMLP(nn.Module):
         return out, used
 
 
-class CUT:
+class CUT(Checkpointed):
     """The CUT / FastCUT model (opt.model), with CycleGAN's training interface."""
 
     def __init__(self, opt: Any, device: str | torch.device = "cpu", *, seed: int = 0, rank: int = 0,
@@ -197,33 +197,10 @@ class CUT:
                 idt = self.G_AB(self.real_B[:1])
         return [t[0].detach().float().cpu() for t in (self.real_A, self.fake_B, self.real_B, idt)]
 
-    @property
-    def lr(self) -> float:
-        return self.optimizer_G.param_groups[0]["lr"]
-
     def networks(self) -> dict[str, nn.Module]:
         return {"G_AB": self.G_AB, "D_B": self.D_B, "F": self.F}
 
     # --------------------------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "models": {n: m.state_dict() for n, m in self.networks().items()},
-            "optimizers": {"G": self.optimizer_G.state_dict(), "D": self.optimizer_D.state_dict()},
-            "schedulers": [s.state_dict() for s in self.schedulers],
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        nets = self.networks()
-        for n, sd in state["models"].items():
-            nets[n].load_state_dict(sd)
-        self.optimizer_G.load_state_dict(state["optimizers"]["G"])
-        self.optimizer_D.load_state_dict(state["optimizers"]["D"])
-        for s, sd in zip(self.schedulers, state["schedulers"]):
-            s.load_state_dict(sd)
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-
     def pool_states(self) -> dict[str, Any]:
         """This rank's sampling state (CUT has no image pool: D sees the current fakes)."""
         return {"patch_rng": self.patch_rng.get_state()}

@@ -111,7 +111,44 @@ class Discriminators(nn.Module):
         return real_pred_A, fake_pred_A, real_pred_B, fake_pred_B
 
 
-class CycleGAN:
+class Checkpointed:
+    """What every translator saves and restores besides its pools: networks(), both optimizers,
+    the LR schedulers and the grad scaler (one layout, so resume works the same for each)."""
+
+    optimizer_G: torch.optim.Optimizer
+    optimizer_D: torch.optim.Optimizer
+    schedulers: list[Any]
+    scaler: Any
+
+    def networks(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer_G.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed step needs, except the pools (see pool_states)."""
+        return {
+            "models": {n: m.state_dict() for n, m in self.networks().items()},
+            "optimizers": {"G": self.optimizer_G.state_dict(), "D": self.optimizer_D.state_dict()},
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        nets = self.networks()
+        for n, sd in state["models"].items():
+            nets[n].load_state_dict(sd)
+        self.optimizer_G.load_state_dict(state["optimizers"]["G"])
+        self.optimizer_D.load_state_dict(state["optimizers"]["D"])
+        for s, sd in zip(self.schedulers, state["schedulers"]):
+            s.load_state_dict(sd)
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+class CycleGAN(Checkpointed):
     def __init__(self, opt: GanOptions, device: str | torch.device = "cpu", *, seed: int = 0, rank: int = 0,
                  world_size: int = 1, step_mode: str | None = None):
         """step_mode: "eager" (today's step), "graph" (static buffers, captured as a CUDA graph) or
@@ -335,33 +372,13 @@ class CycleGAN:
         seq = (self.real_A, self.fake_B, self.rec_A, self.real_B, self.fake_A, self.rec_B)
         return [t[0].detach().float().cpu() for t in seq]
 
-    @property
-    def lr(self) -> float:
-        return self.optimizer_G.param_groups[0]["lr"]
-
     def networks(self) -> dict[str, nn.Module]:
         return {n: getattr(self, n) for n in ("G_AB", "G_BA", "D_A", "D_B")}
 
     # ------------------------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed step needs, except the pools (see pool_states)."""
-        return {
-            "models": {n: m.state_dict() for n, m in self.networks().items()},
-            "optimizers": {"G": self.optimizer_G.state_dict(), "D": self.optimizer_D.state_dict()},
-            "schedulers": [s.state_dict() for s in self.schedulers],
-            "scaler": self.scaler.state_dict(),
-        }
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.graph.reset()  # new optimizer state tensors: a captured graph would update the old ones
-        for n, sd in state["models"].items():
-            getattr(self, n).load_state_dict(sd)
-        self.optimizer_G.load_state_dict(state["optimizers"]["G"])
-        self.optimizer_D.load_state_dict(state["optimizers"]["D"])
-        for s, sd in zip(self.schedulers, state["schedulers"]):
-            s.load_state_dict(sd)
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        super().load_state_dict(state)
 
     def pool_states(self) -> dict[str, Any]:
         return {"A": self.fake_A_pool.state_dict(), "B": self.fake_B_pool.state_dict()}
