@@ -214,6 +214,13 @@ def markdown(doc: dict) -> str:
         why = f" ({'; '.join(u['reasons'])})" if u["reasons"] else ""
         lines.append(f"| {u['treatment']} vs {u['baseline']} | {u['delta']:+.3f} | "
                      f"[{u['ci_low']:+.3f}, {u['ci_high']:+.3f}] | {u['outcome']}{why} |")
+    lines += ["", "| GAN seed | model | realism critic accuracy (raw A) | KID | box edge F1 | synthetic kept | boxes kept |",
+              "|---:|---|---:|---:|---:|---:|---:|"]
+    for g, m in doc.get("gans", {}).items():
+        c = m.get("synthesis") or {}
+        lines.append(f"| {g} | `{m['model']}` | {m['realism_accuracy']:.3f} ({m['realism_accuracy_raw_a']:.3f}) | "
+                     f"{m['kid']:.2f} | {m['box_edge_f1']:.3f} | {c.get('accepted', '–')}/{c.get('items', '–')} | "
+                     f"{c.get('boxes_kept', '–')}/{c.get('boxes_in', '–')} |")
     t = doc["timings"]
     lines += ["", f"Wall time: ingest {t['ingest_s']:.0f} s; CycleGAN {_per(t['gan_s'])}; synthesis "
               f"{_per(t['synthesize_s'])}; detector arms {_per(t['compare_s'])}; total {t['total_s'] / 60:.1f} min."]
@@ -265,7 +272,7 @@ def main() -> int:
         gans[g] = {"model": res["model_dir"].name, "augmented": res["augmented"].id,
                    "comparison": str(res["compare"].out_dir.relative_to(args.root.resolve())),
                    "realism_accuracy": q["realism"]["accuracy"], "realism_accuracy_raw_a": q["realism_raw_a"]["accuracy"],
-                   "kid_x100": 100 * q["realism"]["kid"], "box_edge_f1": q["structure"]["box_edge_f1"],
+                   "kid": q["realism"]["kid"], "box_edge_f1": q["structure"]["box_edge_f1"],
                    "train_seconds": gm["train_seconds"], "iterations": gm["iterations"],
                    "synthesis": card.get("counts")}
     label = args.label or Path(args.config).stem

@@ -73,7 +73,7 @@ def screen(config: str, name: str, overrides: list[str], det_seeds: list[int], r
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     return {"variant": name, "overrides": overrides, "model": str(gan.model_dir.relative_to(root)),
             "gan_seconds": round(gan_s, 1), "gan_cached": gan.cached,
-            "realism_accuracy": q["realism"]["accuracy"], "kid_x100": 100 * q["realism"]["kid"],
+            "realism_accuracy": q["realism"]["accuracy"], "kid": q["realism"]["kid"],
             "box_edge_f1": q["structure"]["box_edge_f1"], "box_gradient_ssim": q["structure"]["box_gradient_ssim"],
             "synthesis": counts.get("counts"),
             "val_map_last": {a: mean([v["last"] for v in vs]) for a, vs in val.items()},
@@ -111,7 +111,7 @@ def main() -> int:
         done.update(config=args.config, det_seeds=args.det_seeds, date=time.strftime("%Y-%m-%d %H:%M:%S"))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(done, indent=2) + "\n")
-        print(f"   realism {row['realism_accuracy']:.3f}  KID {row['kid_x100']:.1f}  box F1 "
+        print(f"   realism {row['realism_accuracy']:.3f}  KID {row['kid']:.2f}  box F1 "
               f"{row['box_edge_f1']:.3f}  val mAP last {row['val_map_last']}  best {row['val_map_best']}", flush=True)
     return 0
 
