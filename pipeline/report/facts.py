@@ -220,9 +220,12 @@ def verdict(metrics: dict[str, Any], alpha: float, rules: Rules = Rules()) -> tu
         if r.outcome == "inconclusive" and r.reasons:
             sentence += f", inconclusive: {'; '.join(r.reasons)}"
         secondary.append(sentence + ".")
-        if rival == "real+replica-aug" and r.outcome != "gain":
-            secondary.append("The GAN did not beat the cheap classical randomisation of the replicas: on this "
+        if rival == "real+replica-aug" and r.outcome == "loss":
+            secondary.append("The GAN did worse than the cheap classical randomisation of the replicas: on this "
                              "evidence the translation is not worth its training cost.")
+        elif rival == "real+replica-aug" and r.outcome == "inconclusive":
+            secondary.append("The GAN has not been shown to beat the cheap classical randomisation of the "
+                             "replicas: until it is, the translation has not earned its training cost.")
     contenders = {n: m for n in arms if n != "oracle" and (m := _arm_mean(arms, n)) is not None}
     if contenders:
         best = max(contenders, key=contenders.get)

@@ -127,8 +127,23 @@ def test_the_cheap_rival_is_named_when_the_gan_does_not_beat_it(report_cfg, fixt
     assert kind == "gain"
     assert any(s.startswith("real+synthetic did significantly worse than the replicas with classical photometric "
                             "randomisation, no GAN (the cheap rival)") for s in more)
-    assert ("The GAN did not beat the cheap classical randomisation of the replicas: on this evidence the "
+    assert ("The GAN did worse than the cheap classical randomisation of the replicas: on this evidence the "
             "translation is not worth its training cost.") in more
+
+
+def test_an_unproven_win_over_the_cheap_rival_is_not_called_a_loss(report_cfg, fixture_run: Path) -> None:
+    """A single seed ahead of the classical randomisation is 'not shown', never 'not worth it'."""
+    m = _metrics(fixture_run)
+    aug = json.loads(json.dumps(m["arms"][1]))
+    aug["name"] = "real+replica-aug"
+    m["arms"].insert(2, aug)
+    m["comparisons"].append({**m["comparisons"][1], "baseline": "real+replica-aug", "delta": 0.025,
+                             "ci_low": -0.001, "ci_high": 0.05, "significant": False})
+    _, _, more, _ = verdict(m, 0.05)
+    assert any(s.startswith("real+synthetic did not clearly beat the replicas with classical") for s in more)
+    assert ("The GAN has not been shown to beat the cheap classical randomisation of the replicas: until it is, "
+            "the translation has not earned its training cost.") in more
+    assert not any("not worth" in s for s in more)
 
 
 def test_one_seed_says_the_ci_covers_test_images_only(report_cfg, fixture_run: Path) -> None:
