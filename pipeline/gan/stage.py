@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import io
 import os
 import platform
@@ -101,6 +102,9 @@ def train_cyclegan(cfg: "RunConfig", dataset: "DatasetVersion", *, progress: boo
             return _train(cfg, dataset, model_dir, rank, world, progress, callbacks)
     finally:
         if created_group:
+            # DDP wrappers left in reference cycles would otherwise die at interpreter exit, after
+            # the group: a gloo rank once aborted there ("terminate called without an active exception")
+            gc.collect()
             dist.destroy_process_group()
 
 
