@@ -325,8 +325,10 @@ class Translator:
         arr = out.numpy()
         return [(arr[i].copy(), int(n)) for i, n in enumerate(bad.tolist())]  # copies: the buffer is reused
 
-    def _tiled_device(self, img: np.ndarray) -> tuple[np.ndarray, int]:
-        """_tiled with the photo, the blending strip and the uint8 result on the device."""
+    def _tile_layout(self, img: np.ndarray):
+        """The shared start of both tiled paths: reflect-pad to a multiple of 4 (as _whole does, so
+        every tile origin is one), record the full-resolution InstanceNorm statistics and fix them;
+        returns (padded image, original (h, w), tile (h, w), row starts, column starts)."""
         h0, w0 = img.shape[:2]
         if h0 % 4 or w0 % 4:
             img = cv2.copyMakeBorder(img, 0, -h0 % 4, 0, -w0 % 4, cv2.BORDER_REFLECT_101)
@@ -334,7 +336,12 @@ class Translator:
         self._record_stats(img)
         self._set_mode("fixed")
         th, tw = min(self.tile, h), min(self.tile, w)
-        ys, xs = _starts(h, th, self.overlap), _starts(w, tw, self.overlap)
+        return img, (h0, w0), (th, tw), _starts(h, th, self.overlap), _starts(w, tw, self.overlap)
+
+    def _tiled_device(self, img: np.ndarray) -> tuple[np.ndarray, int]:
+        """_tiled with the photo, the blending strip and the uint8 result on the device."""
+        img, (h0, w0), (th, tw), ys, xs = self._tile_layout(img)
+        h, w = img.shape[:2]
         dev = self.device
         src = torch.from_numpy(img).to(dev)  # (h,w,3) uint8
         wx = {x0: torch.from_numpy(_ramp(tw, self.overlap, x0 > 0, x0 + tw < w)).to(dev) for x0 in xs}
@@ -391,14 +398,8 @@ class Translator:
         return [(_to_uint8(t), int(n)) for t, n in zip(y, bad)]
 
     def _tiled(self, img: np.ndarray) -> tuple[np.ndarray, int]:
-        h0, w0 = img.shape[:2]
-        if h0 % 4 or w0 % 4:  # pad as _whole does, so every tile origin is a multiple of 4
-            img = cv2.copyMakeBorder(img, 0, -h0 % 4, 0, -w0 % 4, cv2.BORDER_REFLECT_101)
+        img, (h0, w0), (th, tw), ys, xs = self._tile_layout(img)
         h, w = img.shape[:2]
-        self._record_stats(img)
-        self._set_mode("fixed")
-        th, tw = min(self.tile, h), min(self.tile, w)
-        ys, xs = _starts(h, th, self.overlap), _starts(w, tw, self.overlap)
         wx = {x0: _ramp(tw, self.overlap, x0 > 0, x0 + tw < w) for x0 in xs}
         out = np.empty((h, w, 3), np.uint8)
         # a strip of rows [base, base+th): rows above the current tile row are final and leave it
