@@ -135,7 +135,7 @@ def analyse(exp: dict, resamples: int, alpha: float, seed: int) -> dict:
                     continue
                 preds = json.loads((out_dir / r["predictions"]).read_text())
                 evals.setdefault(name, {})[(key_g, r["seed"])] = coco_eval(gt, preds, cfg.detect.max_det).per_image
-                runs.setdefault(name, {})[(key_g, r["seed"])] = r
+                runs.setdefault(name, {})[(key_g, r["seed"])] = {**r, "val_map": _val_map(out_dir, r)}
         first = False
 
     hb = HierarchicalBootstrap(test.image_ids if hasattr(test, "image_ids") else [im.id for im in test.images],
@@ -145,9 +145,10 @@ def analyse(exp: dict, resamples: int, alpha: float, seed: int) -> dict:
         ok = list(rr.values())
         arms_out[name] = {
             "runs": [{"gan_seed": k[0], "detector_seed": k[1], **{m: r["metrics"][m] for m in ("map", "map50")},
-                      "per_class_ap": r["per_class_ap"], "train_seconds": r["train_seconds"]}
+                      "val_map": r["val_map"], "per_class_ap": r["per_class_ap"], "train_seconds": r["train_seconds"]}
                      for k, r in sorted(rr.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1]))],
             **{m: summarize([r["metrics"][m] for r in ok]) for m in METRIC_KEYS[:3]},
+            "val_map": summarize([r["val_map"] for r in ok if r["val_map"] is not None]),
         }
         arms_out[name]["map_hierarchical"] = hb.arm(ArmEvals(name, evals[name]))[0]
     rules = Rules.from_config(cfg.report)
@@ -182,6 +183,18 @@ def analyse(exp: dict, resamples: int, alpha: float, seed: int) -> dict:
             "test": {"images": len(test.images), "boxes": boxes}}
 
 
+def _val_map(out_dir: Path, run: dict) -> float | None:
+    """The run's last-epoch mAP@[.5:.95] on B val (Ultralytics' validation during training): the
+    split variants are chosen on. The test split, which the verdicts use, never chooses."""
+    from pipeline.report.plots import read_results_csv
+
+    path = out_dir / run["results_csv"] if run.get("results_csv") else None
+    if path is None or not path.is_file():
+        return None
+    col = read_results_csv(path).get("metrics/mAP50-95(B)") or []
+    return col[-1] if col and math.isfinite(col[-1]) else None
+
+
 def _headline(best: str | None, uplifts: list[dict], gap: dict, alpha: float) -> str:
     ci = round(100 * (1 - alpha))
     parts = [f"best arm (oracle aside): {best}"]
@@ -204,24 +217,30 @@ def markdown(doc: dict) -> str:
              f"{doc['detector_seeds']}; test: {doc['test']['images']} real B photos, {doc['test']['boxes']} "
              f"boxes; commit {doc['commit']}; this invocation {doc['timings']['total_s'] / 60:.0f} min on "
              f"{doc['machine']['cpu_count']} cores.", "", f"**{doc['verdict']['headline']}**", "",
-             "| arm | runs | mAP@[.5:.95] | mAP50 | gap to oracle closed |", "|---|---:|---:|---:|---:|"]
+             "| arm | runs | mAP@[.5:.95] | mAP50 | gap to oracle closed | B val mAP (tuning split) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, a in doc["arms"].items():
         g = doc["gap_closed"].get(name)
         gap = f"{_pct(g['point'])} [{_pct(g['ci_low'])}, {_pct(g['ci_high'])}]" if g else ""
-        lines.append(f"| {name} | {a['map']['n']} | {_ms(a['map'])} | {_ms(a['map50'])} | {gap} |")
+        val = _ms(a["val_map"]) if a.get("val_map") else "–"
+        lines.append(f"| {name} | {a['map']['n']} | {_ms(a['map'])} | {_ms(a['map50'])} | {gap} | {val} |")
     lines += ["", f"| comparison | Δ mAP | {ci}% CI (GAN seed, detector seed, image) | verdict |",
               "|---|---:|---|---|"]
     for u in doc["uplift"]:
         why = f" ({'; '.join(u['reasons'])})" if u["reasons"] else ""
         lines.append(f"| {u['treatment']} vs {u['baseline']} | {u['delta']:+.3f} | "
                      f"[{u['ci_low']:+.3f}, {u['ci_high']:+.3f}] | {u['outcome']}{why} |")
-    lines += ["", "| GAN seed | model | realism critic accuracy (raw A) | KID | box edge F1 | synthetic kept | boxes kept |",
-              "|---:|---|---:|---:|---:|---:|---:|"]
+    lines += ["", "| GAN seed | model | realism critic accuracy (raw A) | KID | box edge F1 | synthetic kept | "
+              f"boxes kept | {TREATMENT} mAP, test | B val |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    syn_runs = (doc["arms"].get(TREATMENT) or {}).get("runs") or []
     for g, m in doc.get("gans", {}).items():
         c = m.get("synthesis") or {}
+        mine = [r for r in syn_runs if str(r["gan_seed"]) == str(g)]
+        test = _mean([r["map"] for r in mine])
+        val = _mean([r.get("val_map") for r in mine])
         lines.append(f"| {g} | `{m['model']}` | {m['realism_accuracy']:.3f} ({m['realism_accuracy_raw_a']:.3f}) | "
                      f"{m['kid']:.2f} | {m['box_edge_f1']:.3f} | {c.get('accepted', '–')}/{c.get('items', '–')} | "
-                     f"{c.get('boxes_kept', '–')}/{c.get('boxes_in', '–')} |")
+                     f"{c.get('boxes_kept', '–')}/{c.get('boxes_in', '–')} | {test} | {val} |")
     t = doc["timings"]
     lines += ["", f"Wall time of this invocation (cached stages take ~0 s): ingest {t['ingest_s']:.0f} s; CycleGAN "
               f"{_per(t['gan_s'])}; synthesis {_per(t['synthesize_s'])}; detector arms {_per(t['compare_s'])}; total "
@@ -241,6 +260,11 @@ def _ms(s: dict) -> str:
     if s["mean"] is None:
         return "–"
     return f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s["std"] is not None else "")
+
+
+def _mean(values: list) -> str:
+    v = [x for x in values if x is not None]
+    return f"{sum(v) / len(v):.3f}" if v else "–"
 
 
 def _per(d: dict) -> str:
