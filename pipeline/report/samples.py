@@ -243,7 +243,7 @@ def synthetic_grid(augmented: DatasetVersion, dataset: DatasetVersion | None, n:
     cols = per_item * min(pairs_per_row, len(chosen))
     cells = [r[:cols] for r in cells]
     item_titles = (["synthetic metal"] if src is None else
-                   ["replica (A)", "randomised, no GAN", "synthetic metal (GAN)"] if rand is not None
+                   ["replica (A)", "randomised\n(no GAN)", "synthetic metal\n(GAN)"] if rand is not None
                    else ["replica (A)", "synthetic metal"])
     titles = (item_titles * pairs_per_row)[:cols]
     note = None if src is not None else "source replica photos not shown (no dataset version given)"
