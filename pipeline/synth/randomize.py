@@ -7,8 +7,8 @@ grey or desaturated colour; the brightness ramp inverted half the time (a bright
 a dark bench, and parts light on it); reduced contrast; an exposure (a bounded gamma) that
 brings the mean grey level into the range of metal-on-bench photos (METAL_MEAN: a free gamma and
 brightness shift made one copy in eight nearly black, its labelled parts invisible, which made
-the rival weaker than it should be); a brushed texture (noise smeared along one direction); a few specular
-glints; optics blur; sensor noise.
+the rival weaker than it should be); a brushed texture (noise smeared along one direction); a
+few specular glints; optics blur; sensor noise.
 `randomize_set` writes one randomised copy (or several) of every photo of a labelled set; each
 copy is a pure function of (seed, image id, variant): `randomize_image` redraws any one of them.
 If a GAN cannot beat this, the report must say so: it is the `real+replica-aug` arm.
@@ -48,14 +48,15 @@ def expose(img: np.ndarray, target: float, max_gamma: float = 2.5) -> np.ndarray
     y = np.power(x, 2.0 ** ((lo + hi) / 2))
     m = float(y.mean())
     if m < t - 1e-3:
-        y = (t - m) / (1.0 - m) + (1.0 - (t - m) / (1.0 - m)) * y
+        lift = (t - m) / (1.0 - m)  # the floor that brings the mean to t, the white point kept
+        y = lift + (1.0 - lift) * y
     elif m > t + 1e-3:
         y *= t / m
     return np.clip(y * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _transforms():
-    """The two custom photometric steps, as albumentations ImageOnlyTransforms (built lazily so
+    """The three custom photometric steps, as albumentations ImageOnlyTransforms (built lazily so
     importing this module does not import albumentations)."""
     import albumentations as A
 
