@@ -263,8 +263,10 @@ def _ms(s: dict) -> str:
 
 
 def _mean(values: list) -> str:
-    v = [x for x in values if x is not None]
-    return f"{sum(v) / len(v):.3f}" if v else "–"
+    from pipeline.detect.stats import summarize
+
+    mean = summarize(values)["mean"]
+    return "–" if mean is None else f"{mean:.3f}"
 
 
 def _per(d: dict) -> str:

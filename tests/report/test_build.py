@@ -116,13 +116,17 @@ def test_weak_evidence_is_inconclusive_even_with_a_ci_above_zero(report_cfg, fix
     assert head.startswith(f"Inconclusive ({reason}). ")
 
 
-def test_the_cheap_rival_is_named_when_the_gan_does_not_beat_it(report_cfg, fixture_run: Path) -> None:
-    m = _metrics(fixture_run)
+def _with_replica_aug(m: dict, **comparison) -> dict:
+    """metrics with a real+replica-aug arm (a copy of the second arm) and its comparison."""
     aug = json.loads(json.dumps(m["arms"][1]))
     aug["name"] = "real+replica-aug"
     m["arms"].insert(2, aug)
-    m["comparisons"].append({**m["comparisons"][1], "baseline": "real+replica-aug", "delta": -0.03,
-                             "ci_low": -0.05, "ci_high": -0.01, "significant": True})
+    m["comparisons"].append({**m["comparisons"][1], "baseline": "real+replica-aug", **comparison})
+    return m
+
+
+def test_the_cheap_rival_is_named_when_the_gan_does_not_beat_it(report_cfg, fixture_run: Path) -> None:
+    m = _with_replica_aug(_metrics(fixture_run), delta=-0.03, ci_low=-0.05, ci_high=-0.01, significant=True)
     _, kind, more, _ = verdict(m, 0.05)
     assert kind == "gain"
     assert any(s.startswith("real+synthetic did significantly worse than the replicas with classical photometric "
@@ -133,12 +137,7 @@ def test_the_cheap_rival_is_named_when_the_gan_does_not_beat_it(report_cfg, fixt
 
 def test_an_unproven_win_over_the_cheap_rival_is_not_called_a_loss(report_cfg, fixture_run: Path) -> None:
     """A single seed ahead of the classical randomisation is 'not shown', never 'not worth it'."""
-    m = _metrics(fixture_run)
-    aug = json.loads(json.dumps(m["arms"][1]))
-    aug["name"] = "real+replica-aug"
-    m["arms"].insert(2, aug)
-    m["comparisons"].append({**m["comparisons"][1], "baseline": "real+replica-aug", "delta": 0.025,
-                             "ci_low": -0.001, "ci_high": 0.05, "significant": False})
+    m = _with_replica_aug(_metrics(fixture_run), delta=0.025, ci_low=-0.001, ci_high=0.05, significant=False)
     _, _, more, _ = verdict(m, 0.05)
     assert any(s.startswith("real+synthetic did not clearly beat the replicas with classical") for s in more)
     assert ("The GAN has not been shown to beat the cheap classical randomisation of the replicas: until it is, "
