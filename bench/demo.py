@@ -1,5 +1,5 @@
 """`make demo` end to end, timed: a clean clone of this checkout's HEAD runs the demo profile's
-whole flow on CPU; set-up is excluded (the clone uses this checkout's virtualenv).
+whole experiment (`metalize run`) on CPU; set-up is excluded (the clone uses this checkout's virtualenv).
 
     .venv/bin/python bench/demo.py [--config configs/demo.yaml] [override ...]
 
@@ -25,10 +25,12 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 TARGET_S = 20 * 60
 
+# What `make demo` runs (`metalize run`): the experiment with every stage in this process.
 _RUN = """
 import json, sys
-from flows.end_to_end import metalize_pipeline
-result = metalize_pipeline(config=sys.argv[1], overrides=sys.argv[3:])
+from pipeline.config import load_config
+from pipeline.experiment import experiment
+result = experiment(load_config(sys.argv[1], sys.argv[3:])).to_dict()
 open(sys.argv[2], "w").write(json.dumps(result))
 """
 

@@ -1,38 +1,25 @@
-"""Prefect flow for the detector comparison: one task per arm x seed, then one finishing task.
+"""Prefect flow for the detector comparison: one task per arm x seed, then the finishing step.
 
-The work is `pipeline.detect.compare`; this module only wires it. Tasks run on a thread pool of
-`detect.parallel_arms` threads, each training its run in its own spawned process (so arms really
-train side by side on the CPU cores). A task is retried only on OSError; a crashed run is
-recorded "failed" in metrics.json with its error. Finished runs are not retrained on rerun.
-Progress (runs done, rate, time left) goes through `pipeline.progress`, as in `compare()`.
+The stage is `pipeline.stages.COMPARE`; `flows.stage` runs its arm x seed units as tasks on a
+thread pool of `detect.parallel_arms` threads, each training its run in its own spawned process
+(so arms really train side by side on the CPU cores). A task is retried only on transient I/O
+errors; a crashed run is recorded "failed" in metrics.json with its error. Finished runs are not
+retrained on rerun. The artifact is the table of arms and the uplifts.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
-from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.common import retry_on_oserror
+from flows.stage import StageFlow
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.detect.compare import (CompareResult, cached_result, finish, plan_runs, run_status,
-                                     runs_progress, shared_core_env, threads_per_run)
-from pipeline.detect.runs import RunSpec, adopt_finished_run, cached_record, failed_record, run_isolated
+from pipeline.detect.compare import CompareResult
 from pipeline.report.verdict import outcome_text
-from pipeline.store import dir_lock
-
-
-@task(name="train-arm", task_run_name="{spec.arm} seed {spec.seed}", retries=2, retry_delay_seconds=5,
-      retry_condition_fn=retry_on_oserror, cache_policy=NONE)
-def train_arm_task(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, spec: RunSpec,
-                   threads: int) -> dict:
-    return run_isolated(cfg, dataset, augmented, spec, threads=threads, raise_oserror=True)
+from pipeline.stages import COMPARE
 
 
 def arms_markdown(result: CompareResult) -> str:
@@ -73,43 +60,18 @@ def _level(c: dict) -> str:
     return f"{round(100 * (1 - c['alpha']))}% " if c.get("alpha") is not None else ""
 
 
-@flow(name="compare", validate_parameters=False)
-def _compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None,
-                  out_dir: Path, progress: bool = True) -> CompareResult:
-    log = get_run_logger()
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    with dir_lock(out_dir):
-        plans, n, specs = plan_runs(cfg, dataset, augmented, out_dir)
-        result = cached_result(cfg, dataset, augmented, out_dir, specs)
-        if result is None:
-            log.info("%d runs, %d images per epoch, %d at a time", len(specs), n, cfg.detect.parallel_arms)
-            finished = {(s.arm, s.seed) for s in specs  # return at once
-                        if cached_record(s) is not None or adopt_finished_run(s) is not None}
-            threads = threads_per_run(cfg)
-            records = {}
-            with runs_progress(cfg, n, specs, len(finished), enabled=progress) as bar, \
-                    shared_core_env(cfg.detect.parallel_arms):
-                futures = {train_arm_task.submit(cfg, dataset, augmented, s, threads): s for s in specs}
-                for fut in as_completed(list(futures)):
-                    spec = futures[fut]
-                    try:
-                        rec = fut.result()
-                    except Exception as e:  # retries exhausted: keep the run in the table as failed
-                        rec = failed_record(spec, e)
-                    records[(spec.arm, spec.seed)] = rec
-                    if (spec.arm, spec.seed) not in finished:  # counted up front
-                        bar.advance(1, run_status(spec, rec))
-            result = finish(cfg, dataset, augmented, out_dir, plans, n, records, t0)
+def publish(cfg: RunConfig, result: CompareResult) -> None:
     create_markdown_artifact(key="detector-comparison", markdown=arms_markdown(result),
                              description="Detector arms on held-out real B")
-    log.info("comparison %s: %s", "cached" if result.cached else "done", result.metrics_path)
-    return result
+    get_run_logger().info("comparison %s: %s", "cached" if result.cached else "done", result.metrics_path)
 
 
+COMPARE_FLOW = StageFlow(COMPARE, publish)
+
+
+@flow(name="compare", validate_parameters=False)
 def compare_flow(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None,
                  out_dir: Path, progress: bool = True) -> CompareResult:
-    """Run the comparison flow with `detect.parallel_arms` task threads (a subflow when called
-    from another flow); `progress` shows runs done, rate and time left on stderr."""
-    runner = ThreadPoolTaskRunner(max_workers=max(1, cfg.detect.parallel_arms))
-    return _compare_flow.with_options(task_runner=runner)(cfg, dataset, augmented, Path(out_dir), progress)
+    """Train and evaluate every arm x seed into out_dir; `progress` shows runs done, rate and
+    time left on stderr."""
+    return COMPARE_FLOW.run(COMPARE.plan(cfg, dataset, augmented, Path(out_dir)), progress=progress)

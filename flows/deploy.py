@@ -45,3 +45,24 @@ def serve_pipeline(
         pipeline_deployment(config=config, overrides=overrides, name=name, cron=cron, interval=interval),
         limit=limit,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m flows.deploy --name N (--cron C | --interval S) [--config FILE] -- [overrides]`:
+    what `metalize serve` runs."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m flows.deploy", description=main.__doc__)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--config", default=None)
+    when = ap.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron")
+    when.add_argument("--interval", type=float)
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args(argv)
+    serve_pipeline(config=args.config, overrides=args.overrides, name=args.name, cron=args.cron,
+                   interval=args.interval)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,30 +1,23 @@
 """Prefect flow for the comparison report: one task building it, one Markdown artifact.
 
-The work is `pipeline.report.build.build_report`; this module only wires it. The task is retried
-only on OSError (disk, network filesystem); the artifact is the verdict and the table of arms.
+The stage is `pipeline.stages.REPORT`; `flows.stage` runs its one unit as a task retried only on
+transient I/O errors. The artifact is the verdict and the table of arms.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
 
-from flows.common import retry_on_oserror
+from flows.stage import StageFlow
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.report.build import ReportResult, build_report, load_compare_metrics
+from pipeline.report.build import ReportResult, load_compare_metrics
 from pipeline.report.facts import arm_facts
 from pipeline.report.markdown import arms_markdown
-
-
-@task(name="build-report", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror,
-      cache_policy=NONE)
-def build_report_task(cfg: RunConfig, compare_dir: Path, out_dir: Path, dataset: DatasetVersion | None,
-                      gan_dir: Path | None, augmented: DatasetVersion | None) -> ReportResult:
-    return build_report(cfg, compare_dir, out_dir, dataset=dataset, gan_dir=gan_dir, augmented=augmented)
+from pipeline.stages import REPORT
 
 
 def artifact_markdown(cfg: RunConfig, result: ReportResult) -> str:
@@ -42,14 +35,18 @@ def artifact_markdown(cfg: RunConfig, result: ReportResult) -> str:
                       f"Report: [{result.html}](file://{Path(result.html).resolve()})"])
 
 
+def publish(cfg: RunConfig, result: ReportResult) -> None:
+    create_markdown_artifact(key="metalize-report", markdown=artifact_markdown(cfg, result),
+                             description="Does synthetic metal help the detector? (arms on held-out real B)")
+    get_run_logger().info("report %s: %s", "cached" if result.cached else "built", result.html)
+
+
+REPORT_FLOW = StageFlow(REPORT, publish)
+
+
 @flow(name="report", validate_parameters=False)
 def report_flow(cfg: RunConfig, compare_dir: Path, out_dir: Path, dataset: DatasetVersion | None = None,
                 gan_dir: Path | None = None, augmented: DatasetVersion | None = None) -> ReportResult:
     """Build the comparison report in out_dir and publish the arms table as a Markdown artifact."""
-    log = get_run_logger()
-    result = build_report_task(cfg, Path(compare_dir), Path(out_dir), dataset,
-                               Path(gan_dir) if gan_dir else None, augmented)
-    create_markdown_artifact(key="metalize-report", markdown=artifact_markdown(cfg, result),
-                             description="Does synthetic metal help the detector? (arms on held-out real B)")
-    log.info("report %s: %s", "cached" if result.cached else "built", result.html)
-    return result
+    return REPORT_FLOW.run(REPORT.plan(cfg, compare_dir, out_dir, dataset=dataset, gan_dir=gan_dir,
+                                       augmented=augmented))

@@ -18,7 +18,6 @@ def ingest(
     strict: bool = typer.Option(
         False, "--strict", help="fail on the first bad input instead of quarantining it"
     ),
-    flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (per-shard tasks, artifact)"),
 ) -> None:
     """Ingest data.a / data.b (or the demo data) into <output_root>/data/datasets/<name>-<id>/.
 
@@ -32,14 +31,9 @@ def ingest(
     from pipeline.data.quarantine import summary_lines
 
     try:
-        if flow:
-            from flows.ingest import ingest_flow
+        from pipeline.data.ingest import ingest as run_ingest
 
-            result = ingest_flow(cfg, strict=strict or None)
-        else:
-            from pipeline.data.ingest import ingest as run_ingest
-
-            result = run_ingest(cfg, strict=strict or None, progress=True)
+        result = run_ingest(cfg, strict=strict or None, progress=True)
     except (IngestError, FormatError, ValueError, RuntimeError) as e:
         fail(str(e))
         return

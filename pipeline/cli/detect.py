@@ -34,8 +34,6 @@ def compare(
     augmented: Path = typer.Option(None, "--augmented",
                                    help="augmented version dir (default: cached synthesis)"),
     out: Path = typer.Option(None, "--out", help="output dir (default: reports/<run-id>/compare)"),
-    flow: bool = typer.Option(False, "--flow",
-                              help="run as the Prefect flow (a task per arm x seed, artifact)"),
 ) -> None:
     """Train every detector arm x seed under one budget and evaluate on the real B test split.
 
@@ -58,14 +56,9 @@ def compare(
             from pipeline.run import run_dir_for
 
             out = run_dir_for(cfg, ds.root, aug.root if aug else None) / "compare"
-        if flow:
-            from flows.compare import compare_flow
+        from pipeline.detect.compare import compare as run
 
-            result = compare_flow(cfg, ds, aug, out)
-        else:
-            from pipeline.detect.compare import compare as run
-
-            result = run(cfg, ds, aug, out, progress=True)
+        result = run(cfg, ds, aug, out, progress=True)
     except (DatasetError, FileNotFoundError, ValueError) as e:
         fail(str(e))
         return

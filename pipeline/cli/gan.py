@@ -21,12 +21,8 @@ def train_gan(
     overrides: list[str] = OVERRIDES_ARG,
     dataset: Path | None = typer.Option(None, "--dataset",
                                         help="dataset version folder (default: ingest(cfg), cached)"),
-    flow: bool = typer.Option(False, "--flow",
-                              help="run as the Prefect flow (concurrency limit 'gpu', retries)"),
     nproc: int = typer.Option(1, "--nproc-per-node", min=1,
-                              help=">1: DistributedDataParallel via torchrun (runs the stage directly, "
-                                   "not as the Prefect flow: no 'gpu' concurrency slot, no flow retries; "
-                                   "--flow is ignored)"),
+                              help=">1: DistributedDataParallel via torchrun, one process per GPU"),
 ) -> None:
     """Train (or resume, or reuse) the CycleGAN; prints the model directory on stdout."""
     cfg = load(config, overrides)
@@ -48,14 +44,9 @@ def train_gan(
     if nproc > 1:
         _torchrun(nproc, *config_args(config, overrides), version.root)
         return
-    if flow:
-        from flows.train_gan import train_gan_flow
+    from pipeline.gan import train_cyclegan
 
-        result = train_gan_flow(cfg, version)
-    else:
-        from pipeline.gan import train_cyclegan
-
-        result = train_cyclegan(cfg, version, progress=True)
+    result = train_cyclegan(cfg, version, progress=True)
     q = result.metrics.get("quality", {})
     if q:
         r, r0 = q["realism"], q["realism_raw_a"]

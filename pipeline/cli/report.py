@@ -31,7 +31,6 @@ def report(
     augmented: Path = typer.Option(None, "--augmented", help="augmented version dir (default: from the lineage)"),
     gan: Path = typer.Option(None, "--gan", help="CycleGAN model dir (default: from the lineage)"),
     out: Path = typer.Option(None, "--out", help="report dir (default: the run dir)"),
-    flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (publishes a Markdown artifact)"),
 ) -> None:
     """Write report.html (self-contained), report.md and metrics.json for a finished comparison.
 
@@ -54,13 +53,8 @@ def report(
         for name, v in (("dataset", ds), ("augmented dataset", aug), ("CycleGAN model", gan_dir)):
             if v is None:
                 console.print(f"[yellow]no {name} found: its section will say so[/]")
-        if flow:
-            from flows.report import report_flow
-
-            result = report_flow(cfg, compare_dir, out or default_out, dataset=ds, gan_dir=gan_dir, augmented=aug)
-        else:
-            result = build_report(cfg, compare_dir, out or default_out, dataset=ds, gan_dir=gan_dir,
-                                  augmented=aug)
+        result = build_report(cfg, compare_dir, out or default_out, dataset=ds, gan_dir=gan_dir,
+                              augmented=aug)
     except (ReportError, DatasetError) as e:
         fail(str(e))
         return

@@ -1,47 +1,73 @@
-"""`metalize run` (the whole flow once) and `metalize serve` (the flow on a schedule)."""
+"""`metalize run` (the whole experiment once) and `metalize serve` (its Prefect flow on a schedule)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
 from pipeline.cli import app
-from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, config_args, console, fail, load, os_error_text
+from pipeline.cli.common import (CONFIG_ARG, OVERRIDES_ARG, config_args, console, load, os_error_text,
+                                 print_error)
 
 
 @app.command()
-def run(config: str | None = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG) -> None:
+def run(
+    config: str | None = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    prefect: bool = typer.Option(False, "--prefect", help="run as the Prefect flow (python -m flows.end_to_end): "
+                                 "subflows, tasks and artifacts in Prefect's UI, the flow run id in the ledger"),
+) -> None:
     """Run ingest → CycleGAN → synthesize → compare → report; prints the report path last.
 
-    Without PREFECT_API_URL, Prefect starts a temporary local server for the run (127.0.0.1, a
-    free port, stopped at the end; see SECURITY.md).
+    The stages run in this process (pipeline.experiment). With --prefect the same stages run as
+    Prefect flows; without PREFECT_API_URL Prefect then starts a temporary local server for the
+    run (127.0.0.1, a free port, stopped at the end; see SECURITY.md).
     """
-    cfg = load(config, overrides)  # fail fast on a bad config, before Prefect starts
-    path, overrides = config_args(config, overrides)
+    cfg = load(config, overrides)  # fail fast on a bad config
+    if prefect:
+        path, overrides = config_args(config, overrides)
+        cmd = [sys.executable, "-m", "flows.end_to_end", *([os.path.abspath(path)] if path else []), *overrides]
+        raise typer.Exit(subprocess.call(cmd, cwd=_repo_root()))
+    from pipeline.experiment import experiment
+
+    code = run_or_fail(lambda: experiment(cfg).to_dict(), print_stages)
+    if code:
+        raise typer.Exit(code)
+
+
+def run_or_fail(call: Callable[[], dict], show: Callable[[dict], None]) -> int:
+    """Run the experiment; a user's or the machine's error ends with its one-line message (status
+    1), not a traceback. Returns the exit status."""
     expected = user_errors()
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).addFilter(_NoTraceback(expected))
-    from pipeline.data.ingest import ingest
-    from pipeline.preflight import preflight
-
-    try:  # and on too little data: the flow's own ingest then finds this version cached
-        preflight(cfg, ingest(cfg, progress=True).version)
-    except (*expected, ValueError) as e:
-        fail(os_error_text(e) if isinstance(e, OSError) else str(e))
-        return
-    from flows.end_to_end import metalize_pipeline
-
     try:
-        result = metalize_pipeline(config=os.path.abspath(path) if path else None, overrides=overrides)
-    except expected as e:
-        fail(os_error_text(e) if isinstance(e, OSError) else str(e))
-        return
+        result = call()
+    except (*expected, ValueError) as e:
+        print_error(os_error_text(e) if isinstance(e, OSError) else str(e))
+        return 1
+    show(result)
+    return 0
+
+
+def print_stages(result: dict) -> None:
+    """Per-stage lines on stderr, then the report's path on stdout."""
     for name, st in result["stages"].items():
-        console.print(f"  {name:<11} {'cached' if st['cached'] else 'ran':<7} {st['seconds']:>7.1f} s  {st['dir']}")
+        console.print(f"  {name:<11} {'cached' if st['cached'] else 'ran':<7} {st['seconds']:>7.1f} s  "
+                      f"{st['dir']}")
     console.print("[bold green]report:[/]")
     typer.echo(result["report"])
+
+
+def _repo_root() -> str:
+    """The folder holding flows/ (the checkout), from which `python -m flows...` runs."""
+    return str(Path(__file__).resolve().parents[2])
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -88,13 +114,9 @@ def serve(
     if (cron is None) == (interval is None):
         console.print("[bold red]error:[/] give exactly one of --cron or --interval")
         raise typer.Exit(2)
-    from flows.deploy import serve_pipeline
-
     path, overrides = config_args(config, overrides)
-    serve_pipeline(
-        config=os.path.abspath(path) if path else None,  # runs start in the server's working directory
-        overrides=overrides,
-        name=name or f"metalize-{cfg.profile}",
-        cron=cron,
-        interval=interval,
-    )
+    cmd = [sys.executable, "-m", "flows.deploy", "--name", name or f"metalize-{cfg.profile}",
+           *(["--cron", cron] if cron is not None else ["--interval", str(interval)]),
+           # runs start in the server's working directory: the config goes by absolute path
+           *(["--config", os.path.abspath(path)] if path else []), "--", *overrides]
+    raise typer.Exit(subprocess.call(cmd, cwd=_repo_root()))

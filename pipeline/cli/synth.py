@@ -33,7 +33,6 @@ def synthesize(
     dataset: Path = typer.Option(None, "--dataset", help="dataset version dir (default: cached ingest)"),
     model: Path = typer.Option(None, "--model", help="CycleGAN model dir or G_AB.safetensors "
                                "(default: the cached CycleGAN of this config)"),
-    flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (shard tasks, artifact)"),
 ) -> None:
     """Translate labelled A images, gate them, and publish <output_root>/data/datasets/<name>-aug-<id>/.
 
@@ -46,14 +45,9 @@ def synthesize(
     try:
         ds = DatasetVersion.open(dataset) if dataset else cached_dataset(cfg)
         model_dir = model if model else cached_model(cfg, ds.id, ds)
-        if flow:
-            from flows.synthesize import synthesize_flow
+        from pipeline.synth.stage import synthesize as run
 
-            result = synthesize_flow(cfg, ds, model_dir)
-        else:
-            from pipeline.synth.stage import synthesize as run
-
-            result = run(cfg, ds, model_dir, progress=True)
+        result = run(cfg, ds, model_dir, progress=True)
     except (DatasetError, FileNotFoundError, ValueError, CheckpointError) as e:
         fail(str(e))
         return

@@ -30,10 +30,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +55,6 @@ from pipeline.data.sources import (
 from pipeline.data.split import PlacedImage, SplitItem, assign_splits, identical_note, separate_held_out
 from pipeline.data.validate import BoxCheck, InputProblem, check_box, load_image, quarantine_row
 from pipeline.data.version import DatasetVersion
-from pipeline.progress import stage_progress
 
 # Always written (possibly empty) so downstream stages can rely on them.
 STANDARD_SPLITS = (("A", "train"), ("B", "train"), ("B", "val"), ("B", "test"))
@@ -379,49 +376,8 @@ def building(plan: IngestPlan) -> Iterator[Path | None]:
 
 # ------------------------------------------------------------------------------------------- run
 def ingest(cfg: RunConfig, *, strict: bool | None = None, progress: bool = True) -> IngestResult:
-    """Validated, hashed, split dataset version of cfg.data's sources (see module docstring)."""
-    plan = plan_ingest(cfg, strict=strict, progress=progress)
-    if plan.cached:
-        return plan.result(cached=True)
-    with building(plan) as build_dir:
-        if build_dir is None:
-            return plan.result(cached=True)
-        results = run_shards(plan, build_dir, progress=progress)
-        finalize_ingest(plan, results, build_dir)
-    return plan.result(cached=False)
+    """Validated, hashed, split dataset version of cfg.data's sources (see module docstring): the
+    ingest stage run here, shards on `runtime.workers` threads (pipeline.stages)."""
+    from pipeline.stages import INGEST, run_stage
 
-
-def run_shards(plan: IngestPlan, build_dir: Path, *, progress: bool = True) -> list[ShardResult]:
-    """validate_shard over all shards in a pool of cfg.runtime.workers threads (0 = inline)."""
-    shards = plan.shards()
-    workers = plan.cfg.runtime.workers
-    results = []
-    with stage_progress(f"ingest {plan.cfg.data.name}", len(plan.tasks), unit="img", enabled=progress) as bar:
-        if workers <= 1:
-            for s in shards:
-                results.append(_with_retries(s, build_dir))
-                bar.advance(len(s.tasks))
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                futures = {pool.submit(_with_retries, s, build_dir): s for s in shards}
-                try:
-                    for f in as_completed(futures):
-                        results.append(f.result())
-                        bar.advance(len(futures[f].tasks))
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
-    return results
-
-
-def _with_retries(shard: Shard, build_dir: Path, attempts: int = 3, delay_s: float = 1.0) -> ShardResult:
-    """validate_shard, retried on transient I/O errors (what the Prefect flow's task retries do);
-    a full disk, a read-only file system or a refused permission fails at once."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return validate_shard(shard, build_dir)
-        except OSError as e:
-            if attempt == attempts or not store.is_transient(e):
-                raise
-            time.sleep(delay_s * attempt)
-    raise AssertionError("unreachable")
+    return run_stage(INGEST, INGEST.plan(cfg, strict=strict, progress=progress), progress=progress)

@@ -17,7 +17,6 @@ A run whose run.json (the done record) matches its key is not retrained on rerun
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import os
 import platform
@@ -31,10 +30,9 @@ from pipeline.data.version import DatasetVersion
 from pipeline.detect.arms import USES_SYNTHETIC, ArmPlan, epoch_budget, plan_arms, slug
 from pipeline.detect.base import make_detector
 from pipeline.detect.evaluate import METRIC_KEYS, coco_eval, load_gt
-from pipeline.detect.runs import RunSpec, adopt_finished_run, cached_record, run_isolated
+from pipeline.detect.runs import RunSpec, cached_record
 from pipeline.detect.stats import ArmEvals, HierarchicalBootstrap, summarize
-from pipeline.progress import stage_progress
-from pipeline.store import (atomic_write_json, atomic_write_text, dir_lock, read_manifest, sha256_file,
+from pipeline.store import (atomic_write_json, atomic_write_text, read_manifest, sha256_file,
                             stage_key, write_manifest)
 
 TREATMENT = "real+synthetic"
@@ -114,25 +112,9 @@ def threads_per_run(cfg: RunConfig) -> int:
 def compare(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, out_dir: Path, *,
             progress: bool = True) -> CompareResult:
     """Train and evaluate every arm x seed, then write out_dir/metrics.json (see module doc)."""
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    with dir_lock(out_dir):
-        plans, n, specs = plan_runs(cfg, dataset, augmented, out_dir)
-        if (hit := cached_result(cfg, dataset, augmented, out_dir, specs)) is not None:
-            return hit
-        threads = threads_per_run(cfg)
-        records = {(s.arm, s.seed): rec for s in specs
-                   if (rec := cached_record(s) or adopt_finished_run(s)) is not None}
-        todo = [s for s in specs if (s.arm, s.seed) not in records]
-        with runs_progress(cfg, n, specs, len(records), enabled=progress) as bar, \
-                shared_core_env(cfg.detect.parallel_arms), \
-                cf.ThreadPoolExecutor(max_workers=cfg.detect.parallel_arms) as ex:
-            futs = {ex.submit(run_isolated, cfg, dataset, augmented, s, threads=threads): s for s in todo}
-            for fut in cf.as_completed(futs):
-                s = futs[fut]
-                records[(s.arm, s.seed)] = rec = fut.result()
-                bar.advance(1, run_status(s, rec))
-        return finish(cfg, dataset, augmented, out_dir, plans, n, records, t0)
+    from pipeline.stages import COMPARE, run_stage
+
+    return run_stage(COMPARE, COMPARE.plan(cfg, dataset, augmented, out_dir), progress=progress)
 
 
 @contextlib.contextmanager
@@ -151,11 +133,9 @@ def shared_core_env(parallel: int):
         os.environ.pop("OMP_WAIT_POLICY", None)
 
 
-def runs_progress(cfg: RunConfig, n: int, specs: list[RunSpec], done: int, enabled: bool = True):
-    """The progress bar over arm x seed runs (finished runs from an earlier call count as done)."""
-    return stage_progress(f"detector runs ({n} images/epoch x {cfg.detect.epochs} epochs, "
-                          f"{cfg.detect.parallel_arms} at a time)", total=len(specs), done=done, unit="run",
-                          enabled=enabled)
+def runs_label(cfg: RunConfig, n: int) -> str:
+    """The progress bar's title over arm x seed runs."""
+    return f"detector runs ({n} images/epoch x {cfg.detect.epochs} epochs, {cfg.detect.parallel_arms} at a time)"
 
 
 def run_status(spec: RunSpec, rec: dict[str, Any]) -> str:

@@ -80,11 +80,8 @@ def train_cyclegan(cfg: "RunConfig", dataset: "DatasetVersion", *, progress: boo
                    callbacks: list[StepCallback] | None = None) -> GanResult:
     """Train, resume or reuse the CycleGAN for `dataset`; see the module docstring for outputs."""
     model_dir = model_dir_for(cfg, dataset)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or dist.is_initialized()
-    if not distributed:
-        done = _finished(model_dir)
-        if done is not None:
-            return done
+    if (done := finished_model(model_dir)) is not None:
+        return done
     created_group = _init_distributed(cfg)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     try:
@@ -106,6 +103,14 @@ def train_cyclegan(cfg: "RunConfig", dataset: "DatasetVersion", *, progress: boo
             # the group: a gloo rank once aborted there ("terminate called without an active exception")
             gc.collect()
             dist.destroy_process_group()
+
+
+def finished_model(model_dir: Path) -> GanResult | None:
+    """The finished model in model_dir, else None; always None under torchrun (rank 0 decides
+    for every rank under the folder's lock, so no rank skips the collectives alone)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or dist.is_initialized():
+        return None
+    return _finished(model_dir)
 
 
 def _finished(model_dir: Path) -> GanResult | None:

@@ -300,20 +300,6 @@ def synthesize(
     """Translate labelled A_train with the CycleGAN at `model_dir`, gate, and publish the
     augmented version (real B train + accepted synthetic). Cached on (dataset, generator weights,
     synth and translation settings); resumes a killed run from its verified shards."""
-    from pipeline.progress import stage_progress
+    from pipeline.stages import SYNTH, run_stage
 
-    plan = prepare(cfg, dataset, model_dir)
-    hit = cached_result(plan)
-    if hit is not None:
-        return hit
-    with synth_lock(plan):
-        plan = prepare(cfg, dataset, model_dir)  # another run may have begun this staging meanwhile
-        hit = cached_result(plan) or resume_exported(plan)
-        if hit is not None:
-            return hit
-        gens, scorer = load_generators(plan), load_realism(plan)
-        summaries = []
-        with stage_progress("synthesize", total=plan.n_items, unit="item", enabled=progress) as bar:
-            for k in range(len(plan.shards)):
-                summaries.append(run_plan_shard(plan, k, gens, realism=scorer, on_items=bar.advance))
-        return finalize(plan, summaries)
+    return run_stage(SYNTH, SYNTH.plan(cfg, dataset, model_dir), progress=progress)

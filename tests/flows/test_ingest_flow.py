@@ -64,6 +64,7 @@ def test_flow_builds_the_same_version_as_the_function_and_publishes_the_card(pre
 
 def test_shard_tasks_retry_on_oserror_only(prefect_harness, tmp_path, monkeypatch):
     import flows.ingest as fi
+    import pipeline.stages.ingest as si  # where the shard unit calls validate_shard
     from pipeline.data.ingest import validate_shard
 
     calls: list[int] = []
@@ -74,7 +75,7 @@ def test_shard_tasks_retry_on_oserror_only(prefect_harness, tmp_path, monkeypatc
             raise OSError(5, "Input/output error (simulated NFS hiccup)")
         return validate_shard(shard, build_dir)
 
-    monkeypatch.setattr(fi, "validate_shard", flaky)
+    monkeypatch.setattr(si, "validate_shard", flaky)
     folder = make_folder(tmp_path / "in")
     result = fi.ingest_flow(cfg_for(folder, tmp_path / "out"))
     assert calls.count(0) == 2 and calls.count(1) == 1  # shard 0 retried once, others ran once
@@ -85,7 +86,7 @@ def test_shard_tasks_retry_on_oserror_only(prefect_harness, tmp_path, monkeypatc
         raise ValueError("a bug, not an I/O error")
 
     calls.clear()
-    monkeypatch.setattr(fi, "validate_shard", broken)
+    monkeypatch.setattr(si, "validate_shard", broken)
     with pytest.raises(ValueError, match="a bug"):
         fi.ingest_flow(cfg_for(folder, tmp_path / "out2"))
     # None retried. A queued shard may be cancelled once the first failure stops the flow, so
@@ -98,7 +99,7 @@ def test_shard_tasks_retry_on_oserror_only(prefect_harness, tmp_path, monkeypatc
         raise OSError(28, "No space left on device", str(build_dir / "x.png"))
 
     calls.clear()
-    monkeypatch.setattr(fi, "validate_shard", full)
+    monkeypatch.setattr(si, "validate_shard", full)
     with pytest.raises(OSError, match="No space left"):
         fi.ingest_flow(cfg_for(folder, tmp_path / "out3"))
     assert calls and len(calls) == len(set(calls))  # a full disk is not retried: it would only fail again

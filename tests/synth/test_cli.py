@@ -33,25 +33,3 @@ def test_cli_without_a_model_says_what_to_run(mini_dataset, tmp_path):
                                    f"runtime.output_root={tmp_path}", "--dataset", str(mini_dataset.root)])
     assert res.exit_code == 1
     assert "metalize train-gan" in res.output and "--model" in res.output
-
-
-def test_cli_flow_option_runs_the_prefect_flow(prefect_harness, monkeypatch, mini_dataset, tmp_path):
-    import flows.synthesize as fs
-
-    monkeypatch.setattr(stage, "load_generators", lambda plan: [Generator(plan.generator_shas[0], metalize)])
-    ran = []
-    real_flow = fs.synthesize_flow
-
-    def spy(*args, **kwargs):
-        ran.append(real_flow.name)
-        return real_flow(*args, **kwargs)
-
-    monkeypatch.setattr(fs, "synthesize_flow", spy)
-    model = fake_model_dir(tmp_path)
-    args = ["synthesize", str(REPO / "configs" / "tiny.yaml"), f"runtime.output_root={tmp_path}",
-            "--dataset", str(mini_dataset.root), "--model", str(model), "--flow"]
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, res.output
-    assert ran == ["synthesize"]
-    out = Path(res.stdout.strip().splitlines()[-1])
-    assert out.name.startswith("tiny-aug-") and (out / "manifest.json").is_file()

@@ -20,10 +20,10 @@ def fake_generators(monkeypatch):
     monkeypatch.setattr(stage, "load_generators", lambda plan: [Generator(plan.generator_shas[0], metalize)])
 
 
-def _where(monkeypatch, fs, log) -> None:
+def _where(monkeypatch, ss, log) -> None:
     """Append, for every shard task, whether it ran on a Dask worker or a plain thread, to `log`
     (a file: the Dask runner ships a pickled copy of the task, so an in-memory list stays empty)."""
-    real_run = fs.run_plan_shard
+    real_run = ss.run_plan_shard
 
     def spy(plan, index, *args, **kwargs):
         from distributed import get_worker
@@ -36,7 +36,7 @@ def _where(monkeypatch, fs, log) -> None:
             f.write(where + "\n")
         return real_run(plan, index, *args, **kwargs)
 
-    monkeypatch.setattr(fs, "run_plan_shard", spy)
+    monkeypatch.setattr(ss, "run_plan_shard", spy)
 
 
 def _content(version) -> dict[str, str]:
@@ -48,6 +48,7 @@ def _content(version) -> dict[str, str]:
 def test_flow_runs_shards_and_publishes(dask, prefect_harness, fake_generators, mini_dataset, tmp_path,
                                         monkeypatch):
     import flows.synthesize as fs
+    import pipeline.stages.synth as ss  # where the shard unit calls run_plan_shard
 
     cfg = RunConfig()
     cfg.runtime.output_root = tmp_path / "flow"
@@ -55,7 +56,7 @@ def test_flow_runs_shards_and_publishes(dask, prefect_harness, fake_generators, 
     cfg.synth = cfg.synth.model_copy(update={"shard_size": 4, "dask": dask})
     model = _model_dir(tmp_path)
     log = tmp_path / "where.txt"
-    _where(monkeypatch, fs, log)
+    _where(monkeypatch, ss, log)
     res = fs.synthesize_flow(cfg, mini_dataset, model)
     where = log.read_text().splitlines()
     assert not res.cached and res.accepted > 0
@@ -79,9 +80,10 @@ def test_flow_runs_shards_and_publishes(dask, prefect_harness, fake_generators, 
 def test_shard_task_retries_only_on_oserror(prefect_harness, fake_generators, mini_dataset, tmp_path,
                                             monkeypatch):
     import flows.synthesize as fs
+    import pipeline.stages.synth as ss  # where the shard unit calls run_plan_shard
 
     calls = {"n": 0}
-    real_run = fs.run_plan_shard
+    real_run = ss.run_plan_shard
 
     def flaky(plan, index):
         calls["n"] += 1
@@ -94,7 +96,7 @@ def test_shard_task_retries_only_on_oserror(prefect_harness, fake_generators, mi
     cfg.runtime.workers = 1
     cfg.synth = cfg.synth.model_copy(update={"shard_size": 100})  # one shard
     model = _model_dir(tmp_path)
-    monkeypatch.setattr(fs, "run_plan_shard", flaky)
+    monkeypatch.setattr(ss, "run_plan_shard", flaky)
     res = fs.synthesize_flow(cfg, mini_dataset, model)
     assert calls["n"] == 2 and res.accepted > 0
 
@@ -105,7 +107,7 @@ def test_shard_task_retries_only_on_oserror(prefect_harness, fake_generators, mi
     calls["n"] = 0
     cfg2 = cfg.model_copy(deep=True)
     cfg2.synth.gate.min_std = 5.0  # another cache key
-    monkeypatch.setattr(fs, "run_plan_shard", broken)
+    monkeypatch.setattr(ss, "run_plan_shard", broken)
     with pytest.raises(ValueError, match="a bug"):
         fs.synthesize_flow(cfg2, mini_dataset, model)
     assert calls["n"] == 1

@@ -1,0 +1,98 @@
+"""The whole experiment: ingest -> CycleGAN -> synthesize -> compare -> report, stage by stage.
+
+`experiment(cfg)` chains the stages of `pipeline.stages` and resolves their lineage in one place:
+each stage's output folder is keyed by its inputs' manifests, its config section and the code
+version, so a rerun of an unchanged experiment only checks hashes, a changed value reruns just
+the stages downstream of it, and a killed run continues from the last finished stage (and, inside
+CycleGAN training and the comparison, from their checkpoints). The caller chooses how a stage
+runs: here (`run_stage`, the CLI) or as a Prefect flow (`flows/end_to_end.py`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import RunConfig
+from pipeline.run import record_run, run_dir_for
+from pipeline.stages import COMPARE, GAN, INGEST, REPORT, SYNTH, Stage, run_stage
+from pipeline.store import dir_lock
+
+# How one stage runs: (stage, plan) -> its result.
+StageRunner = Callable[[Stage, Any], Any]
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """Where a stage wrote, whether it was already there, and how long it took (wall seconds)."""
+
+    dir: str
+    cached: bool
+    seconds: float
+
+
+@dataclass
+class ExperimentResult:
+    report: Path
+    run_dir: Path
+    stages: dict[str, StageRun] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"report": str(self.report), "run_dir": str(self.run_dir),
+                "stages": {name: asdict(s) for name, s in self.stages.items()}}
+
+
+def local_runner(progress: bool = True) -> StageRunner:
+    """Run each stage in this process (threads for its units; see pipeline.stages)."""
+    return lambda stage, plan: run_stage(stage, plan, progress=progress)
+
+
+def experiment(cfg: RunConfig, *, run: StageRunner | None = None, progress: bool = True,
+               flow_run_id: str | None = None) -> ExperimentResult:
+    """Run (or find cached) every stage of cfg's experiment; appends the run to reports/runs.jsonl."""
+    from pipeline.preflight import preflight
+
+    run = run or local_runner(progress)
+    out = ExperimentResult(Path(), Path())
+
+    def step(stage: Stage, plan: Callable[[], Any], folder: Callable[[Any], Path]) -> Any:
+        """Announce the stage on stderr (a long run shows where it is), plan and run it, and
+        record its folder, cached flag and wall seconds."""
+        print(f"== {stage.name}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        result = run(stage, plan())
+        out.stages[stage.name] = StageRun(str(folder(result)), bool(result.cached),
+                                          round(time.perf_counter() - t0, 2))
+        return result
+
+    dataset = step(INGEST, lambda: INGEST.plan(cfg, progress=progress), lambda r: r.version.root).version
+    preflight(cfg, dataset)  # too little data stops here, before any training
+    gan = step(GAN, lambda: GAN.plan(cfg, dataset, progress=progress), lambda r: r.model_dir)
+    augmented = step(SYNTH, lambda: SYNTH.plan(cfg, dataset, gan.model_dir), lambda r: r.version.root).version
+
+    run_dir = run_dir_for(cfg, dataset.root, augmented.root)
+    with dir_lock(run_dir):  # a second run of the same experiment waits, then finds it cached
+        step(COMPARE, lambda: COMPARE.plan(cfg, dataset, augmented, run_dir / "compare"), lambda r: r.out_dir)
+        report = step(REPORT, lambda: REPORT.plan(cfg, run_dir / "compare", run_dir, dataset=dataset,
+                                                  gan_dir=gan.model_dir, augmented=augmented),
+                      lambda r: run_dir)
+    record_run(cfg, run_dir, report.html, dataset.root, augmented.root, gan.model_dir, flow_run_id)
+    out.report, out.run_dir = Path(report.html), run_dir
+    return out
+
+
+def summary_markdown(profile: str, result: ExperimentResult) -> str:
+    """The per-stage table: the flow's artifact and the CLI's closing lines."""
+    rows = "\n".join(
+        f"| {name} | {'cached' if st.cached else 'ran'} | {st.seconds:.0f} | `{Path(st.dir).name}` |"
+        for name, st in result.stages.items()
+    )
+    html = result.report
+    return (
+        f"# Metalize run ({profile})\n\n**Report:** [{html}](file://{html.resolve()})\n\n"
+        f"| stage | status | seconds | output |\n|---|---|---:|---|\n{rows}\n"
+    )
