@@ -57,7 +57,7 @@ def experiment(cfg: RunConfig, *, run: StageRunner | None = None, progress: bool
     from pipeline.preflight import preflight
 
     run = run or local_runner(progress)
-    out = ExperimentResult(Path(), Path())
+    stages: dict[str, StageRun] = {}
 
     def step(stage: Stage, plan: Callable[[], Any], folder: Callable[[Any], Path]) -> Any:
         """Announce the stage on stderr (a long run shows where it is), plan and run it, and
@@ -65,8 +65,7 @@ def experiment(cfg: RunConfig, *, run: StageRunner | None = None, progress: bool
         print(f"== {stage.name}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         result = run(stage, plan())
-        out.stages[stage.name] = StageRun(str(folder(result)), bool(result.cached),
-                                          round(time.perf_counter() - t0, 2))
+        stages[stage.name] = StageRun(str(folder(result)), bool(result.cached), round(time.perf_counter() - t0, 2))
         return result
 
     dataset = step(INGEST, lambda: INGEST.plan(cfg, progress=progress), lambda r: r.version.root).version
@@ -81,8 +80,7 @@ def experiment(cfg: RunConfig, *, run: StageRunner | None = None, progress: bool
                                                   gan_dir=gan.model_dir, augmented=augmented),
                       lambda r: run_dir)
     record_run(cfg, run_dir, report.html, dataset.root, augmented.root, gan.model_dir, flow_run_id)
-    out.report, out.run_dir = Path(report.html), run_dir
-    return out
+    return ExperimentResult(Path(report.html), run_dir, stages)
 
 
 def summary_markdown(profile: str, result: ExperimentResult) -> str:

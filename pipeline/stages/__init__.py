@@ -11,18 +11,13 @@ __all__ = ["Progress", "Stage", "UnitMap", "map_local", "run_stage", "INGEST", "
            "REPORT"]
 
 
+# Stage name -> its module: stages load their packages (torch, ultralytics) only when asked for.
+_MODULES = {"INGEST": "ingest", "GAN": "gan", "SYNTH": "synth", "COMPARE": "compare", "REPORT": "report"}
+
+
 def __getattr__(name: str):
-    # stages load their packages (torch, ultralytics) only when asked for
-    if name == "INGEST":
-        from pipeline.stages.ingest import INGEST as stage
-    elif name == "GAN":
-        from pipeline.stages.gan import GAN as stage
-    elif name == "SYNTH":
-        from pipeline.stages.synth import SYNTH as stage
-    elif name == "COMPARE":
-        from pipeline.stages.compare import COMPARE as stage
-    elif name == "REPORT":
-        from pipeline.stages.report import REPORT as stage
-    else:
+    if name not in _MODULES:
         raise AttributeError(name)
-    return stage
+    import importlib
+
+    return getattr(importlib.import_module(f"pipeline.stages.{_MODULES[name]}"), name)

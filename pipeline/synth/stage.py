@@ -1,8 +1,8 @@
 """The synthesize stage: plan → shards → export, cached by content and resumable after a kill.
 
-`synthesize(cfg, dataset, model_dir)` is the whole stage. The three steps are public so the
-Prefect flow can run shards as separate tasks: `prepare` (cache key, staging dir, work plan),
-`run_plan_shard` (one shard; loads the CycleGAN translators once per process) and `finalize`.
+`synthesize(cfg, dataset, model_dir)` is the whole stage (`pipeline.stages.SYNTH` run here). Its
+steps: `prepare` (cache key, staging dir, work plan), `run_plan_shard` (one shard, the stage's
+unit; loads the CycleGAN translators once per process) and `finalize`.
 
 Output: `<output_root>/data/datasets/<data.name>-aug-<key12>/` (kind "augmented"). Work happens in
 the sibling `.<name>.partial/` whose name is fixed by the cache key, so a killed run resumes there;
@@ -225,22 +225,19 @@ def reporting(plan: SynthPlan, on_items: Callable[[int], None]) -> Iterator[None
         _ON_ITEMS.pop(plan.key, None)
 
 
-def run_plan_shard(plan: SynthPlan, index: int, generators: list[Generator] | None = None, *,
-                   realism: Realism | None | bool = True,
-                   on_items: Callable[[int], None] | None = None) -> ShardSummary:
+def run_plan_shard(plan: SynthPlan, index: int, generators: list[Generator] | None = None) -> ShardSummary:
     """Generate shard `index` of the plan into its staging directory (skips a verified done shard).
 
-    realism=True loads the model's critic (cached per process); None/False scores without it.
-    on_items defaults to the callback registered with `reporting`.
+    Generators and the model's realism critic are loaded once per process unless given; finished
+    items go to the callback registered with `reporting`.
     """
     plan_file = _plan_file(plan.staging)
     if not plan_file.is_file():
         atomic_write_json(plan_file, {"shard_size": plan.shard_size, "key": plan.key})
     gens = generators if generators is not None else load_generators(plan)
-    scorer = load_realism(plan) if realism is True else (realism or None)
     a_train = plan.dataset.coco("A", "train")
     return run_shard(plan.cfg, plan.dataset, a_train, gens, plan.shards[index], index, plan.staging,
-                     realism=scorer, on_items=on_items or _ON_ITEMS.get(plan.key))
+                     realism=load_realism(plan), on_items=_ON_ITEMS.get(plan.key))
 
 
 def finalize(plan: SynthPlan, summaries: list[ShardSummary]) -> SynthResult:

@@ -334,7 +334,8 @@ def test_configuration_mistakes_are_fatal_and_named(tmp_path):
 
 
 def test_transient_io_errors_are_retried(tmp_path, monkeypatch):
-    import pipeline.data.ingest as ing
+    import pipeline.stages.base as runner
+    import pipeline.stages.ingest as ing  # the ingest stage's unit calls validate_shard
 
     inputs = make_inputs(tmp_path / "in")
     real, calls = ing.validate_shard, []
@@ -346,7 +347,7 @@ def test_transient_io_errors_are_retried(tmp_path, monkeypatch):
         return real(shard, build_dir)
 
     monkeypatch.setattr(ing, "validate_shard", flaky)
-    monkeypatch.setattr(ing.time, "sleep", lambda s: None)
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
     result = ingest(config(inputs, tmp_path / "out"), progress=False)
     assert calls.count(1) == 2 and result.counts["B_train"]["images"] == 6
 
