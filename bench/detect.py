@@ -81,11 +81,11 @@ def augmented_version(cfg, dataset, given: str | None, build: bool):
         return v, {"id": v.id, "source": "cached"}
     if not build:
         return None, {"id": None, "source": "missing"}
-    from pipeline.gan.stage import train_cyclegan
+    from pipeline.gan.training_run import train_translator
     from pipeline.synth.stage import synthesize
 
     t = time.perf_counter()
-    gan = train_cyclegan(cfg, dataset, progress=True)
+    gan = train_translator(cfg, dataset, progress=True)
     v = synthesize(cfg, dataset, gan.model_dir, progress=True).version
     return v, {"id": v.id, "source": "built", "build_s": round(time.perf_counter() - t, 1)}
 

@@ -74,7 +74,7 @@ def run_experiment(config: str, overrides: list[str], gan_seeds: list[int], det_
     """Train (or reuse) everything; returns {"cfg", "dataset", "per_gan": {g: {...}}, "timings"}."""
     from pipeline.data.ingest import ingest
     from pipeline.detect.compare import compare
-    from pipeline.gan.stage import train_cyclegan
+    from pipeline.gan.training_run import train_translator
     from pipeline.preflight import preflight
     from pipeline.run import run_dir_for
     from pipeline.synth.stage import synthesize
@@ -94,7 +94,7 @@ def run_experiment(config: str, overrides: list[str], gan_seeds: list[int], det_
         cfg_g = load_config(config, [*base, f"gan.seed={g}"])
         log(f"== GAN seed {g}: CycleGAN")
         t = time.perf_counter()
-        gan = train_cyclegan(cfg_g, dataset)
+        gan = train_translator(cfg_g, dataset)
         timings["gan_s"][g] = round(time.perf_counter() - t, 1)
         log(f"== GAN seed {g}: synthesis ({gan.model_dir.name}, {'cached' if gan.cached else 'trained'})")
         t = time.perf_counter()

@@ -193,7 +193,7 @@ def _batch(case: dict, device):
 def run_train(case: dict) -> dict:
     import torch
 
-    from pipeline.gan.train import CycleGAN, iteration_flops
+    from pipeline.gan.cyclegan import CycleGAN, iteration_flops
 
     device = torch.device(case["device"])
     _setup_device(device)
@@ -288,7 +288,7 @@ def run_check(case: dict) -> dict:
     import torch
 
     from pipeline.gan.networks import ResnetGenerator, init_weights
-    from pipeline.gan.train import CycleGAN
+    from pipeline.gan.cyclegan import CycleGAN
     from pipeline.gan.translate import Translator
 
     device = torch.device(case["device"])

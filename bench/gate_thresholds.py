@@ -186,9 +186,9 @@ def main() -> None:
     t0 = time.perf_counter()
     dataset = ingest(cfg, progress=False).version
     if args.model is None:
-        from pipeline.gan import train_cyclegan
+        from pipeline.gan import train_translator
 
-        gan = train_cyclegan(cfg, dataset, progress=False)
+        gan = train_translator(cfg, dataset, progress=False)
         model_dir, gan_metrics = gan.model_dir, gan.metrics
     else:
         model_dir, gan_metrics = args.model, {}

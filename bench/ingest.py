@@ -179,7 +179,7 @@ def main() -> None:
             }}))
         # Demo: the renderer runs in the parent first so the child times ingest alone.
         from pipeline.config import load_config
-        from pipeline.data.demo import demo_dir, render_demo
+        from pipeline.demo.dataset import demo_dir, render_demo
 
         overrides = [f"runtime.output_root={tmp / 'demo'}", f"runtime.workers={args.workers}"]
         cfg = load_config(REPO / "configs" / "demo.yaml", overrides)

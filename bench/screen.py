@@ -51,7 +51,7 @@ def screen(config: str, name: str, overrides: list[str], det_seeds: list[int], r
            detect: bool = True) -> dict:
     from pipeline.data.ingest import ingest
     from pipeline.detect.compare import compare
-    from pipeline.gan.stage import train_cyclegan
+    from pipeline.gan.training_run import train_translator
     from pipeline.run import run_dir_for
     from pipeline.synth.stage import synthesize
 
@@ -59,7 +59,7 @@ def screen(config: str, name: str, overrides: list[str], det_seeds: list[int], r
     cfg = load_config(config, [*base, *overrides, "detect.arms=[real, real+synthetic]"])
     dataset = ingest(cfg, progress=False).version
     t = time.perf_counter()
-    gan = train_cyclegan(cfg, dataset)
+    gan = train_translator(cfg, dataset)
     gan_s = time.perf_counter() - t
     syn = synthesize(cfg, dataset, gan.model_dir)
     val = {}

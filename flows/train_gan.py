@@ -13,8 +13,8 @@ from prefect.artifacts import create_markdown_artifact
 from flows.stage import StageFlow
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.gan.stage import GanResult
-from pipeline.gan.trainer import StepCallback
+from pipeline.gan.training_run import GanResult
+from pipeline.gan.training_loop import StepCallback
 from pipeline.stages import GAN
 
 

@@ -19,7 +19,7 @@ def demo_data(
     preview: bool = typer.Option(False, "--preview", help="also write preview.png: samples with boxes"),
 ) -> None:
     """Render the demo photos (A: printed replicas, B: metal) with COCO boxes; print the folder."""
-    from pipeline.data.demo import DemoDataError, demo_dir, render_demo, write_preview
+    from pipeline.demo.dataset import DemoDataError, demo_dir, render_demo, write_preview
 
     cfg = load(config, overrides)
     target = out if out is not None else demo_dir(cfg)

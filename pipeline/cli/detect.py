@@ -15,7 +15,7 @@ from pipeline.config import RunConfig
 
 def default_augmented(cfg: RunConfig, dataset):
     """The augmented version this config synthesizes from `dataset`, if it exists (else None)."""
-    from pipeline.gan.stage import model_dir_for
+    from pipeline.gan.training_run import model_dir_for
     from pipeline.store import read_manifest
     from pipeline.synth.stage import cached_result, prepare
 

@@ -44,9 +44,9 @@ def train_gan(
     if nproc > 1:
         _torchrun(nproc, *config_args(config, overrides), version.root)
         return
-    from pipeline.gan import train_cyclegan
+    from pipeline.gan import train_translator
 
-    result = train_cyclegan(cfg, version, progress=True)
+    result = train_translator(cfg, version, progress=True)
     q = result.metrics.get("quality", {})
     if q:
         r, r0 = q["realism"], q["realism_raw_a"]
@@ -60,7 +60,7 @@ def train_gan(
 
 def _torchrun(nproc: int, config: Path | None, overrides: list[str], dataset: Path) -> None:
     exe = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-    cmd = [exe, f"--nproc_per_node={nproc}", "-m", "pipeline.gan.stage", *([os.path.abspath(config)] if config else []),
+    cmd = [exe, f"--nproc_per_node={nproc}", "-m", "pipeline.gan.training_run", *([os.path.abspath(config)] if config else []),
            *overrides, "--dataset", str(dataset)]
     console.print(" ".join(cmd))
     rc = subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})

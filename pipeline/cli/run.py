@@ -74,12 +74,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's or the machine's to fix, each with a message naming the file,
     key or path: a run ends with that message, not a traceback. Anything else is a bug."""
     from pipeline.config import ConfigError
-    from pipeline.data.demo import DemoDataError
+    from pipeline.demo.dataset import DemoDataError
     from pipeline.data.formats import FormatError
     from pipeline.data.sources import IngestError
     from pipeline.data.version import DatasetError
     from pipeline.gan.checkpoint import CheckpointError
-    from pipeline.gan.trainer import TrainingOutOfMemoryError
+    from pipeline.gan.training_loop import TrainingOutOfMemoryError
     from pipeline.report.build import ReportError
     from pipeline.store import LockedError
 

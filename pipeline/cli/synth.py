@@ -16,7 +16,7 @@ from pipeline.store import read_manifest
 
 def cached_model(cfg: RunConfig, dataset_id: str, dataset=None) -> Path:
     """The CycleGAN this config trains on `dataset`, if it was already trained."""
-    from pipeline.gan.stage import model_dir_for
+    from pipeline.gan.training_run import model_dir_for
 
     d = model_dir_for(cfg, dataset)
     m = read_manifest(d)

@@ -155,7 +155,7 @@ def plan_ingest(cfg: RunConfig, *, strict: bool | None = None, progress: bool = 
     parents: list[dict] = []
     a_sources, b_sources, fixed_categories = list(cfg.data.a), list(cfg.data.b), cfg.data.categories
     if cfg.data.source == "demo":
-        from pipeline.data.demo import demo_dir, render_demo
+        from pipeline.demo.dataset import demo_dir, render_demo
 
         demo = render_demo(cfg.data.demo, cfg.runtime.seed, demo_dir(cfg), progress=progress)
         a_sources, b_sources = demo.a, demo.b

@@ -3,8 +3,8 @@
 A backend trains on a YOLO-layout training set (a `data.yaml` whose `train` is a text file of
 image paths, repeats allowed, with labels beside them under `labels/`) and predicts COCO results.
 YOLO (ultralytics, AGPL-3.0) is the default; a permissively licensed detector such as
-torchvision's Faster R-CNN can be added by subclassing `Detector` and registering it in
-`make_detector`, without touching `arms.py`, `evaluate.py` or `compare.py`.
+torchvision's Faster R-CNN can be added by subclassing `Detector` and naming it in
+`backends.BACKENDS`, without touching `arms.py`, `evaluate.py` or `compare.py`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from pipeline.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -76,11 +74,3 @@ class Detector(ABC):
         our pycocotools numbers; None when the backend has no evaluator of its own."""
         return None
 
-
-def make_detector(cfg: RunConfig, *, threads: int | None = None) -> Detector:
-    """The backend named by cfg.detect.backend."""
-    if cfg.detect.backend == "yolo":
-        from pipeline.detect.yolo import YoloDetector
-
-        return YoloDetector(cfg, threads=threads)
-    raise ValueError(f"detect.backend {cfg.detect.backend!r}: unknown detector backend")

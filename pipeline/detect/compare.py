@@ -28,7 +28,7 @@ from typing import Any
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.detect.arms import USES_SYNTHETIC, ArmPlan, epoch_budget, plan_arms, slug
-from pipeline.detect.base import make_detector
+from pipeline.detect.backends import make_detector
 from pipeline.detect.evaluate import METRIC_KEYS, coco_eval, load_gt
 from pipeline.detect.runs import RunSpec, cached_record
 from pipeline.detect.stats import ArmEvals, HierarchicalBootstrap, summarize

@@ -23,7 +23,7 @@ from typing import Any
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.detect.arms import build_phases, plan_arms, write_eval_set
-from pipeline.detect.base import make_detector
+from pipeline.detect.backends import make_detector
 from pipeline.detect.evaluate import coco_eval, write_results
 from pipeline.store import atomic_write_json, sha256_file
 

@@ -29,7 +29,7 @@ from torch import nn
 from pipeline.gan.accel import amp_dtype, resolve_precision, use_channels_last
 from pipeline.gan.losses import GANLoss, gradient_penalty, patch_nce_loss, structure_loss
 from pipeline.gan.networks import PatchDiscriminator, ResnetGenerator, init_weights
-from pipeline.gan.train import Checkpointed, LinearDecay, normalise_batch
+from pipeline.gan.cyclegan import Checkpointed, LinearDecay, normalise_batch
 
 NCE_DEFAULTS = {"cut": (1.0, True), "fastcut": (10.0, False)}  # λ_NCE, identity NCE
 

@@ -17,7 +17,7 @@ def make_model(opt: Any, device: str | torch.device = "cpu", *, seed: int = 0, r
     """CycleGAN (default) or CUT / FastCUT, from `opt.model`."""
     name = getattr(opt, "model", "cyclegan")
     if name == "cyclegan":
-        from pipeline.gan.train import CycleGAN
+        from pipeline.gan.cyclegan import CycleGAN
 
         return CycleGAN(opt, device, seed=seed, rank=rank, world_size=world_size)
     if name in ("cut", "fastcut"):

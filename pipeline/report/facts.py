@@ -332,7 +332,7 @@ def _detector_rows(metrics: dict[str, Any], compare_files: dict[str, str]) -> li
 BSDATA = ("Real metal photos from BSData (Schlagenhauf & Landwehr 2021, \"Industrial Machine Tool Element "
           "Surface Defect Dataset\", arXiv:2103.13003, github.com/2Obe/BSData), licensed CC BY-SA 4.0; "
           "images shown here are derived from it and shared under the same license.")
-DEMO = ("Demo data rendered procedurally by pipeline/data/demo.py (no third-party images).")
+DEMO = ("Demo data rendered procedurally by pipeline/demo/ (no third-party images).")
 ULTRALYTICS = "Detector: Ultralytics YOLO (AGPL-3.0)."
 
 

@@ -23,19 +23,19 @@ class GanPlan:
 
 class GanStage(Stage[GanPlan, GanPlan, GanPlan, Any, Any]):
     """The unit locks the model folder itself: under torchrun every rank runs it and rank 0
-    decides for all (pipeline.gan.stage.train_cyclegan)."""
+    decides for all (pipeline.gan.training_run.train_translator)."""
 
     name = "gan"
     gpu = True
 
     def plan(self, cfg: RunConfig, dataset: DatasetVersion, *, progress: bool = True,
              callbacks: Sequence[Any] = ()) -> GanPlan:
-        from pipeline.gan.stage import model_dir_for
+        from pipeline.gan.training_run import model_dir_for
 
         return GanPlan(cfg, dataset, model_dir_for(cfg, dataset), progress, tuple(callbacks))
 
     def done(self, plan: GanPlan) -> Any:
-        from pipeline.gan.stage import finished_model
+        from pipeline.gan.training_run import finished_model
 
         return finished_model(plan.model_dir)
 
@@ -46,9 +46,9 @@ class GanStage(Stage[GanPlan, GanPlan, GanPlan, Any, Any]):
         return [work]
 
     def run_unit(self, unit: GanPlan) -> Any:
-        from pipeline.gan.stage import train_cyclegan
+        from pipeline.gan.training_run import train_translator
 
-        return train_cyclegan(unit.cfg, unit.dataset, progress=unit.progress,
+        return train_translator(unit.cfg, unit.dataset, progress=unit.progress,
                               callbacks=list(unit.callbacks) or None)
 
     def finish(self, work: GanPlan, outputs: list[Any]) -> Any:

@@ -269,7 +269,7 @@ def _unlabelled_source(d: Path, outside: Path) -> tuple[dict, list[Case]]:
 def build_corpus(root: Path) -> Corpus:
     """Write the corpus under `root` (inputs/, outside/, corpus.yaml); return it with its cases."""
     from pipeline.config import load_config
-    from pipeline.data.demo import render_demo
+    from pipeline.demo.dataset import render_demo
 
     root = Path(root)
     inputs, outside, out = root / "inputs", root / "outside", root / "out"

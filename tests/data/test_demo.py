@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import DemoDataConfig, load_config
-from pipeline.data import demo
-from pipeline.data.demo import (
+from pipeline.demo import dataset as demo
+from pipeline.demo.dataset import (
     DemoDataError,
     demo_dir,
     render_demo,
@@ -20,8 +20,8 @@ from pipeline.data.demo import (
     scene_rng,
     split_counts,
 )
-from pipeline.data.demo_parts import CATEGORIES
-from pipeline.data.demo_render import render_scene
+from pipeline.demo.parts import CATEGORIES
+from pipeline.demo.render import render_scene
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = DemoDataConfig(

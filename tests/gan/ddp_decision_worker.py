@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-import pipeline.gan.stage as stage
+import pipeline.gan.training_run as training_run
 from pipeline.config import load_config
 from pipeline.data.version import DatasetVersion
 
@@ -22,13 +22,13 @@ def main() -> None:
     config, root, dataset = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     cfg = load_config(config, [f"runtime.output_root={root}", "runtime.device=cpu"])
     if os.environ["RANK"] == "1":
-        stage._finished = lambda model_dir: None
+        training_run._finished = lambda model_dir: None
 
     def must_not_train(*args, **kwargs):
         raise SystemExit(f"rank {os.environ['RANK']} started training a finished model")
 
-    stage._train = must_not_train
-    res = stage.train_cyclegan(cfg, DatasetVersion.open(dataset), progress=False)
+    training_run._train = must_not_train
+    res = training_run.train_translator(cfg, DatasetVersion.open(dataset), progress=False)
     print(json.dumps({"cached": res.cached, "model_dir": str(res.model_dir)}))
 
 

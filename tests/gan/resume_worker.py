@@ -17,7 +17,7 @@ import torch
 
 from pipeline.data.version import DatasetVersion
 from pipeline.gan.data import training_images
-from pipeline.gan.trainer import FitOptions, fit
+from pipeline.gan.training_loop import FitOptions, fit
 
 
 def main() -> None:

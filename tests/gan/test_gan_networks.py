@@ -10,7 +10,7 @@ import torch
 from pipeline.gan.losses import GANLoss, cycle_loss, cyclegan_objective, gradient_penalty, identity_loss
 from pipeline.gan.networks import PatchDiscriminator, ResnetGenerator, count_parameters, init_weights
 from pipeline.gan.pool import ImagePool
-from pipeline.gan.train import LinearDecay
+from pipeline.gan.cyclegan import LinearDecay
 
 
 def test_paper_configuration_sizes():
@@ -151,7 +151,7 @@ def test_gan_package_imports_on_a_bare_gpu_host():
     code = ("import sys\n"
             "for m in ('pydantic', 'albumentations', 'prefect', 'ultralytics', 'typer'):\n"
             "    sys.modules[m] = None\n"
-            "import pipeline.gan.train, pipeline.gan.trainer, pipeline.gan.translate, pipeline.gan.stage, "
+            "import pipeline.gan.cyclegan, pipeline.gan.training_loop, pipeline.gan.translate, pipeline.gan.training_run, "
             "pipeline.gan.quality\n")
     repo = Path(__file__).resolve().parents[2]
     p = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)

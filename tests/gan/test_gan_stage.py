@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.config import load_config
-from pipeline.gan import train_cyclegan
-from pipeline.gan.stage import model_dir_for, training_section
+from pipeline.gan import train_translator
+from pipeline.gan.training_run import model_dir_for, training_section
 from pipeline.store import read_manifest, stage_key, verify_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tiny_root):
     cfg = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={tiny_root}"])
-    return cfg, train_cyclegan(cfg, tiny_dataset, progress=False)
+    return cfg, train_translator(cfg, tiny_dataset, progress=False)
 
 
 def test_model_directory_is_complete_and_cached(trained, tiny_dataset):
@@ -76,7 +76,7 @@ def test_model_directory_is_complete_and_cached(trained, tiny_dataset):
     p = score(tiny_dataset.read_rgb(tiny_dataset.coco("B", "test").images[0]))
     assert isinstance(p, float) and 0.0 <= p <= 1.0
     assert metrics["precision"] in ("fp32", "bf16") and metrics["channels_last"] is False
-    again = train_cyclegan(cfg, tiny_dataset, progress=False)
+    again = train_translator(cfg, tiny_dataset, progress=False)
     assert again.cached and again.model_dir == d and again.metrics["iterations"] == cfg.gan.iterations
 
 
@@ -159,7 +159,7 @@ def test_torchrun_ddp_two_processes_gloo(tiny_dataset, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [str(torchrun), "--nproc_per_node=2", "--standalone", "-m",
-           "pipeline.gan.stage", str(REPO / "configs" / "tiny.yaml"), f"runtime.output_root={tmp_path}",
+           "pipeline.gan.training_run", str(REPO / "configs" / "tiny.yaml"), f"runtime.output_root={tmp_path}",
            "gan.iterations=6", "gan.checkpoint_every=3", "gan.quality_steps=5",
            "--dataset", str(tiny_dataset.root)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)

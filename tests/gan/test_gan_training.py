@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pipeline.gan.data import StepSampler, UnpairedDataset, training_images
-from pipeline.gan.trainer import FitOptions, fit
+from pipeline.gan.training_loop import FitOptions, fit
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -120,8 +120,8 @@ def test_every_gan_mode_and_precision_trains(tiny_dataset, tmp_path, mode, preci
 
 
 def test_training_out_of_memory_names_gan_batch_size(tiny_dataset, tmp_path, monkeypatch):
-    from pipeline.gan.train import CycleGAN
-    from pipeline.gan.trainer import TrainingOutOfMemoryError
+    from pipeline.gan.cyclegan import CycleGAN
+    from pipeline.gan.training_loop import TrainingOutOfMemoryError
 
     def oom(self):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
@@ -133,7 +133,7 @@ def test_training_out_of_memory_names_gan_batch_size(tiny_dataset, tmp_path, mon
 
 
 def _steps(opt, n: int = 2) -> list[dict[str, float]]:
-    from pipeline.gan.train import CycleGAN
+    from pipeline.gan.cyclegan import CycleGAN
 
     model = CycleGAN(opt, "cpu", seed=0)
     g = torch.Generator().manual_seed(0)
@@ -152,7 +152,7 @@ def _close(x: list[dict[str, float]], y: list[dict[str, float]], rel: float) -> 
 
 def test_precision_and_channels_last_auto_resolve_sanely(monkeypatch):
     from pipeline.gan import accel
-    from pipeline.gan.train import CycleGAN
+    from pipeline.gan.cyclegan import CycleGAN
 
     assert accel.resolve_precision("auto", "cpu") == ("bf16" if accel.cpu_has_fast_bf16() else "fp32")
     monkeypatch.setattr(accel, "cpu_has_fast_bf16", lambda: False)
@@ -170,7 +170,7 @@ def test_precision_and_channels_last_auto_resolve_sanely(monkeypatch):
 
 
 def test_channels_last_path_matches_the_default_layout():
-    from pipeline.gan.train import CycleGAN
+    from pipeline.gan.cyclegan import CycleGAN
 
     model = CycleGAN(tiny_opt(channels_last=True), "cpu")
     w = model.G_AB.model[1].weight
@@ -201,7 +201,7 @@ def test_compiled_step_matches_eager(monkeypatch):
 
 def _runs(opt, mode: str, n: int = 6, batch: int = 2, uint8: bool = True):
     """n steps of a CycleGAN in `mode` on seeded uint8 (or float) batches: (model, losses, lrs used)."""
-    from pipeline.gan.train import CycleGAN
+    from pipeline.gan.cyclegan import CycleGAN
 
     model = CycleGAN(opt, "cpu", seed=0, step_mode=mode)
     g = torch.Generator().manual_seed(0)
@@ -228,7 +228,7 @@ def test_graph_step_without_capture_matches_the_eager_step(precision):
     """The CUDA-graph step (static input buffers, pool draws made on the host and applied on the
     device, learning rate read from a device tensor) run uncaptured on the CPU: the same losses,
     weights, learning-rate schedule and pool contents as the eager step, through the lr decay."""
-    from pipeline.gan.train import LinearDecay
+    from pipeline.gan.cyclegan import LinearDecay
 
     opt = tiny_opt(precision=precision, pool_size=3, iterations=6, decay_from=0.3)
     eager, le, _ = _runs(opt, "eager")
@@ -268,7 +268,7 @@ def test_compiled_graph_step_tracks_the_eager_step(monkeypatch):
 
 
 def test_uint8_batches_are_normalised_on_the_device_to_the_same_values(tiny_dataset):
-    from pipeline.gan.train import CycleGAN
+    from pipeline.gan.cyclegan import CycleGAN
 
     a, b = training_images(tiny_dataset)
     kw = dict(load_size=64, crop_size=32, seed=4, length=8)
@@ -288,11 +288,11 @@ def test_resume_after_a_compiled_graph_run_is_exact(tiny_dataset, tmp_path, monk
 
     import torch._dynamo
 
-    from pipeline.gan import train
-    from pipeline.gan.train import CycleGAN
+    from pipeline.gan import cyclegan
+    from pipeline.gan.cyclegan import CycleGAN
 
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
-    monkeypatch.setattr(train, "CycleGAN", functools.partial(CycleGAN, step_mode="static"))  # make_model reads it
+    monkeypatch.setattr(cyclegan, "CycleGAN", functools.partial(CycleGAN, step_mode="static"))  # make_model reads it
     torch._dynamo.reset()
     a, b = training_images(tiny_dataset)
     opt = tiny_opt(ngf=4, ndf=4, n_blocks=1, n_layers_d=2, pool_size=2, iterations=6, decay_from=0.3,

@@ -12,7 +12,7 @@ import torch
 from pipeline.gan.data import UnpairedDataset, training_images
 from pipeline.gan.losses import structure_loss
 from pipeline.gan.networks import ResnetGenerator, init_weights
-from pipeline.gan.trainer import FitOptions, fit
+from pipeline.gan.training_loop import FitOptions, fit
 
 
 def opt(**kw):

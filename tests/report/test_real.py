@@ -21,13 +21,13 @@ def real_run(tiny_root: Path, tiny_dataset):
     are shared with the other tiny tests of the session through their caches)."""
     from pipeline.config import load_config
     from pipeline.detect.compare import compare
-    from pipeline.gan.stage import train_cyclegan
+    from pipeline.gan.training_run import train_translator
     from pipeline.run import run_dir_for
     from pipeline.synth.stage import synthesize
 
     cfg = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={tiny_root}",
                                                       "detect.arms=[real, real+synthetic]"])
-    gan = train_cyclegan(cfg, tiny_dataset, progress=False)
+    gan = train_translator(cfg, tiny_dataset, progress=False)
     aug = synthesize(cfg, tiny_dataset, gan.model_dir, progress=False).version
     run_dir = run_dir_for(cfg, tiny_dataset.root, aug.root)
     compare(cfg, tiny_dataset, aug, run_dir / "compare", progress=False)

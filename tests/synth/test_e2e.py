@@ -18,11 +18,11 @@ pytestmark = pytest.mark.slow  # trains the tiny CycleGAN (shared with the gan t
 
 @pytest.fixture(scope="module")
 def e2e(tiny_dataset, tiny_root):
-    from pipeline.gan import train_cyclegan
+    from pipeline.gan import train_translator
     from pipeline.synth import synthesize
 
     cfg = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={tiny_root}"])
-    gan = train_cyclegan(cfg, tiny_dataset, progress=False)
+    gan = train_translator(cfg, tiny_dataset, progress=False)
     return cfg, gan, synthesize(cfg, tiny_dataset, gan.model_dir, progress=False)
 
 

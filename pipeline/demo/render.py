@@ -16,7 +16,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from pipeline.data.demo_parts import CLUTTER, PARTS, PartKind
+from pipeline.demo.parts import CLUTTER, PARTS, PartKind
 
 Domain = Literal["A", "B"]
 HardCase = Literal["low_contrast", "overexposed"]

@@ -1,4 +1,4 @@
-"""CycleGAN training: the model whose step reads like the paper, and a resumable training loop.
+"""The CycleGAN model, whose training step reads like the paper (the loop is training_loop.py).
 
 `CycleGAN(opt, device)` holds G_AB (A→B, the paper's G), G_BA (B→A, the paper's F), D_A, D_B,
 their Adam optimisers, linear-decay schedules, image pools and (fp16) grad scaler.

@@ -1,4 +1,4 @@
-"""The resumable CycleGAN training loop: data, steps, logs, images, atomic checkpoints.
+"""The resumable training loop of every translator: data, steps, logs, images, atomic checkpoints.
 
 Work directory layout (rank 0 writes):
     checkpoints/last.pt      weights, optimisers, schedulers, scaler, every rank's image pools,
@@ -29,7 +29,7 @@ import torch.distributed as dist
 from pipeline.gan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.gan.data import ImageItem, StepSampler, UnpairedDataset, seed_worker, to_uint8
 from pipeline.gan.model import make_model
-from pipeline.gan.train import CycleGAN, GanOptions
+from pipeline.gan.cyclegan import CycleGAN, GanOptions
 from pipeline.progress import stage_progress
 from pipeline.store import atomic_write_bytes, atomic_write_json
 

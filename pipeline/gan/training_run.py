@@ -1,6 +1,7 @@
-"""The translator stage: train (or resume, or reuse) a CycleGAN, CUT or FastCUT for a dataset.
+"""One translator training run, the GAN stage's work: train (or resume, or reuse) a CycleGAN,
+CUT or FastCUT for a dataset.
 
-`train_cyclegan(cfg, dataset)` -> GanResult. The model directory
+`train_translator(cfg, dataset)` -> GanResult. The model directory
 `<output_root>/models/<gan.model>/<key12>/` is keyed by the training part of the gan config, the
 GAN seed and the dataset manifest; it holds G_AB.safetensors (A→B), G_BA.safetensors (B→A,
 CycleGAN only), model_card.md, metrics.json, losses.csv, config.yaml, samples/*.png,
@@ -8,7 +9,7 @@ tensorboard/, checkpoints/ and, written last, manifest.json (kind "cyclegan" for
 translator, as the rest of the pipeline looks for it): a directory with a manifest is finished
 and reused, one without is resumed from its last checkpoint.
 
-Run under `torchrun --nproc_per_node=N -m pipeline.gan.stage CONFIG [OVERRIDES] --dataset DIR`
+Run under `torchrun --nproc_per_node=N -m pipeline.gan.training_run CONFIG [OVERRIDES] --dataset DIR`
 for DistributedDataParallel training (gloo on CPU, nccl on CUDA).
 """
 
@@ -32,7 +33,7 @@ from pipeline import store
 from pipeline.gan.accel import compile_cache
 from pipeline.gan.checkpoint import save_weights
 from pipeline.gan.data import training_images
-from pipeline.gan.trainer import FitOptions, StepCallback, fit
+from pipeline.gan.training_loop import FitOptions, StepCallback, fit
 
 if TYPE_CHECKING:
     from pipeline.config import RunConfig
@@ -76,7 +77,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def train_cyclegan(cfg: "RunConfig", dataset: "DatasetVersion", *, progress: bool = True,
+def train_translator(cfg: "RunConfig", dataset: "DatasetVersion", *, progress: bool = True,
                    callbacks: list[StepCallback] | None = None) -> GanResult:
     """Train, resume or reuse the CycleGAN for `dataset`; see the module docstring for outputs."""
     model_dir = model_dir_for(cfg, dataset)
@@ -330,13 +331,13 @@ def model_card(cfg: "RunConfig", dataset: "DatasetVersion", metrics: dict[str, A
 
 
 def main(argv: list[str] | None = None) -> None:
-    """torchrun entry point: python -m pipeline.gan.stage CONFIG [OVERRIDES...] [--dataset DIR]."""
+    """torchrun entry point: python -m pipeline.gan.training_run CONFIG [OVERRIDES...] [--dataset DIR]."""
     import argparse
 
     from pipeline.config import load_config
     from pipeline.data.version import DatasetVersion
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.gan.stage")
+    ap = argparse.ArgumentParser(prog="python -m pipeline.gan.training_run")
     ap.add_argument("config", nargs="?")
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--dataset", type=Path, default=None)
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         from pipeline.data.ingest import ingest
 
         dataset = ingest(cfg, progress=False).version
-    res = train_cyclegan(cfg, dataset, progress=int(os.environ.get("RANK", "0")) == 0)
+    res = train_translator(cfg, dataset, progress=int(os.environ.get("RANK", "0")) == 0)
     if int(os.environ.get("RANK", "0")) == 0:
         print(res.model_dir)
 

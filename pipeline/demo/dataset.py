@@ -9,8 +9,8 @@ ingest stage reads like any user's data:
     <out>/render.json                                        what made it (config, seed, key)
 
 Every scene has its own random stream keyed by (seed, domain, split, index), so changing one
-split's count leaves every other image byte-identical. Shapes and materials live in
-`demo_parts` and `demo_render`.
+split's count leaves every other image byte-identical. Shapes live in
+`parts`, materials, light and scene composition in `render`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import numpy as np
 
 from pipeline import store
 from pipeline.config import DemoDataConfig, RunConfig, SourceConfig
-from pipeline.data.demo_parts import CATEGORIES
-from pipeline.data.demo_render import HARD_CASES, Scene, render_scene
+from pipeline.demo.parts import CATEGORIES
+from pipeline.demo.render import HARD_CASES, Scene, render_scene
 from pipeline.progress import stage_progress
 
 RENDER_VERSION = 2  # bump when the renderer's output changes: it is part of the folder's key
