@@ -125,14 +125,15 @@ def analyse(exp: dict, resamples: int, alpha: float, seed: int) -> dict:
     first = True
     for g, res in exp["per_gan"].items():
         out_dir = res["compare"].out_dir
-        for arm in res["compare"].metrics["arms"]:
-            name = arm["name"]
+        for arm in res["compare"].metrics.arms:
+            name = arm.name
             if name not in gan_dependent and not first:
                 continue  # the same runs (adopted): counted once
             key_g = g if name in gan_dependent else None
-            for r in arm["runs"]:
-                if r["status"] != "ok":
+            for rec in arm.runs:
+                if not rec.ok:
                     continue
+                r = rec.model_dump()
                 preds = json.loads((out_dir / r["predictions"]).read_text())
                 evals.setdefault(name, {})[(key_g, r["seed"])] = coco_eval(gt, preds, cfg.detect.max_det).per_image
                 runs.setdefault(name, {})[(key_g, r["seed"])] = {**r, "val_map": _val_map(out_dir, r)}
@@ -310,9 +311,9 @@ def main() -> int:
     # what the experiment costs from scratch, whether or not this invocation reused cached stages:
     # the GANs' own training time and every detector run's, each counted once (runs shared between
     # GAN seeds are the same run)
-    det_runs = {(a["name"], r["seed"], a["name"] in USES_SYNTHETIC and g): r["train_seconds"]
-                for g, res in exp["per_gan"].items() for a in res["compare"].metrics["arms"]
-                for r in a.get("runs") or [] if r.get("train_seconds") is not None}
+    det_runs = {(a.name, r.seed, a.name in USES_SYNTHETIC and g): r.train_seconds
+                for g, res in exp["per_gan"].items() for a in res["compare"].metrics.arms
+                for r in a.runs if r.train_seconds is not None}
     exp["timings"]["compute"] = {
         "gan_train_s": {g: m["train_seconds"] for g, m in gans.items()},
         "detector_runs": len(det_runs), "detector_train_s": round(sum(det_runs.values()), 1),

@@ -66,8 +66,8 @@ def screen(config: str, name: str, overrides: list[str], det_seeds: list[int], r
     if detect:
         out = run_dir_for(cfg, dataset.root, syn.version.root) / "compare"
         result = compare(cfg, dataset, syn.version, out)
-        for arm in result.metrics["arms"]:
-            val[arm["name"]] = [val_map(out / r["results_csv"]) for r in arm["runs"] if r["status"] == "ok"]
+        for arm in result.metrics.arms:
+            val[arm.name] = [val_map(out / r.results_csv) for r in arm.runs if r.ok]
     q = gan.metrics.get("quality") or json.loads((gan.model_dir / "metrics.json").read_text())["quality"]
     counts = syn.version.manifest.get("summary", {})
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731

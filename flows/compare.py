@@ -4,7 +4,7 @@ The stage is `pipeline.stages.COMPARE`; `flows.stage` runs its arm x seed units 
 thread pool of `detect.parallel_arms` threads, each training its run in its own spawned process
 (so arms really train side by side on the CPU cores). A task is retried only on transient I/O
 errors; a crashed run is recorded "failed" in metrics.json with its error. Finished runs are not
-retrained on rerun. The artifact is the table of arms and the uplifts.
+retrained on rerun. The artifact is the verdict, the table of arms and the uplifts, as the report draws them.
 """
 
 from __future__ import annotations
@@ -18,50 +18,24 @@ from flows.stage import StageFlow
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.detect.compare import CompareResult
-from pipeline.report.verdict import outcome_text
+from pipeline.report.build import comparison_alpha
+from pipeline.report.facts import comparison_facts
+from pipeline.report.markdown import arms_markdown as report_arms_markdown
 from pipeline.stages import COMPARE
 
 
-def arms_markdown(result: CompareResult) -> str:
-    """The table of arms (mean ± std mAP over seeds) and the bootstrap comparisons."""
+def arms_markdown(cfg: RunConfig, result: CompareResult) -> str:
+    """The verdict, the table of arms (mean ± std mAP over seeds) and the bootstrap comparisons,
+    drawn by the report's own table builders."""
     m = result.metrics
-    lines = [f"# Detector comparison: {m['dataset']['id']}", "",
-             f"Test: {m['test']['images']} real B images; "
-             f"{'cached' if result.cached else 'new'} results.", "",
-             "| arm | status | mAP@[.5:.95] | mAP50 | mAP75 | seeds | train images | images/epoch |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-
-    def cell(s: dict) -> str:
-        if s["mean"] is None:
-            return "–"
-        return f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s["std"] is not None else "")
-
-    for a in m["arms"]:
-        s = a["summary"]
-        status = a["status"] if not a["error"] else f"{a['status']}: {a['error'][:80]}"
-        lines.append(f"| {a['name']} | {status} | {cell(s['map'])} | {cell(s['map50'])} | "
-                     f"{cell(s['map75'])} | {s['map']['n']} | {a['train_images']} | "
-                     f"{a['images_per_epoch']} |")
-    if m["comparisons"]:
-        lines += ["", "| uplift | Δ mAP | CI | verdict |", "|---|---:|---|---|"]
-        for c in m["comparisons"]:
-            lines.append(f"| {c['treatment']} vs {c['baseline']} | {c['delta']:+.3f} | "
-                         f"{_level(c)}[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {outcome_text(c)} |")
-    for c in m.get("comparisons_skipped") or []:
-        lines += ["", f"{c['treatment']} vs {c['baseline']} not computed: {c['reason']}"]
-    for w in m.get("warnings") or []:
-        lines += ["", f"Warning: {w['message']}"]
-    lines += ["", f"metrics: `{result.metrics_path}`"]
-    return "\n".join(lines)
-
-
-def _level(c: dict) -> str:
-    """'95% ' from the comparison's own alpha (the level its bootstrap used)."""
-    return f"{round(100 * (1 - c['alpha']))}% " if c.get("alpha") is not None else ""
+    f = comparison_facts(m.dump(), cfg.report, comparison_alpha(result.out_dir, cfg.report.alpha, m.dump()))
+    return "\n".join([f"# Detector comparison: {m.dataset['id']}", "",
+                      f"Test: {m.test['images']} real B images; {'cached' if result.cached else 'new'} results.",
+                      "", report_arms_markdown(f), "", f"metrics: `{result.metrics_path}`"])
 
 
 def publish(cfg: RunConfig, result: CompareResult) -> None:
-    create_markdown_artifact(key="detector-comparison", markdown=arms_markdown(result),
+    create_markdown_artifact(key="detector-comparison", markdown=arms_markdown(cfg, result),
                              description="Detector arms on held-out real B")
     get_run_logger().info("comparison %s: %s", "cached" if result.cached else "done", result.metrics_path)
 

@@ -14,23 +14,16 @@ from prefect.artifacts import create_markdown_artifact
 from flows.stage import StageFlow
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.report.build import ReportResult, load_compare_metrics
-from pipeline.report.facts import arm_facts
+from pipeline.report.build import ReportResult, comparison_alpha, load_compare_metrics
+from pipeline.report.facts import comparison_facts
 from pipeline.report.markdown import arms_markdown
 from pipeline.stages import REPORT
 
 
 def artifact_markdown(cfg: RunConfig, result: ReportResult) -> str:
     """Verdict, arms table (mean ± std over seeds) and uplift CIs, read back from the report's metrics."""
-    from pipeline.report.facts import ReportFacts
-
     m = load_compare_metrics(result.metrics)
-    rep = m["report"]
-    f = ReportFacts(title=cfg.report.title, verdict=rep["verdict"], verdict_kind=rep["verdict_kind"],
-                    secondary=rep.get("verdict_more", []), ci_percent=rep["ci_percent"], metrics=m,
-                    arms=[arm_facts(a, list(m["categories"])) for a in m["arms"]],
-                    comparisons=list(m["comparisons"]), dataset=None, augmented=None, gan=None, lineage=[],
-                    attributions=[], notes={}, config={}, warnings=list(rep.get("warnings") or []))
+    f = comparison_facts(m, cfg.report, comparison_alpha(Path(result.metrics).parent, cfg.report.alpha, m))
     return "\n".join([f"# {cfg.report.title}", "", arms_markdown(f), "",
                       f"Report: [{result.html}](file://{Path(result.html).resolve()})"])
 

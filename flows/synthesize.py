@@ -17,27 +17,25 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.stage import StageFlow, dask, threads
 from pipeline.config import RunConfig
+from pipeline.report import tables
 from pipeline.data.version import DatasetVersion
 from pipeline.stages import SYNTH
 from pipeline.synth.stage import SynthResult
+from pipeline.tables import to_markdown
 
 
 def card_markdown(result: SynthResult) -> str:
+    """The augmented set's counts and quality-gate checks, drawn by the report's table builders."""
     s = result.version.manifest["summary"]
-    lines = [
+    gate = tables.gate_summary(s)
+    return "\n".join([
         f"# {result.version.id}", "",
         f"{s['images']['real']} real + {s['images']['synthetic']} synthetic B train images "
         f"({'cached' if result.cached else 'new'}); {s['gate']['rejected_images']} rejected, "
         f"{s['gate']['dropped_boxes']} boxes dropped.", "",
-        "| class | real boxes | synthetic boxes |", "|---|---:|---:|",
-    ]
-    for n in s["categories"]:
-        lines.append(f"| {n} | {s['boxes']['real'].get(n, 0)} | {s['boxes']['synthetic'].get(n, 0)} |")
-    lines += ["", "| gate check | rejections | threshold |", "|---|---:|---:|"]
-    for check, v in sorted(s["gate"]["by_check"].items()):
-        lines.append(f"| {check} | {v['count']} | {v['threshold']} |")
-    lines += ["", f"Card: `{result.version.root / 'card' / 'README.md'}`"]
-    return "\n".join(lines)
+        to_markdown(tables.augmented_summary(s)), "",
+        *([to_markdown(gate), ""] if gate is not None else []),
+        f"Card: `{result.version.root / 'card' / 'README.md'}`"])
 
 
 def publish(cfg: RunConfig, result: SynthResult) -> None:

@@ -21,6 +21,7 @@ from pipeline.config import RunConfig
 from pipeline.run import record_run, run_dir_for
 from pipeline.stages import COMPARE, GAN, INGEST, REPORT, SYNTH, Stage, run_stage
 from pipeline.store import dir_lock
+from pipeline.tables import Table, to_markdown
 
 # How one stage runs: (stage, plan) -> its result.
 StageRunner = Callable[[Stage, Any], Any]
@@ -83,14 +84,15 @@ def experiment(cfg: RunConfig, *, run: StageRunner | None = None, progress: bool
     return ExperimentResult(Path(report.html), run_dir, stages)
 
 
+def stage_table(result: dict[str, Any]) -> Table:
+    """One row per stage (status, wall seconds, output folder) of `ExperimentResult.to_dict()`."""
+    rows = [[name, "cached" if st["cached"] else "ran", f"{st['seconds']:.1f}", st["dir"]]
+            for name, st in result["stages"].items()]
+    return Table(["stage", "status", "seconds", "output"], rows, [False, False, True, False])
+
+
 def summary_markdown(profile: str, result: ExperimentResult) -> str:
-    """The per-stage table: the flow's artifact and the CLI's closing lines."""
-    rows = "\n".join(
-        f"| {name} | {'cached' if st.cached else 'ran'} | {st.seconds:.0f} | `{Path(st.dir).name}` |"
-        for name, st in result.stages.items()
-    )
+    """The flow's artifact: the report's path and the per-stage table."""
     html = result.report
-    return (
-        f"# Metalize run ({profile})\n\n**Report:** [{html}](file://{html.resolve()})\n\n"
-        f"| stage | status | seconds | output |\n|---|---|---:|---|\n{rows}\n"
-    )
+    return (f"# Metalize run ({profile})\n\n**Report:** [{html}](file://{html.resolve()})\n\n"
+            f"{to_markdown(stage_table(result.to_dict()))}\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from pipeline.cli import app
 from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, cached_dataset, console, fail, load
@@ -62,35 +61,23 @@ def compare(
     except (DatasetError, FileNotFoundError, ValueError) as e:
         fail(str(e))
         return
-    console.print(arms_table(result.metrics, cached=result.cached))
+    for part in arms_tables(cfg, result):
+        console.print(part)
     typer.echo(str(result.metrics_path))
 
 
-def _fmt(d: dict) -> str:
-    """mean ± std of one metric over seeds."""
-    if d["mean"] is None:
-        return "–"
-    return f"{d['mean']:.3f}" + (f" ± {d['std']:.3f}" if d["std"] else "")
+def arms_tables(cfg: RunConfig, result) -> list:
+    """The verdict, arms and comparisons as rich tables, from the report's own table builders."""
+    from pipeline.report import tables
+    from pipeline.report.build import comparison_alpha
+    from pipeline.report.facts import comparison_facts
+    from pipeline.tables import to_rich
+    from rich.text import Text
 
-
-def arms_table(metrics: dict, *, cached: bool = False) -> Table:
-    from pipeline.report.verdict import outcome_text
-
-    table = Table(title=f"{metrics['dataset']['id']}: {metrics['test']['images']} real B test images"
-                  + (" (cached)" if cached else ""))
-    for col in ("arm", "status", "mAP@[.5:.95]", "mAP50", "seeds", "images/epoch"):
-        table.add_column(col, justify="left" if col in ("arm", "status") else "right")
-    for a in metrics["arms"]:
-        s = a["summary"]
-        table.add_row(a["name"], a["status"], _fmt(s["map"]), _fmt(s["map50"]), str(s["map"]["n"]),
-                      str(a["images_per_epoch"]))
-    notes = [f"{a['name']}: {a['error'].splitlines()[0][:200]}" for a in metrics["arms"] if a["error"]]
-    for c in metrics["comparisons"]:
-        level = f"{round(100 * (1 - c['alpha']))}% CI " if c.get("alpha") is not None else ""
-        notes.append(f"{c['treatment']} vs {c['baseline']}: Δ mAP {c['delta']:+.3f} {level}"
-                     f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] {outcome_text(c)}")
-    notes += [f"{c['treatment']} vs {c['baseline']}: not computed ({c['reason']})"
-              for c in metrics.get("comparisons_skipped") or []]
-    notes += [f"warning: {w['message']}" for w in metrics.get("warnings") or []]
-    table.caption = "\n".join(notes) or None
-    return table
+    m = result.metrics.dump()
+    f = comparison_facts(m, cfg.report, comparison_alpha(result.out_dir, cfg.report.alpha, m))
+    title = f"{result.metrics.dataset['id']}: {result.metrics.test['images']} real B test images"
+    arms = tables.arms(f)
+    notes = [f.verdict, *f.secondary, *[f"warning: {w}" for w in f.warnings]]
+    return [to_rich(arms, title + (" (cached)" if result.cached else "")),
+            to_rich(tables.comparisons(f)), Text("\n".join(notes))]

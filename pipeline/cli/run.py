@@ -57,10 +57,11 @@ def run_or_fail(call: Callable[[], dict], show: Callable[[dict], None]) -> int:
 
 
 def print_stages(result: dict) -> None:
-    """Per-stage lines on stderr, then the report's path on stdout."""
-    for name, st in result["stages"].items():
-        console.print(f"  {name:<11} {'cached' if st['cached'] else 'ran':<7} {st['seconds']:>7.1f} s  "
-                      f"{st['dir']}")
+    """The per-stage table on stderr, then the report's path on stdout."""
+    from pipeline.experiment import stage_table
+    from pipeline.tables import to_rich
+
+    console.print(to_rich(stage_table(result)))
     console.print("[bold green]report:[/]")
     typer.echo(result["report"])
 

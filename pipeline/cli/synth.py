@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from pipeline.cli import app
 from pipeline.cli.common import CONFIG_ARG, OVERRIDES_ARG, cached_dataset, console, fail, load
@@ -51,13 +50,13 @@ def synthesize(
     except (DatasetError, FileNotFoundError, ValueError, CheckpointError) as e:
         fail(str(e))
         return
+    from pipeline.report import tables
+    from pipeline.tables import to_rich
+
     s = result.version.manifest["summary"]
-    table = Table(title=result.version.id + (" (cached)" if result.cached else ""))
-    for col in ("class", "real boxes", "synthetic boxes"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for n in s["categories"]:
-        table.add_row(n, str(s["boxes"]["real"].get(n, 0)), str(s["boxes"]["synthetic"].get(n, 0)))
-    console.print(table)
+    console.print(to_rich(tables.augmented_summary(s), result.version.id + (" (cached)" if result.cached else "")))
+    if (gate := tables.gate_summary(s)) is not None:
+        console.print(to_rich(gate))
     console.print(
         f"images: {s['images']['real']} real + {s['images']['synthetic']} synthetic; "
         f"{s['gate']['rejected_images']} rejected, {s['gate']['dropped_boxes']} boxes dropped "

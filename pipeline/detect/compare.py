@@ -2,7 +2,8 @@
 
 `compare()` = `plan_runs` (what to train) -> `runs.run_isolated` per arm and seed (in separate
 processes, `detect.parallel_arms` at a time; a crash is recorded, never dropped) -> `finish`
-(pycocotools metrics per run, mean ± std over seeds, paired bootstrap CIs, metrics.json).
+(pycocotools metrics per run, mean ± std over seeds, paired bootstrap CIs, metrics.json: the
+typed `metrics.CompareMetrics`).
 
 An arm is "ok" (at least one seed finished), "failed" (every seed crashed; `error` says how) or
 "unavailable" (its data is missing, e.g. no augmented dataset; `error` says what is missing).
@@ -18,6 +19,7 @@ A run whose run.json (the done record) matches its key is not retrained on rerun
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import time
@@ -30,6 +32,7 @@ from pipeline.data.version import DatasetVersion
 from pipeline.detect.arms import USES_SYNTHETIC, ArmPlan, epoch_budget, plan_arms, slug
 from pipeline.detect.backends import make_detector
 from pipeline.detect.evaluate import METRIC_KEYS, coco_eval, load_gt
+from pipeline.detect.metrics import ArmResult, CompareMetrics, Comparison, GapShare, RunRecord, SkippedComparison
 from pipeline.detect.runs import RunSpec, cached_record
 from pipeline.detect.stats import ArmEvals, HierarchicalBootstrap, summarize
 from pipeline.store import (atomic_write_json, atomic_write_text, read_manifest, sha256_file,
@@ -44,10 +47,13 @@ class CompareResult:
     out_dir: Path
     metrics_path: Path
     cached: bool
-    metrics: dict[str, Any]
+    metrics: CompareMetrics
 
-    def arm(self, name: str) -> dict[str, Any]:
-        return next(a for a in self.metrics["arms"] if a["name"] == name)
+    def arm(self, name: str) -> ArmResult:
+        arm = self.metrics.arm(name)
+        if arm is None:
+            raise KeyError(f"{self.metrics_path}: no arm {name!r}")
+        return arm
 
 
 # ------------------------------------------------------------------------------------- planning
@@ -155,8 +161,6 @@ def _compare_key(cfg: RunConfig, run_keys: list[str]) -> str:
 def cached_result(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, out_dir: Path,
                   specs: list[RunSpec]) -> CompareResult | None:
     """The finished comparison in out_dir when nothing changed and no run failed (else None)."""
-    import json
-
     m = read_manifest(out_dir)
     path = out_dir / "metrics.json"
     key = _compare_key(cfg, [s.key for s in specs])
@@ -164,7 +168,7 @@ def cached_result(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVer
         return None
     if m["summary"].get("failed_runs", 1) or any(cached_record(s) is None for s in specs):
         return None  # failed runs are retried
-    return CompareResult(out_dir, path, True, json.loads(path.read_text()))
+    return CompareResult(out_dir, path, True, CompareMetrics.load(path))
 
 
 def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, out_dir: Path,
@@ -179,88 +183,79 @@ def finish(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | 
     per_image: dict[str, dict[int, Any]] = {}
     arms = []
     for plan in plans:
-        runs = [_public(records[(plan.name, s)]) for s in cfg.detect.seeds if (plan.name, s) in records]
-        ok = [r for r in runs if r["status"] == "ok"]
+        runs = [RunRecord.model_validate(_public(records[(plan.name, s)]))
+                for s in cfg.detect.seeds if (plan.name, s) in records]
+        ok = [r for r in runs if r.ok]
         for r in ok:  # one COCOeval per run: the per-image matching the bootstrap re-accumulates
-            import json
-
-            res = json.loads((out_dir / r["predictions"]).read_text())
-            per_image.setdefault(plan.name, {})[r["seed"]] = coco_eval(gt, res, cfg.detect.max_det).per_image
+            res = json.loads((out_dir / r.predictions).read_text())
+            per_image.setdefault(plan.name, {})[r.seed] = coco_eval(gt, res, cfg.detect.max_det).per_image
         if plan.unavailable is not None:
             status, error = "unavailable", plan.unavailable
         else:
             status = "ok" if ok else "failed"
-            error = next((r["error"] for r in runs if r["status"] != "ok"), None)
-        arms.append({
-            "name": plan.name,
-            "status": status,
-            "error": error,  # also set for an ok arm that lost some seeds
-            "train_images": plan.train_images,
-            "images_per_epoch": n if plan.unavailable is None else 0,
-            "runs": runs,
-            "summary": {k: summarize([r["metrics"][k] for r in ok]) for k in METRIC_KEYS},
-        })
+            error = next((r.error for r in runs if not r.ok), None)
+        arms.append(ArmResult(
+            name=plan.name, status=status, error=error, train_images=plan.train_images,
+            images_per_epoch=n if plan.unavailable is None else 0, runs=runs,
+            summary={k: summarize([r.metrics[k] for r in ok]) for k in METRIC_KEYS}))
     evaluate_s = time.perf_counter() - te
 
     tb = time.perf_counter()
     comparisons, skipped, gap = uplifts(cfg, arms, per_image, len(test.images), len(test.annotations))
     bootstrap_s = time.perf_counter() - tb
 
-    metrics = {
-        "dataset": {"id": dataset.id},
-        "augmented": {"id": augmented.id} if augmented is not None else None,
-        "categories": test.category_names,
-        "test": {"images": len(test.images), "instances": test.class_counts()},
-        "config": cfg.detect.model_dump(mode="json"),
-        "detector": _identity_or_error(cfg),
-        "arms": arms,
-        "comparisons": comparisons,
-        "comparisons_skipped": skipped,
-        "gap_closed": gap,
-        "warnings": crosscheck_warnings(arms, cfg.detect.crosscheck_tolerance),
-        "timings": {"total_s": round(time.perf_counter() - t0, 2), "bootstrap_s": round(bootstrap_s, 2),
-                    "evaluate_s": round(evaluate_s, 2)},
-        "hardware": hardware(cfg),
-    }
-    path = atomic_write_json(out_dir / "metrics.json", metrics)
+    metrics = CompareMetrics(
+        dataset={"id": dataset.id},
+        augmented={"id": augmented.id} if augmented is not None else None,
+        categories=test.category_names,
+        test={"images": len(test.images), "instances": test.class_counts()},
+        config=cfg.detect.model_dump(mode="json"),
+        detector=_identity_or_error(cfg),
+        arms=arms, comparisons=comparisons, comparisons_skipped=skipped, gap_closed=gap,
+        warnings=crosscheck_warnings(arms, cfg.detect.crosscheck_tolerance),
+        timings={"total_s": round(time.perf_counter() - t0, 2), "bootstrap_s": round(bootstrap_s, 2),
+                 "evaluate_s": round(evaluate_s, 2)},
+        hardware=hardware(cfg),
+    )
+    path = atomic_write_json(out_dir / "metrics.json", metrics.dump())
     atomic_write_text(out_dir / "config.yaml", cfg.to_yaml())
     failed = sum(1 for r in records.values() if r["status"] != "ok")
     files = {"metrics.json": sha256_file(path), "config.yaml": sha256_file(out_dir / "config.yaml")}
     for a in arms:
-        for r in a["runs"]:
-            for k in ("weights", "predictions", "pr_curve", "results_csv"):
-                if r.get(k):
-                    files[r[k]] = sha256_file(out_dir / r[k])
+        for r in a.runs:
+            for rel in (r.weights, r.predictions, r.pr_curve, r.results_csv):
+                if rel:
+                    files[rel] = sha256_file(out_dir / rel)
     parents = [dataset.manifest] + ([augmented.manifest] if augmented is not None else [])
     key = _compare_key(cfg, [r["key"] for r in records.values()]) if records else None
-    summary = {"key": key if not failed else None, "failed_runs": failed, "detector": metrics["detector"],
-               "map": {a["name"]: a["summary"]["map"]["mean"] for a in arms}}
+    summary = {"key": key if not failed else None, "failed_runs": failed, "detector": metrics.detector,
+               "map": {a.name: a.mean("map") for a in arms}}
     write_manifest(out_dir, kind="comparison", id=f"compare-{(key or 'partial')[:12]}",
                    config=cfg.detect.model_dump(mode="json"), parents=parents, summary=summary, files=files)
     return CompareResult(out_dir, path, False, metrics)
 
 
-def uplifts(cfg: RunConfig, arms: list[dict[str, Any]], per_image: dict[str, dict[int, Any]],
-            test_images: int, test_boxes: int) -> tuple[list[dict], list[dict], dict[str, dict]]:
+def uplifts(cfg: RunConfig, arms: list[ArmResult], per_image: dict[str, dict[int, Any]], test_images: int,
+            test_boxes: int) -> tuple[list[Comparison], list[SkippedComparison], dict[str, GapShare]]:
     """real+synthetic against every other configured arm but the oracle, each with its bootstrap
     CI (test images and detector seeds resampled) and verdict; plus, when real and oracle both
     ran, the share of the real -> oracle gap every other arm closes. Returns (comparisons,
     skipped comparisons with their reason, gap shares)."""
     from pipeline.report.verdict import Evidence, Rules, judge
 
-    by_name = {a["name"]: a for a in arms}
+    by_name = {a.name: a for a in arms}
     image_ids = next((pe.image_ids for runs in per_image.values() for pe in runs.values()), [])
     hb = HierarchicalBootstrap(image_ids, resamples=cfg.detect.bootstrap_resamples, seed=cfg.runtime.seed)
     evals = {name: ArmEvals(name, {(None, s): pe for s, pe in runs.items()}) for name, runs in per_image.items()}
     rules = Rules.from_config(cfg.report)
-    best = max((a["summary"]["map"]["mean"] for a in arms if a["summary"]["map"]["mean"] is not None), default=None)
+    best = max((m for a in arms if (m := a.mean("map")) is not None), default=None)
     comparisons, skipped = [], []
-    for base in (a["name"] for a in arms):
+    for base in (a.name for a in arms):
         if TREATMENT not in by_name or base in (TREATMENT, CEILING):
             continue  # not configured: nothing was asked, nothing skipped
         if TREATMENT not in evals or base not in evals:
-            skipped.append({"treatment": TREATMENT, "baseline": base,
-                            "reason": _no_pair_reason(by_name[TREATMENT], by_name[base])})
+            skipped.append(SkippedComparison(treatment=TREATMENT, baseline=base,
+                                             reason=_no_pair_reason(by_name[TREATMENT], by_name[base])))
             continue
         ci = hb.uplift(evals[TREATMENT], evals[base], cfg.report.alpha)
         c = {"treatment": TREATMENT, "baseline": base, "metric": "map", "delta": ci.delta,
@@ -269,14 +264,14 @@ def uplifts(cfg: RunConfig, arms: list[dict[str, Any]], per_image: dict[str, dic
              "seeds": sorted(set(per_image[TREATMENT]) & set(per_image[base])),
              "runs": [len(per_image[TREATMENT]), len(per_image[base])]}
         verdict = judge(c, Evidence(min(c["runs"]), test_images, test_boxes, best), rules)
-        comparisons.append({**c, "outcome": verdict.outcome, "reasons": verdict.reasons})
+        comparisons.append(Comparison(**c, outcome=verdict.outcome, reasons=verdict.reasons))
     gap = {}
     if "real" in evals and CEILING in evals:
         for name in evals:
             if name not in ("real", CEILING):
                 share = hb.gap_closed(evals[name], evals["real"], evals[CEILING], cfg.report.alpha)
-                gap[name] = {"point": share.point, "ci_low": share.ci_low, "ci_high": share.ci_high,
-                             "resamples": share.resamples}
+                gap[name] = GapShare(point=share.point, ci_low=share.ci_low, ci_high=share.ci_high,
+                                     resamples=share.resamples)
     return comparisons, skipped, gap
 
 
@@ -290,30 +285,30 @@ def _identity_or_error(cfg: RunConfig) -> dict[str, Any]:
                 "weights_sha256": None, "ultralytics": None, "error": str(e)}
 
 
-def _no_pair_reason(treatment: dict[str, Any], baseline: dict[str, Any]) -> str:
+def _no_pair_reason(treatment: ArmResult, baseline: ArmResult) -> str:
     """Why two configured arms have no seed that finished in both."""
-    bad = [a for a in (treatment, baseline) if a["status"] != "ok"]
+    bad = [a for a in (treatment, baseline) if a.status != "ok"]
     if not bad:
         return "no training seed finished in both arms"
-    return "; ".join(f"{a['name']} {a['status']}: {_first(a['error'])}" for a in bad)
+    return "; ".join(f"{a.name} {a.status}: {_first(a.error)}" for a in bad)
 
 
 def _first(text: str | None) -> str:
     return (text or "no error recorded").strip().splitlines()[0][:300]
 
 
-def crosscheck_warnings(arms: list[dict[str, Any]], tolerance: float) -> list[dict[str, Any]]:
+def crosscheck_warnings(arms: list[ArmResult], tolerance: float) -> list[dict[str, Any]]:
     """Runs whose ultralytics val mAP differs from our pycocotools mAP on the same test split by
     more than `tolerance`: the two evaluators differ in detail (letterboxing, interpolation) but
     not by much, so a large gap points at our prediction conversion or at the ground truth."""
     out = []
     for a in arms:
-        for r in a["runs"]:
-            d = r.get("ultralytics_map_diff")
-            if r["status"] == "ok" and d is not None and abs(d) > tolerance:
-                out.append({"kind": "crosscheck", "arm": a["name"], "seed": r["seed"], "diff": d,
-                            "message": f"{a['name']} seed {r['seed']}: ultralytics' own mAP "
-                                       f"{r['ultralytics_map']:.3f} vs pycocotools {r['metrics']['map']:.3f} "
+        for r in a.runs:
+            d = r.ultralytics_map_diff
+            if r.ok and d is not None and abs(d) > tolerance:
+                out.append({"kind": "crosscheck", "arm": a.name, "seed": r.seed, "diff": d,
+                            "message": f"{a.name} seed {r.seed}: ultralytics' own mAP "
+                                       f"{r.ultralytics_map:.3f} vs pycocotools {r.metrics['map']:.3f} "
                                        f"({d:+.3f}, tolerance {tolerance:g}): check the prediction "
                                        "conversion and the test labels"})
     return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,8 +27,7 @@ from typing import Any, Callable
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.report import plots, samples
-from pipeline.report.facts import (ReportFacts, arm_facts, attributions, ci_percent, lineage, verdict)
-from pipeline.report.verdict import Rules
+from pipeline.report.facts import ReportFacts, attributions, comparison_facts, lineage
 from pipeline.report.html import render_html
 from pipeline.report.markdown import FIGURE_DIR, render_markdown
 from pipeline.store import (atomic_write_bytes, atomic_write_json, atomic_write_text, code_version, dir_lock,
@@ -51,22 +51,14 @@ class ReportResult:
 
 
 def load_compare_metrics(path: Path) -> dict[str, Any]:
-    """The comparison's metrics.json (contract 5), checked for the keys the report needs."""
-    if not path.is_file():
-        raise ReportError(f"{path}: comparison metrics not found (run `metalize compare` first)")
+    """The comparison's metrics.json (contract 5), validated as `CompareMetrics` (old schemas
+    read with their later keys defaulted); ReportError naming the file when it is not one."""
+    from pipeline.detect.metrics import CompareMetrics
+
     try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ReportError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(m, dict):
-        raise ReportError(f"{path}: not a comparison metrics.json (top level is not an object)")
-    missing = [k for k in ("dataset", "categories", "test", "arms", "comparisons") if k not in m]
-    if missing:
-        raise ReportError(f"{path}: not a comparison metrics.json (missing {', '.join(missing)})")
-    for a in m["arms"]:
-        if not isinstance(a, dict) or "name" not in a or "summary" not in a:
-            raise ReportError(f"{path}: arm entry without name/summary: {str(a)[:120]}")
-    return m
+        return CompareMetrics.load(path).dump()
+    except ValueError as e:
+        raise ReportError(str(e)) from None
 
 
 def report_key(cfg: RunConfig, metrics_path: Path, parents: list[dict[str, Any]]) -> str:
@@ -128,8 +120,7 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
     """Everything the report shows, figures included (each figure failing alone, with a note)."""
     r = cfg.report
     alpha = comparison_alpha(compare_dir, r.alpha, metrics)
-    categories = list(metrics.get("categories") or [])
-    head, kind, secondary, badge = verdict(metrics, alpha, Rules.from_config(r))
+    facts = comparison_facts(metrics, r, alpha)
     gan = None
     if gan_dir is not None and gan_manifest is not None:
         gm = _read_json(gan_dir / "metrics.json") or gan_manifest.get("summary", {}).get("metrics") or {}
@@ -142,17 +133,14 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
         notes["synthetic"] = notes["augmented"]
     recorded = dataset.manifest.get("config", {}).get("data") if dataset else None
     data_cfg = recorded or cfg.data.model_dump(mode="json")
-    facts = ReportFacts(
-        title=r.title, verdict=head, verdict_kind=kind, secondary=secondary, ci_percent=ci_percent(alpha),
-        metrics=metrics, arms=[arm_facts(a, categories) for a in metrics["arms"]],
-        comparisons=list(metrics.get("comparisons") or []),
+    facts = dataclasses.replace(
+        facts,
         dataset={"id": dataset.id, "summary": dataset.manifest.get("summary", {})} if dataset else None,
         augmented={"id": augmented.id, "summary": augmented.manifest.get("summary", {})} if augmented else None,
         gan=gan,
         lineage=lineage(read_manifest(compare_dir), dataset.manifest if dataset else None,
                         augmented.manifest if augmented else None, gan_manifest, metrics),
         attributions=attributions(data_cfg), notes=notes, config=cfg.model_dump(mode="json"),
-        warnings=[w["message"] for w in metrics.get("warnings") or [] if w.get("message")], badge=badge,
     )
     shown: dict[str, Any] = {}
     per_class_mean = {a.name: a.per_class_ap for a in facts.arms}

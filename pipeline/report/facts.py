@@ -149,6 +149,22 @@ def arm_facts(arm: dict[str, Any], categories: list[str]) -> ArmFacts:
     )
 
 
+def comparison_facts(metrics: dict[str, Any], report: Any, alpha: float) -> ReportFacts:
+    """The verdict, arms and comparisons of one comparison's metrics.json and nothing the report
+    adds (datasets, figures, lineage): what the CLI and the Prefect artifacts show, through the
+    report's own table builders. `report` is a ReportConfig or its JSON dump."""
+    head, kind, secondary, badge = verdict(metrics, alpha, Rules.from_config(report))
+    categories = list(metrics.get("categories") or [])
+    report_json = report if isinstance(report, dict) else report.model_dump(mode="json")
+    return ReportFacts(
+        title=report_json.get("title", ""), verdict=head, verdict_kind=kind, secondary=secondary,
+        ci_percent=ci_percent(alpha), metrics=metrics,
+        arms=[arm_facts(a, categories) for a in metrics.get("arms") or []],
+        comparisons=list(metrics.get("comparisons") or []), dataset=None, augmented=None, gan=None,
+        lineage=[], attributions=[], notes={}, config={"report": report_json},
+        warnings=[w["message"] for w in metrics.get("warnings") or [] if w.get("message")], badge=badge)
+
+
 def _size_summary(ok: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """A metric's mean ± std over seeds from the runs, for a metrics.json summarised before it
     summarised every metric key."""

@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.report import tables
 from pipeline.report.facts import ReportFacts, synthetic_caption
-from pipeline.report.tables import Table
+from pipeline.tables import Table
 
 CSS = """
 :root { --ink:#1d2433; --muted:#5b6474; --line:#e4e7ec; --bg:#f7f8fa; --accent:#1f6fb2; }

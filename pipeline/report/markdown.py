@@ -6,18 +6,9 @@ import yaml
 
 from pipeline.report import tables
 from pipeline.report.facts import ReportFacts, synthetic_caption
-from pipeline.report.tables import Table
+from pipeline.tables import to_markdown as table_md
 
 FIGURE_DIR = "figures"
-
-
-def table_md(t: Table) -> str:
-    esc = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    head = "| " + " | ".join(esc(h) for h in t.headers) + " |"
-    sep = "|" + "|".join("---:" if n else "---" for n in t.numeric) + "|"
-    body = ["| " + " | ".join(esc(c) for c in row) + " |" for row in t.rows]
-    out = "\n".join([head, sep, *body])
-    return out + (f"\n\n*{t.caption}*" if t.caption else "")
 
 
 def arms_markdown(f: ReportFacts) -> str:

@@ -1,22 +1,13 @@
-"""The report's tables as plain strings, rendered by both markdown.py and html.py."""
+"""The report's tables as plain strings (pipeline.tables.Table), rendered by markdown.py and html.py,
+and by the CLI and the Prefect artifacts from the same builders."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from pipeline.report.facts import SIZE_LABELS, ReportFacts, judge_comparison, mean_std, num
 from pipeline.report.verdict import Rules
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]]
-    numeric: list[bool]  # right-align these columns
-    caption: str = ""
-    row_classes: list[str] | None = None  # css hints per row ("failed", "treatment")
-    row_notes: list[str] | None = None  # a short line shown under the first cell (HTML)
+from pipeline.tables import Table
 
 
 def arms(f: ReportFacts) -> Table:
@@ -46,7 +37,8 @@ def size_ap(f: ReportFacts) -> Table:
 def comparisons(f: ReportFacts) -> Table:
     rules = Rules.from_config(f.config.get("report") or {})
     rows = [[f"{c['treatment']} vs {c['baseline']}", num(c["delta"], sign=True),
-             f"{num(c['ci_low'], sign=True)} to {num(c['ci_high'], sign=True)}", str(c.get("resamples", "")),
+             f"{num(c['ci_low'], sign=True)} to {num(c['ci_high'], sign=True)}",
+             "–" if c.get("resamples") is None else str(c["resamples"]),
              _seeds(c.get("seeds")), judge_comparison(c, f.metrics, rules).badge]
             for c in f.comparisons]
     rows += [[f"{c['treatment']} vs {c['baseline']}", "–", "–", "–", "–", f"not computed: {c.get('reason')}"]

@@ -104,15 +104,15 @@ def test_tiny_arms_train_evaluate_and_write_metrics(tiny_compare, tiny_dataset):
 def test_rerun_reuses_finished_runs(tiny_compare, tiny_dataset, fake_augmented):
     cfg, first = tiny_compare
     again = compare(cfg, tiny_dataset, fake_augmented, first.out_dir, progress=False)
-    assert again.cached and again.metrics == json.loads(first.metrics_path.read_text())
+    assert again.cached and again.metrics.dump() == json.loads(first.metrics_path.read_text())
     # an interrupted comparison (no metrics yet) resumes from the runs' done records
     (first.out_dir / "manifest.json").unlink()
-    weights = first.out_dir / first.metrics["arms"][0]["runs"][0]["weights"]
+    weights = first.out_dir / first.metrics.arms[0].runs[0].weights
     mtime = weights.stat().st_mtime_ns
     resumed = compare(cfg, tiny_dataset, fake_augmented, first.out_dir, progress=False)
     assert not resumed.cached and weights.stat().st_mtime_ns == mtime
-    assert [a["runs"][0]["metrics"] for a in resumed.metrics["arms"]] == \
-        [a["runs"][0]["metrics"] for a in first.metrics["arms"]]  # nothing retrained: same weights
+    assert [a.runs[0].metrics for a in resumed.metrics.arms] == \
+        [a.runs[0].metrics for a in first.metrics.arms]  # nothing retrained: same weights
 
 
 @pytest.mark.slow
@@ -168,7 +168,7 @@ def test_one_arm_crashing_leaves_the_others_and_skips_its_comparisons(tiny_compa
     check_schema(m, out)
     real, syn = m["arms"]
     assert real["status"] == "ok" and real["error"] is None
-    assert real["runs"] == first.metrics["arms"][0]["runs"]  # reused, not retrained
+    assert real["runs"] == first.metrics.dump()["arms"][0]["runs"]  # reused, not retrained
     assert syn["status"] == "failed" and syn["error"].startswith("FileNotFoundError")
     assert "syn_" in syn["error"]  # names the missing file
     assert m["comparisons"] == []
@@ -192,10 +192,10 @@ def test_failed_control_skips_only_the_control_comparison(tiny_compare, tiny_dat
     cfg.detect.arms = ["real", "real+replica", "real+synthetic"]
     out = _copy_compare(first, tmp_path / "compare")
     plans, n, specs = plan_runs(cfg, tiny_dataset, fake_augmented, out)
-    records = {(a["name"], r["seed"]): {**r, "key": "k"} for a in first.metrics["arms"] for r in a["runs"]}
+    records = {(a["name"], r["seed"]): {**r, "key": "k"} for a in first.metrics.dump()["arms"] for r in a["runs"]}
     replica = next(s for s in specs if s.arm == "real+replica")
     records[("real+replica", replica.seed)] = failed_record(replica, RuntimeError("CUDA out of memory"))
-    m = finish(cfg, tiny_dataset, fake_augmented, out, plans, n, records, 0.0).metrics
+    m = finish(cfg, tiny_dataset, fake_augmented, out, plans, n, records, 0.0).metrics.dump()
     check_schema(m, out)
     assert [a["status"] for a in m["arms"]] == ["ok", "failed", "ok"]
     assert [c["baseline"] for c in m["comparisons"]] == ["real"]
@@ -240,13 +240,14 @@ def test_worker_killed_mid_run_is_a_failed_run(tiny_config, tiny_dataset, tmp_pa
 
 def test_crosscheck_gap_beyond_tolerance_is_a_warning():
     from pipeline.detect.compare import crosscheck_warnings
+    from pipeline.detect.metrics import ArmResult
 
     def run(seed, ours, theirs, status="ok"):
         return {"seed": seed, "status": status, "metrics": {"map": ours}, "ultralytics_map": theirs,
                 "ultralytics_map_diff": theirs - ours}
 
-    arms = [{"name": "real", "runs": [run(0, 0.40, 0.42), run(1, 0.40, 0.52)]},
-            {"name": "oracle", "runs": [run(0, 0.30, 0.10, status="failed")]}]
+    arms = [ArmResult(name="real", status="ok", summary={}, runs=[run(0, 0.40, 0.42), run(1, 0.40, 0.52)]),
+            ArmResult(name="oracle", status="failed", summary={}, runs=[run(0, 0.30, 0.10, status="failed")])]
     (w,) = crosscheck_warnings(arms, tolerance=0.05)
     assert (w["arm"], w["seed"]) == ("real", 1) and w["diff"] == pytest.approx(0.12)
     assert "ultralytics' own mAP 0.520 vs pycocotools 0.400 (+0.120, tolerance 0.05)" in w["message"]
