@@ -33,10 +33,23 @@ class UnsafeCheckpointError(CheckpointError):
 
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor],
                  metadata: dict[str, Any] | None = None) -> Path:
-    """Atomically write a state dict as safetensors; metadata values are stored as JSON strings."""
+    """Atomically write a state dict as safetensors; metadata values are stored as JSON strings.
+    The same tensors and metadata always give the same bytes (see `_canonical_header`)."""
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
     data = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
-    return atomic_write_bytes(path, data)
+    return atomic_write_bytes(path, _canonical_header(data))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The safetensors file `data` with its JSON header's keys sorted. safetensors writes the
+    metadata map in hash order, which changes from one call to the next: the same weights got a
+    different file, and so a different sha256, which names the synthetic images and keys every
+    stage downstream. Tensor offsets are relative to the data section, so only the header moves."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -260,3 +260,21 @@ def test_compiled_translator_pads_short_batches_to_one_shape(weights, monkeypatc
     monkeypatch.setattr(tr.fast, "forward", lambda x: shapes.append(tuple(x.shape)) or real(x))
     assert _max_diff(ref, tr(imgs)) <= 1
     assert {s[0] for s in shapes} == {3}  # 5 images at batch 3: the second batch padded
+
+
+def test_saved_weights_are_the_same_bytes_every_time(tmp_path: Path) -> None:
+    """safetensors writes its metadata map in hash order; the same weights and metadata must
+    still give the same file, since its sha256 names synthetic images and keys later stages."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from pipeline.gan.checkpoint import read_metadata, save_weights
+
+    tensors = {f"layer{i}.weight": torch.full((3, 2), float(i)) for i in range(6)}
+    meta = {f"key{i}": i for i in range(16)}
+    digests = {hashlib.sha256(save_weights(tmp_path / f"w{i}.safetensors", tensors, meta).read_bytes()).hexdigest()
+               for i in range(8)}
+    assert len(digests) == 1
+    back = load_file(tmp_path / "w0.safetensors")
+    assert all(torch.equal(back[k], v) for k, v in tensors.items()) and read_metadata(tmp_path / "w0.safetensors") == meta
