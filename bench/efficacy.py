@@ -36,7 +36,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.detect.arms import ARMS, USES_SYNTHETIC  # noqa: E402
+from pipeline.detect.arm_specs import ARMS, USES_SYNTHETIC  # noqa: E402
 
 TREATMENT = "real+synthetic"
 

@@ -17,6 +17,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.detect.arm_specs import ARMS
+from pipeline.gan import TRANSLATORS
+
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key and the problem."""
@@ -140,8 +143,8 @@ class GanConfig(Section):
     """Translator hyper-parameters: CycleGAN (Zhu et al. 2017, the default; defaults follow the
     paper) or CUT / FastCUT (Park et al. 2020: one generator, PatchNCE, no inverse network)."""
 
-    model: Literal["cyclegan", "cut", "fastcut"] = Field(
-        "cyclegan", description="cyclegan | cut (PatchNCE + identity NCE) | fastcut (PatchNCE x10, no identity)")
+    model: Literal[tuple(TRANSLATORS)] = Field(  # type: ignore[valid-type]
+        "cyclegan", description=" | ".join(f"{k} ({v[1]})" for k, v in TRANSLATORS.items()))
     load_size: int = Field(286, ge=16, description="resize the short side to this before cropping")
     crop_size: int = Field(256, ge=16)
     ngf: int = Field(64, ge=4)
@@ -274,14 +277,14 @@ class SynthConfig(Section):
 
 
 # ------------------------------------------------------------------------------------------ detect
-Arm = Literal["real", "real+replica", "real+replica-aug", "real+synthetic", "synthetic->real", "oracle"]
+Arm = Literal[ARMS]  # the arms of pipeline/detect/arm_specs.py
 
 
 class DetectConfig(Section):
     backend: Literal["yolo"] = "yolo"
     model: str = Field("yolo11n.yaml", description="ultralytics model YAML (trained from scratch)")
     weights: Path | None = Field(None, description="optional local .pt weights to start from")
-    arms: list[Arm] = ["real", "real+replica", "real+replica-aug", "real+synthetic", "synthetic->real", "oracle"]
+    arms: list[Arm] = list(ARMS)
     seeds: list[int] = [0, 1, 2]
     epochs: int = Field(100, ge=1)
     imgsz: int = Field(640, ge=32)

@@ -32,11 +32,10 @@ from pipeline.config import RunConfig
 from pipeline.data.coco import CocoSet
 from pipeline.data.formats import write_yolo
 from pipeline.data.version import DatasetVersion
+from pipeline.detect.arm_specs import ARM_SPECS
 from pipeline.detect.base import TrainingSet
 from pipeline.store import atomic_write_text
 
-ARMS = ("real", "real+replica", "real+replica-aug", "real+synthetic", "synthetic->real", "oracle")
-USES_SYNTHETIC = ("real+synthetic", "synthetic->real")  # arms that depend on the GAN
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ class ArmPlan:
 
     @property
     def uses_augmented(self) -> bool:
-        return self.name in USES_SYNTHETIC
+        return ARM_SPECS[self.name].uses_synthetic
 
 
 @dataclass(frozen=True)
@@ -114,13 +113,14 @@ def plan_arms(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
         raise ValueError(f"{dataset.annotation_path('B', 'train')}: no images in the real B train split")
     plans = []
     for arm in cfg.detect.arms:
+        spec = ARM_SPECS[arm]
         extra, why = None, None
-        if arm in ("real+replica", "real+replica-aug"):
+        if spec.extra == "replicas":
             extra, why = _split_or_reason(dataset, "A", "train", "no labelled A photos")
-        elif arm == "oracle":
+        elif spec.extra == "oracle":
             extra, why = _split_or_reason(dataset, "B", "oracle",
                                           "no extra labelled B (only demo data has an oracle split)")
-        elif arm in USES_SYNTHETIC:
+        elif spec.extra == "synthetic":
             if augmented is None:
                 why = "no augmented dataset given (run synthesis first)"
             elif not augmented.has("B", "train"):
@@ -137,10 +137,10 @@ def plan_arms(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
                     extra = ImageSet("synthetic", syn, augmented.root) if why is None else None
         if why is not None:
             plans.append(ArmPlan(arm, None, None, unavailable=why))
-        elif arm == "synthetic->real":
+        elif spec.pretrain:
             plans.append(ArmPlan(arm, real, None, pretrain=extra))
         else:
-            plans.append(ArmPlan(arm, real, extra, randomize=arm == "real+replica-aug"))
+            plans.append(ArmPlan(arm, real, extra, randomize=spec.randomize))
     return plans
 
 

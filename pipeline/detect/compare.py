@@ -29,7 +29,8 @@ from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.detect.arms import USES_SYNTHETIC, ArmPlan, epoch_budget, plan_arms, slug
+from pipeline.detect.arm_specs import ARM_SETTINGS, ARM_SPECS
+from pipeline.detect.arms import ArmPlan, epoch_budget, plan_arms, slug
 from pipeline.detect.backends import make_detector
 from pipeline.detect.evaluate import METRIC_KEYS, coco_eval, load_gt
 from pipeline.detect.metrics import ArmResult, CompareMetrics, Comparison, GapShare, RunRecord, SkippedComparison
@@ -57,10 +58,6 @@ class CompareResult:
 
 
 # ------------------------------------------------------------------------------------- planning
-# settings that only some arms read: they stay out of the other arms' keys, so changing one never
-# retrains (or stops sharing) the arms it does not touch
-ARM_SETTINGS = {"replica_aug_variants": ("real+replica-aug",), "pretrain_fraction": ("synthetic->real",),
-                "synthetic_keep": USES_SYNTHETIC}
 
 
 def _run_config(cfg: RunConfig, arm: str) -> dict[str, Any]:
@@ -68,9 +65,8 @@ def _run_config(cfg: RunConfig, arm: str) -> dict[str, Any]:
     d = cfg.detect.model_dump(mode="json")
     for k in ("arms", "seeds", "parallel_arms", "bootstrap_resamples", "crosscheck_tolerance"):
         d.pop(k)
-    for k, arms in ARM_SETTINGS.items():
-        if arm not in arms:
-            d.pop(k)
+    for k in ARM_SETTINGS - set(ARM_SPECS[arm].settings):
+        d.pop(k)  # settings only other arms read: changing one never retrains (or unshares) this arm
     return d
 
 

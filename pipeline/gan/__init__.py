@@ -18,6 +18,15 @@ from typing import Any
 
 __all__ = ["GanResult", "train_translator"]
 
+# The translators `gan.model` can name: adding one is a class with the training interface of
+# model.py (set_input, optimize_parameters, losses, visuals, state_dict, ...) and one line here.
+# name -> ("module:Class", what it is)
+TRANSLATORS: dict[str, tuple[str, str]] = {
+    "cyclegan": ("pipeline.gan.cyclegan:CycleGAN", "CycleGAN, two generators with cycle consistency"),
+    "cut": ("pipeline.gan.cut:CUT", "CUT, one generator, PatchNCE + identity NCE"),
+    "fastcut": ("pipeline.gan.cut:CUT", "FastCUT, PatchNCE x10, no identity"),
+}
+
 
 def __getattr__(name: str) -> Any:  # lazy: importing pipeline.gan stays cheap
     if name in __all__:

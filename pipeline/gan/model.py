@@ -6,25 +6,23 @@ state_dict / load_state_dict and pool states; `G_AB` is the A→B generator the 
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import torch
 
-MODELS = ("cyclegan", "cut", "fastcut")
+from pipeline.gan import TRANSLATORS
+
+MODELS = tuple(TRANSLATORS)
 
 
 def make_model(opt: Any, device: str | torch.device = "cpu", *, seed: int = 0, rank: int = 0, world_size: int = 1):
-    """CycleGAN (default) or CUT / FastCUT, from `opt.model`."""
+    """The translator `opt.model` names in pipeline.gan.TRANSLATORS (CycleGAN by default)."""
     name = getattr(opt, "model", "cyclegan")
-    if name == "cyclegan":
-        from pipeline.gan.cyclegan import CycleGAN
-
-        return CycleGAN(opt, device, seed=seed, rank=rank, world_size=world_size)
-    if name in ("cut", "fastcut"):
-        from pipeline.gan.cut import CUT
-
-        return CUT(opt, device, seed=seed, rank=rank, world_size=world_size)
-    raise ValueError(f"gan.model {name!r}: expected one of {', '.join(MODELS)}")
+    if name not in TRANSLATORS:
+        raise ValueError(f"gan.model {name!r}: expected one of {', '.join(MODELS)}")
+    module, _, cls = TRANSLATORS[name][0].partition(":")
+    return getattr(importlib.import_module(module), cls)(opt, device, seed=seed, rank=rank, world_size=world_size)
 
 
 def inverse_generator(model: Any) -> torch.nn.Module | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.detect.arm_specs import ARM_SPECS, SPECS
 from pipeline.report.verdict import Evidence, Judgement, Rules, judge
 
 TREATMENT = "real+synthetic"
@@ -19,14 +20,7 @@ CONTROL = "real+replica"
 METRIC_LABEL = "mAP@[.5:.95]"
 SUMMARY_KEYS = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
 SIZE_LABELS = {"map_small": "APs (< 32² px)", "map_medium": "APm (32²–96² px)", "map_large": "APl (> 96² px)"}
-ARM_NOTES = {
-    "real": "labelled real metal (B) only: the baseline",
-    "real+replica": "plus the raw labelled replica (A) photos: the control",
-    "real+replica-aug": "plus the replica photos randomised toward metal (classical, no GAN): the cheap rival",
-    "real+synthetic": "plus the synthetic metal images made from the replicas: the method",
-    "synthetic->real": "pre-trained on the synthetic images alone, then fine-tuned on real B",
-    "oracle": "plus as many extra real labelled metal photos: the ceiling",
-}
+ARM_NOTES = {s.name: s.note for s in SPECS}
 
 
 def num(v: float | None, digits: int = 3, sign: bool = False) -> str:
@@ -175,10 +169,8 @@ def _size_summary(ok: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- verdict
-RIVALS = ("real+replica", "real+replica-aug", "synthetic->real")  # real+synthetic must beat these too
-RIVAL_WORDS = {"real+replica": "the untranslated replica photos (the control)",
-               "real+replica-aug": "the replicas with classical photometric randomisation, no GAN (the cheap rival)",
-               "synthetic->real": "pre-training on the synthetic images, then fine-tuning on real"}
+RIVAL_WORDS = {s.name: s.rival for s in SPECS if s.rival}  # real+synthetic must beat these too
+RIVALS = tuple(RIVAL_WORDS)
 
 
 def judge_comparison(c: dict[str, Any] | None, metrics: dict[str, Any], rules: Rules) -> Judgement:
@@ -236,10 +228,10 @@ def verdict(metrics: dict[str, Any], alpha: float, rules: Rules = Rules()) -> tu
         if r.outcome == "inconclusive" and r.reasons:
             sentence += f", inconclusive: {'; '.join(r.reasons)}"
         secondary.append(sentence + ".")
-        if rival == "real+replica-aug" and r.outcome == "loss":
+        if ARM_SPECS[rival].randomize and r.outcome == "loss":
             secondary.append("The GAN did worse than the cheap classical randomisation of the replicas: on this "
                              "evidence the translation is not worth its training cost.")
-        elif rival == "real+replica-aug" and r.outcome == "inconclusive":
+        elif ARM_SPECS[rival].randomize and r.outcome == "inconclusive":
             secondary.append("The GAN has not been shown to beat the cheap classical randomisation of the "
                              "replicas: until it is, the translation has not earned its training cost.")
     contenders = {n: m for n in arms if n != "oracle" and (m := _arm_mean(arms, n)) is not None}

@@ -17,7 +17,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-ARM_COLOURS = {"real": "#7b8794", "real+replica": "#e08a2c", "real+synthetic": "#1f6fb2", "oracle": "#2f9e6b"}
+from pipeline.detect.arm_specs import SPECS
+
+ARM_COLOURS = {s.name: s.colour for s in SPECS if s.colour}
 _EXTRA = ["#8e5cc4", "#c44e52", "#4c9aa8", "#a6761d"]
 TRAINING_COLUMNS = [  # ultralytics results.csv columns, in the order they are plotted
     ("train/box_loss", "train box loss"),

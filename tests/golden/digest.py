@@ -71,6 +71,7 @@ def _text(s: str, root: Path, roles: dict[str, str]) -> str:
 
 # in Markdown: hashes of files that hold times, the stage keys made from them, and timing cells
 MD_VOLATILE = [(re.compile(r"\b[0-9a-f]{64}\b"), "<SHA256>"), (re.compile(r"compare-[0-9a-f]{12}"), "compare-<KEY>"),
+               (re.compile(r"\b\d+\.\d+\.\d+\+g[0-9a-f]+\b"), "<CODE-VERSION>"),
                (re.compile(r"[\d.]+ s of training"), "<T> s of training"),
                (re.compile(r"^(\| [^|]+ \| )[\d.–]+ \| [\d.–]+ \|", re.M), r"\1<T> | <T> |"),
                (re.compile(r"^\| (\w+_s) \| [\d.]+ \|", re.M), r"| \1 | <T> |")]
