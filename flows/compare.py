@@ -28,7 +28,7 @@ def arms_markdown(cfg: RunConfig, result: CompareResult) -> str:
     """The verdict, the table of arms (mean ± std mAP over seeds) and the bootstrap comparisons,
     drawn by the report's own table builders."""
     m = result.metrics
-    f = comparison_facts(m.dump(), cfg.report, comparison_alpha(result.out_dir, cfg.report.alpha, m.dump()))
+    f = comparison_facts(m, cfg.report, comparison_alpha(result.out_dir, cfg.report.alpha, m))
     return "\n".join([f"# Detector comparison: {m.dataset['id']}", "",
                       f"Test: {m.test['images']} real B images; {'cached' if result.cached else 'new'} results.",
                       "", report_arms_markdown(f), "", f"metrics: `{result.metrics_path}`"])

@@ -74,7 +74,7 @@ def arms_tables(cfg: RunConfig, result) -> list:
     from pipeline.tables import to_rich
     from rich.text import Text
 
-    m = result.metrics.dump()
+    m = result.metrics
     f = comparison_facts(m, cfg.report, comparison_alpha(result.out_dir, cfg.report.alpha, m))
     title = f"{result.metrics.dataset['id']}: {result.metrics.test['images']} real B test images"
     arms = tables.arms(f)

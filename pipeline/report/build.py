@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
+from pipeline.detect.arm_specs import ARM_SPECS
+from pipeline.detect.metrics import CompareMetrics
 from pipeline.report import plots, samples
 from pipeline.report.facts import ReportFacts, attributions, comparison_facts, lineage
 from pipeline.report.html import render_html
@@ -50,13 +52,11 @@ class ReportResult:
     verdict: str = ""
 
 
-def load_compare_metrics(path: Path) -> dict[str, Any]:
+def load_compare_metrics(path: Path) -> CompareMetrics:
     """The comparison's metrics.json (contract 5), validated as `CompareMetrics` (old schemas
     read with their later keys defaulted); ReportError naming the file when it is not one."""
-    from pipeline.detect.metrics import CompareMetrics
-
     try:
-        return CompareMetrics.load(path).dump()
+        return CompareMetrics.load(path)
     except ValueError as e:
         raise ReportError(str(e)) from None
 
@@ -86,11 +86,11 @@ def build_report(cfg: RunConfig, compare_dir: Path, out_dir: Path, *, dataset: D
         return write_report(cfg, facts, metrics, out_dir, key, parents)
 
 
-def _randomized_seed(metrics: dict[str, Any]) -> int | None:
+def _randomized_seed(metrics: CompareMetrics) -> int | None:
     """The detector seed whose randomised replicas the report shows (the real+replica-aug arm's
     lowest finished seed; its training images are a function of that seed), else None."""
-    arm = next((a for a in metrics.get("arms") or [] if a.get("name") == "real+replica-aug"), None)
-    seeds = [r["seed"] for r in (arm or {}).get("runs") or [] if r.get("status") == "ok"]
+    arm = next((a for a in metrics.arms if (spec := ARM_SPECS.get(a.name)) and spec.randomize), None)
+    seeds = [r.seed for r in arm.runs if r.ok] if arm is not None else []
     return min(seeds) if seeds else None
 
 
@@ -114,7 +114,7 @@ def _gan_manifest(gan_dir: Path | None, notes: dict[str, str]) -> dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------ gathering
-def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: DatasetVersion | None,
+def gather(cfg: RunConfig, metrics: CompareMetrics, compare_dir: Path, dataset: DatasetVersion | None,
            augmented: DatasetVersion | None, gan_dir: Path | None, gan_manifest: dict[str, Any] | None,
            notes: dict[str, str]) -> ReportFacts:
     """Everything the report shows, figures included (each figure failing alone, with a note)."""
@@ -184,13 +184,13 @@ def gather(cfg: RunConfig, metrics: dict[str, Any], compare_dir: Path, dataset: 
     return facts
 
 
-def comparison_alpha(compare_dir: Path, default: float, metrics: dict[str, Any] | None = None) -> float:
+def comparison_alpha(compare_dir: Path, default: float, metrics: CompareMetrics | None = None) -> float:
     """The CI level the comparison's bootstrap used (recorded with its comparisons, else its saved
     config), so the report's "95% CI" label matches the interval even when the report is built
     with another config."""
     import yaml
 
-    recorded = {c.get("alpha") for c in (metrics or {}).get("comparisons") or []} - {None}
+    recorded = {c.alpha for c in (metrics.comparisons if metrics is not None else [])} - {None}
     if len(recorded) == 1:
         return float(recorded.pop())
 
@@ -218,7 +218,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 # -------------------------------------------------------------------------------------- writing
-def write_report(cfg: RunConfig, facts: ReportFacts, metrics: dict[str, Any], out_dir: Path, key: str,
+def write_report(cfg: RunConfig, facts: ReportFacts, metrics: CompareMetrics, out_dir: Path, key: str,
                  parents: list[dict[str, Any]]) -> ReportResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -246,7 +246,7 @@ def write_report(cfg: RunConfig, facts: ReportFacts, metrics: dict[str, Any], ou
         "samples": facts.samples,
         "figures": sorted(facts.figures),
     }
-    written.append(atomic_write_json(out_dir / "metrics.json", {**metrics, "report": report_block}))
+    written.append(atomic_write_json(out_dir / "metrics.json", {**metrics.dump(), "report": report_block}))
     written.append(atomic_write_text(out_dir / "report.md", render_markdown(facts)))
     written.append(atomic_write_text(out_dir / "config.yaml", cfg.to_yaml()))
     written.append(atomic_write_text(out_dir / "report.html", render_html(facts)))

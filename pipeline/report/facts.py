@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.detect.arm_specs import ARM_SPECS, SPECS
+from pipeline.detect.metrics import ArmResult, CompareMetrics, Comparison, RunRecord, Summary
 from pipeline.report.verdict import Evidence, Judgement, Rules, judge
 
 TREATMENT = "real+synthetic"
@@ -67,9 +68,9 @@ class ReportFacts:
     verdict_kind: str  # "gain" | "loss" | "inconclusive" (pipeline.report.verdict)
     secondary: list[str]  # further plain sentences (control comparison, caveats)
     ci_percent: int
-    metrics: dict[str, Any]  # the comparison's metrics.json
+    metrics: CompareMetrics  # the comparison's metrics.json
     arms: list[ArmFacts]
-    comparisons: list[dict[str, Any]]
+    comparisons: list[Comparison]
     dataset: dict[str, Any] | None  # dataset manifest summary + id
     augmented: dict[str, Any] | None
     gan: dict[str, Any] | None  # {"id","metrics","generator_sha256"}
@@ -86,7 +87,7 @@ class ReportFacts:
     @property
     def single_seed(self) -> bool:
         """Every comparison rests on one training seed per arm."""
-        return bool(self.comparisons) and all(len(c.get("seeds") or []) == 1 for c in self.comparisons)
+        return bool(self.comparisons) and all(len(c.seeds or []) == 1 for c in self.comparisons)
 
     def arm(self, name: str) -> ArmFacts | None:
         return next((a for a in self.arms if a.name == name), None)
@@ -126,46 +127,44 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def arm_facts(arm: dict[str, Any], categories: list[str]) -> ArmFacts:
-    runs = arm.get("runs") or []
-    ok = [r for r in runs if r.get("status") == "ok"]
-    per_class = {c: _mean([(r.get("per_class_ap") or {}).get(c) for r in ok]) for c in categories}
+def arm_facts(arm: ArmResult, categories: list[str]) -> ArmFacts:
+    ok = [r for r in arm.runs if r.ok]
+    per_class = {c: _mean([(r.per_class_ap or {}).get(c) for r in ok]) for c in categories}
     return ArmFacts(
-        name=arm["name"], status=arm.get("status", "failed"), error=arm.get("error"),
-        seeds_ok=len(ok), seeds_total=len(runs),
-        train_images=int(arm.get("train_images") or 0), images_per_epoch=int(arm.get("images_per_epoch") or 0),
-        summary={k: arm.get("summary", {}).get(k) or _size_summary(ok, k) for k in SUMMARY_KEYS},
+        name=arm.name, status=arm.status, error=arm.error, seeds_ok=len(ok), seeds_total=len(arm.runs),
+        train_images=arm.train_images, images_per_epoch=arm.images_per_epoch,
+        summary={k: (arm.summary[k] if k in arm.summary else _size_summary(ok, k)).model_dump()
+                 for k in SUMMARY_KEYS},
         per_class_ap=per_class,
-        train_seconds=_mean([r.get("train_seconds") for r in ok]),
-        train_images_per_s=_mean([r.get("train_images_per_s") for r in ok]),
-        ultralytics_map=_mean([r.get("ultralytics_map") for r in ok]),
-        failed_runs=[{"seed": r.get("seed"), "error": r.get("error")} for r in runs if r.get("status") != "ok"],
+        train_seconds=_mean([r.train_seconds for r in ok]),
+        train_images_per_s=_mean([r.train_images_per_s for r in ok]),
+        ultralytics_map=_mean([r.ultralytics_map for r in ok]),
+        failed_runs=[{"seed": r.seed, "error": r.error} for r in arm.runs if not r.ok],
     )
 
 
-def comparison_facts(metrics: dict[str, Any], report: Any, alpha: float) -> ReportFacts:
+def comparison_facts(metrics: CompareMetrics, report: Any, alpha: float) -> ReportFacts:
     """The verdict, arms and comparisons of one comparison's metrics.json and nothing the report
     adds (datasets, figures, lineage): what the CLI and the Prefect artifacts show, through the
     report's own table builders. `report` is a ReportConfig or its JSON dump."""
     head, kind, secondary, badge = verdict(metrics, alpha, Rules.from_config(report))
-    categories = list(metrics.get("categories") or [])
     report_json = report if isinstance(report, dict) else report.model_dump(mode="json")
     return ReportFacts(
         title=report_json.get("title", ""), verdict=head, verdict_kind=kind, secondary=secondary,
         ci_percent=ci_percent(alpha), metrics=metrics,
-        arms=[arm_facts(a, categories) for a in metrics.get("arms") or []],
-        comparisons=list(metrics.get("comparisons") or []), dataset=None, augmented=None, gan=None,
+        arms=[arm_facts(a, metrics.categories) for a in metrics.arms],
+        comparisons=list(metrics.comparisons), dataset=None, augmented=None, gan=None,
         lineage=[], attributions=[], notes={}, config={"report": report_json},
-        warnings=[w["message"] for w in metrics.get("warnings") or [] if w.get("message")], badge=badge)
+        warnings=[w["message"] for w in metrics.warnings if w.get("message")], badge=badge)
 
 
-def _size_summary(ok: list[dict[str, Any]], key: str) -> dict[str, Any]:
+def _size_summary(ok: list[RunRecord], key: str) -> Summary:
     """A metric's mean ± std over seeds from the runs, for a metrics.json summarised before it
     summarised every metric key."""
     from statistics import mean, stdev
 
-    v = [r["metrics"][key] for r in ok if (r.get("metrics") or {}).get(key) is not None]
-    return {"mean": mean(v) if v else None, "std": stdev(v) if len(v) > 1 else None, "n": len(v)}
+    v = [r.metrics[key] for r in ok if (r.metrics or {}).get(key) is not None]
+    return Summary(mean=mean(v) if v else None, std=stdev(v) if len(v) > 1 else None, n=len(v))
 
 
 # ------------------------------------------------------------------------------------- verdict
@@ -173,21 +172,20 @@ RIVAL_WORDS = {s.name: s.rival for s in SPECS if s.rival}  # real+synthetic must
 RIVALS = tuple(RIVAL_WORDS)
 
 
-def judge_comparison(c: dict[str, Any] | None, metrics: dict[str, Any], rules: Rules) -> Judgement:
+def judge_comparison(c: Comparison | None, metrics: CompareMetrics, rules: Rules) -> Judgement:
     """The verdict on one stored comparison, from the evidence in metrics.json (a metrics.json
     written before comparisons recorded their run counts: one run per paired seed)."""
     if c is None:
         return judge(None, Evidence(0, 0, 0, None), rules)
-    runs = c.get("runs")
-    n_runs = min(runs) if runs else len(c.get("seeds") or [])
-    test = metrics.get("test") or {}
-    best = max((m for a in metrics.get("arms") or [] if (m := _arm_mean({a["name"]: a}, a["name"])) is not None),
-               default=None)
+    n_runs = min(c.runs) if c.runs else len(c.seeds or [])
+    test = metrics.test
+    best = max((m for a in metrics.arms if (m := a.mean()) is not None), default=None)
     ev = Evidence(n_runs, int(test.get("images") or 0), int(sum((test.get("instances") or {}).values())), best)
-    return judge(c, ev, rules)
+    return judge(c.model_dump(), ev, rules)
 
 
-def verdict(metrics: dict[str, Any], alpha: float, rules: Rules = Rules()) -> tuple[str, str, list[str], str]:
+def verdict(metrics: CompareMetrics | dict[str, Any], alpha: float,
+            rules: Rules = Rules()) -> tuple[str, str, list[str], str]:
     """(headline, outcome, further sentences, badge), all from the numbers in metrics.json.
 
     The headline answers the question the report exists for: did real+synthetic beat real photos
@@ -196,11 +194,12 @@ def verdict(metrics: dict[str, Any], alpha: float, rules: Rules = Rules()) -> tu
     an arm that learnt something). The further sentences judge it against each rival arm that
     ran (the replica control, the classical randomisation, pre-training), name the best arm and
     the share of the real -> oracle gap it closes."""
+    if isinstance(metrics, dict):
+        metrics = CompareMetrics.model_validate(metrics)
     ci = ci_percent(alpha)
-    arms = {a["name"]: a for a in metrics.get("arms", [])}
-    comps = {c["baseline"]: c for c in metrics.get("comparisons", []) if c.get("treatment") == TREATMENT}
-    skipped = {c["baseline"]: c.get("reason") for c in metrics.get("comparisons_skipped") or []
-               if c.get("treatment") == TREATMENT}
+    arms = {a.name: a for a in metrics.arms}
+    comps = {c.baseline: c for c in metrics.comparisons if c.treatment == TREATMENT}
+    skipped = {c.baseline: c.reason for c in metrics.comparisons_skipped if c.treatment == TREATMENT}
     secondary: list[str] = []
     main = comps.get("real")
     if main is None:
@@ -240,12 +239,12 @@ def verdict(metrics: dict[str, Any], alpha: float, rules: Rules = Rules()) -> tu
         line = f"Best arm: {best} ({num(contenders[best])})"
         if (o := _arm_mean(arms, "oracle")) is not None:
             line += f"; the oracle, with as many extra real labelled photos, reaches {num(o)}"
-        gap = (metrics.get("gap_closed") or {}).get(TREATMENT)
-        if gap and gap.get("point") is not None and math.isfinite(gap["point"]):
-            line += (f"; real+synthetic closes {_pct(gap['point'])} of the real -> oracle gap ({ci}% CI "
-                     f"{_pct(gap['ci_low'])} to {_pct(gap['ci_high'])})")
+        gap = metrics.gap_closed.get(TREATMENT)
+        if gap and gap.point is not None and math.isfinite(gap.point):
+            line += (f"; real+synthetic closes {_pct(gap.point)} of the real -> oracle gap ({ci}% CI "
+                     f"{_pct(gap.ci_low)} to {_pct(gap.ci_high)})")
         secondary.append(line + ".")
-    if min(main.get("runs") or [len(main.get("seeds") or [])]) == 1:
+    if min(main.runs or [len(main.seeds or [])]) == 1:
         secondary.append("Only one training run per arm: the interval covers test-image sampling only, not "
                          "training noise, so no claim is made either way. bench/efficacy.py trains several "
                          "GAN and detector seeds.")
@@ -256,31 +255,31 @@ def _pct(v: float | None) -> str:
     return "–" if v is None or not math.isfinite(v) else f"{100 * v:.0f}%"
 
 
-def _span(c: dict[str, Any], ci: int) -> str:
-    tag = "significant" if c.get("significant") else "not significant"
-    return (f"({num(c['delta'], sign=True)}, {ci}% CI {num(c['ci_low'], sign=True)} to "
-            f"{num(c['ci_high'], sign=True)}: {tag})")
+def _span(c: Comparison, ci: int) -> str:
+    tag = "significant" if c.significant else "not significant"
+    return (f"({num(c.delta, sign=True)}, {ci}% CI {num(c.ci_low, sign=True)} to "
+            f"{num(c.ci_high, sign=True)}: {tag})")
 
 
-def _why_missing(arms: dict[str, dict[str, Any]], baseline: str, skipped: dict[str, str | None]) -> str:
+def _why_missing(arms: dict[str, ArmResult], baseline: str, skipped: dict[str, str | None]) -> str:
     """Why real+synthetic has no comparison with `baseline`, in words."""
     for name in (TREATMENT, baseline):
         a = arms.get(name)
         if a is None:
             return f"the {name} arm was not part of this comparison"
-        if a.get("status") == "unavailable":
-            return f"the {name} arm could not run ({_short(a.get('error'))})"
-        if a.get("status") != "ok" and not a.get("runs"):
-            return f"the {name} arm did not run ({_short(a.get('error'))})"
-        if a.get("status") != "ok":
-            return f"the {name} arm failed ({_short(a.get('error'))})"
+        if a.status == "unavailable":
+            return f"the {name} arm could not run ({_short(a.error)})"
+        if a.status != "ok" and not a.runs:
+            return f"the {name} arm did not run ({_short(a.error)})"
+        if a.status != "ok":
+            return f"the {name} arm failed ({_short(a.error)})"
     if skipped.get(baseline):
         return f"no paired comparison with {baseline}: {_short(skipped[baseline])}"
     return f"no paired comparison with {baseline} was computed"
 
 
-def _arm_mean(arms: dict[str, dict[str, Any]], name: str) -> float | None:
-    return ((arms.get(name) or {}).get("summary") or {}).get("map", {}).get("mean")
+def _arm_mean(arms: dict[str, ArmResult], name: str) -> float | None:
+    return arms[name].mean() if name in arms else None
 
 
 def ci_percent(alpha: float) -> int:
@@ -294,7 +293,7 @@ def _short(text: str | None, n: int = 120) -> str:
 
 # ------------------------------------------------------------------------------ lineage, credits
 def lineage(compare: dict[str, Any] | None, dataset: dict[str, Any] | None, augmented: dict[str, Any] | None,
-            gan: dict[str, Any] | None, metrics: dict[str, Any] | None = None) -> list[dict[str, str]]:
+            gan: dict[str, Any] | None, metrics: CompareMetrics | None = None) -> list[dict[str, str]]:
     """Rows {"role","kind","id","hash","code"} for each manifest the report stands on (hash = files
     hash), the detector's start point and every trained checkpoint (hash = sha256 of the file)."""
     rows = []
@@ -312,28 +311,29 @@ def lineage(compare: dict[str, Any] | None, dataset: dict[str, Any] | None, augm
         for g in augmented.get("summary", {}).get("generators") or []:
             rows.append({"role": "generator used for synthesis", "kind": "checkpoint",
                          "id": Path(str(g.get("file", ""))).name, "hash": g.get("sha256", ""), "code": ""})
-    rows += _detector_rows(metrics or {}, (compare or {}).get("files") or {})
+    if metrics is not None:
+        rows += _detector_rows(metrics, (compare or {}).get("files") or {})
     return rows
 
 
-def _detector_rows(metrics: dict[str, Any], compare_files: dict[str, str]) -> list[dict[str, str]]:
+def _detector_rows(metrics: CompareMetrics, compare_files: dict[str, str]) -> list[dict[str, str]]:
     """The detector's start point (YAML, or local weights with their sha256) and the best.pt of
     every finished run (its sha256 from the run record, else from the comparison's manifest)."""
     rows = []
-    det = metrics.get("detector")
+    det = metrics.detector
     if det:
         code = f"ultralytics {det['ultralytics']}" if det.get("ultralytics") else ""
         start = "start weights" if det.get("weights_sha256") else "model definition (from scratch)"
         rows.append({"role": f"detector {start}", "kind": det.get("backend", ""),
                      "id": Path(str(det.get("model", ""))).name, "hash": det.get("weights_sha256") or "",
                      "code": code})
-    for a in metrics.get("arms") or []:
-        for r in a.get("runs") or []:
-            if r.get("status") != "ok" or not r.get("weights"):
+    for a in metrics.arms:
+        for r in a.runs:
+            if not r.ok or not r.weights:
                 continue
-            sha = r.get("weights_sha256") or compare_files.get(r["weights"], "")
-            rows.append({"role": f"{a['name']} seed {r.get('seed')} checkpoint", "kind": "YOLO weights",
-                         "id": str(r["weights"]), "hash": sha, "code": ""})
+            sha = r.weights_sha256 or compare_files.get(r.weights, "")
+            rows.append({"role": f"{a.name} seed {r.seed} checkpoint", "kind": "YOLO weights",
+                         "id": str(r.weights), "hash": sha, "code": ""})
     return rows
 
 

@@ -115,10 +115,9 @@ def _section(sid: str, title: str, body: str, extra_class: str = "") -> str:
 
 def render_html(f: ReportFacts) -> str:
     m = f.metrics
-    test = m.get("test") or {}
-    cfg = m.get("config") or {}
+    test, cfg = m.test, m.config
     kind_label = f.badge or f.verdict_kind
-    meta = (f"Dataset <code>{escape(str((m.get('dataset') or {}).get('id')))}</code> · held-out test: "
+    meta = (f"Dataset <code>{escape(str(m.dataset.get('id')))}</code> · held-out test: "
             f"{test.get('images')} real metal images, {sum((test.get('instances') or {}).values())} boxes · "
             f"{escape(str(cfg.get('model')))}, {cfg.get('epochs')} epochs at {cfg.get('imgsz')} px, "
             f"seeds {escape(str(cfg.get('seeds')))}")
@@ -131,7 +130,7 @@ def render_html(f: ReportFacts) -> str:
     parts.append(_section("verdict", "Verdict", verdict, f"verdict {f.verdict_kind}"))
 
     body = table_html(tables.arms(f))
-    if f.comparisons or m.get("comparisons_skipped"):
+    if f.comparisons or m.comparisons_skipped:
         body += "<h3>Uplift of real+synthetic</h3>" + table_html(tables.comparisons(f))
     parts.append(_section("arms", "Arms", body))
     parts.append(_section("accuracy", "Accuracy per arm", _figure(
@@ -198,8 +197,8 @@ def render_html(f: ReportFacts) -> str:
     parts.append(_section("lineage", "Lineage", table_html(tables.lineage(f), code_cols=(3,)) if f.lineage
                           else _note("No manifests found: the inputs of this comparison cannot be traced.")))
     tm = (table_html(tables.timings(f)) + '<div class="grid2">'
-          + table_html(tables.key_values(m.get("timings") or {}, "comparison wall time, seconds"))
-          + table_html(tables.key_values(m.get("hardware") or {}, "hardware of the comparison")) + "</div>")
+          + table_html(tables.key_values(m.timings, "comparison wall time, seconds"))
+          + table_html(tables.key_values(m.hardware, "hardware of the comparison")) + "</div>")
     parts.append(_section("timings", "Timings and hardware", tm))
     conf = (two_columns(tables.key_values(cfg, "detect section used by the comparison"))
             + "<details><summary>Full run configuration (YAML)</summary><pre>"

@@ -17,7 +17,7 @@ def arms_markdown(f: ReportFacts) -> str:
     legend = [f"- **{a}**: {n}" for a, n in zip([r[0] for r in t.rows], t.row_notes or []) if n]
     parts = [f"**{f.verdict}**", *[f"\n{s}" for s in f.secondary], *[f"\n**Warning:** {w}" for w in f.warnings],
              "", table_md(t), "", *legend]
-    if f.comparisons or f.metrics.get("comparisons_skipped"):
+    if f.comparisons or f.metrics.comparisons_skipped:
         parts += ["", table_md(tables.comparisons(f))]
     return "\n".join(parts)
 
@@ -30,11 +30,10 @@ def _figure(f: ReportFacts, name: str, alt: str) -> str:
 
 def render_markdown(f: ReportFacts) -> str:
     m = f.metrics
-    test = m.get("test") or {}
-    cfg = m.get("config") or {}
+    test, cfg = m.test, m.config
     out = [
         f"# {f.title}", "",
-        f"Dataset `{(m.get('dataset') or {}).get('id')}` · test: {test.get('images')} real metal (B) images, "
+        f"Dataset `{m.dataset.get('id')}` · test: {test.get('images')} real metal (B) images, "
         f"{sum((test.get('instances') or {}).values())} boxes · {cfg.get('epochs')} epochs at "
         f"{cfg.get('imgsz')} px, "
         f"seeds {cfg.get('seeds')} · {cfg.get('model')}", "",
@@ -90,8 +89,8 @@ def render_markdown(f: ReportFacts) -> str:
         out += [f"*{f.notes.get('gan', 'CycleGAN model not given')}*", ""]
     out += ["## Lineage", "", table_md(tables.lineage(f)), "",
             "## Timings and hardware", "", table_md(tables.timings(f)), "",
-            table_md(tables.key_values(m.get("timings") or {}, "comparison wall time, seconds")), "",
-            table_md(tables.key_values(m.get("hardware") or {}, "hardware of the comparison")), "",
+            table_md(tables.key_values(m.timings, "comparison wall time, seconds")), "",
+            table_md(tables.key_values(m.hardware, "hardware of the comparison")), "",
             "## Configuration", "", table_md(tables.key_values(cfg, "detect section used by the comparison")), "",
             "<details><summary>Full run configuration</summary>", "", "```yaml",
             yaml.safe_dump(f.config, sort_keys=False).rstrip(), "```", "", "</details>", "",

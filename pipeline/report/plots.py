@@ -11,13 +11,13 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline.detect.arm_specs import SPECS
+from pipeline.detect.metrics import ArmResult, CompareMetrics, RunRecord, Summary
 
 ARM_COLOURS = {s.name: s.colour for s in SPECS if s.colour}
 _EXTRA = ["#8e5cc4", "#c44e52", "#4c9aa8", "#a6761d"]
@@ -56,18 +56,18 @@ def _style(ax) -> None:
     ax.tick_params(labelsize=9)
 
 
-def _ok_runs(arm: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in arm.get("runs") or [] if r.get("status") == "ok"]
+def _ok_runs(arm: ArmResult) -> list[RunRecord]:
+    return [r for r in arm.runs if r.ok]
 
 
 # ------------------------------------------------------------------------------------ bar chart
-def map_bars(metrics: dict[str, Any], ci_percent: int = 95, dpi: int = 110) -> bytes | None:
+def map_bars(metrics: CompareMetrics, ci_percent: int = 95, dpi: int = 110) -> bytes | None:
     """mAP@[.5:.95] per arm (bar = mean, error bar = std over seeds, dots = seeds) and, beside
     it, the paired-bootstrap uplift of real+synthetic over each baseline with its CI."""
-    arms = metrics.get("arms") or []
+    arms = metrics.arms
     if not arms:
         return None
-    comps = metrics.get("comparisons") or []
+    comps = metrics.comparisons
     fig = Figure(figsize=(9.6 if comps else 6.4, 3.6))
     if comps:
         gs = fig.add_gridspec(1, 2, width_ratios=[1.6, 1], wspace=0.35)
@@ -77,37 +77,36 @@ def map_bars(metrics: dict[str, Any], ci_percent: int = 95, dpi: int = 110) -> b
     x = np.arange(len(arms))
     top = 0.0
     for i, a in enumerate(arms):
-        s = (a.get("summary") or {}).get("map") or {}
-        mean, std = s.get("mean"), s.get("std")
+        s = a.summary.get("map") or Summary()
+        mean, std = s.mean, s.std
         if mean is None:
             ax.text(i, 0.005, "failed", ha="center", va="bottom", color="#b42318", fontsize=9, rotation=90)
             continue
-        ax.bar(i, mean, 0.62, color=colour(a["name"], i), alpha=0.9,
+        ax.bar(i, mean, 0.62, color=colour(a.name, i), alpha=0.9,
                yerr=std if std else None, capsize=5, error_kw={"elinewidth": 1.2, "ecolor": "#333"})
-        seeds = [r["metrics"]["map"] for r in _ok_runs(a)
-                 if r.get("metrics") and r["metrics"].get("map") is not None]
+        seeds = [r.metrics["map"] for r in _ok_runs(a) if r.metrics and r.metrics.get("map") is not None]
         if len(seeds) > 1:
             ax.scatter(np.full(len(seeds), i) + np.linspace(-0.12, 0.12, len(seeds)), seeds, s=12, color="#111",
                        zorder=3, alpha=0.7)
         top = max(top, mean + (std or 0), *seeds) if seeds else max(top, mean + (std or 0))
         ax.text(i, mean + (std or 0) + 0.01 * max(top, 0.1), f"{mean:.3f}", ha="center", va="bottom", fontsize=9)
-    ax.set_xticks(x, [a["name"] for a in arms])
+    ax.set_xticks(x, [a.name for a in arms])
     ax.set_ylabel("mAP@[.5:.95] on real B test", fontsize=9)
     ax.set_ylim(0, max(0.1, top * 1.18))
     ax.set_title("Detector accuracy per arm (mean ± std over seeds)", fontsize=10, loc="left")
     _style(ax)
     if axc is not None:
         for j, c in enumerate(comps):
-            sig = c.get("significant")
-            col = "#1f6fb2" if sig and c["delta"] > 0 else "#b42318" if sig else "#6b7280"
-            axc.plot([c["ci_low"], c["ci_high"]], [j, j], color=col, linewidth=3, solid_capstyle="round")
-            axc.plot(c["delta"], j, "o", color=col, markersize=7)
-            axc.text(c["delta"], j + 0.18, f"{c['delta']:+.3f}", ha="center", va="bottom", fontsize=9)
+            sig = c.significant
+            col = "#1f6fb2" if sig and c.delta > 0 else "#b42318" if sig else "#6b7280"
+            axc.plot([c.ci_low, c.ci_high], [j, j], color=col, linewidth=3, solid_capstyle="round")
+            axc.plot(c.delta, j, "o", color=col, markersize=7)
+            axc.text(c.delta, j + 0.18, f"{c.delta:+.3f}", ha="center", va="bottom", fontsize=9)
         axc.axvline(0, color="#111", linewidth=0.8)
-        axc.set_yticks(range(len(comps)), [f"vs {c['baseline']}" for c in comps])
+        axc.set_yticks(range(len(comps)), [f"vs {c.baseline}" for c in comps])
         axc.set_ylim(-0.7, len(comps) - 0.3)
-        lo = min(min(c["ci_low"] for c in comps), 0)
-        hi = max(max(c["ci_high"] for c in comps), 0)
+        lo = min(min(c.ci_low for c in comps), 0)
+        hi = max(max(c.ci_high for c in comps), 0)
         pad = max(0.02, 0.15 * (hi - lo))
         axc.set_xlim(lo - pad, hi + pad)
         axc.set_xlabel(f"Δ mAP, real+synthetic − baseline ({ci_percent}% CI)", fontsize=9)
@@ -130,9 +129,9 @@ def load_pr(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     return rec, prec
 
 
-def arm_pr(arm: dict[str, Any], compare_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+def arm_pr(arm: ArmResult, compare_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     """The arm's PR curves averaged over its seeds (per class)."""
-    curves = [c for r in _ok_runs(arm) if r.get("pr_curve") and (c := load_pr(compare_dir / r["pr_curve"]))]
+    curves = [c for r in _ok_runs(arm) if r.pr_curve and (c := load_pr(compare_dir / r.pr_curve))]
     if not curves:
         return None
     recall = curves[0][0]
@@ -142,13 +141,13 @@ def arm_pr(arm: dict[str, Any], compare_dir: Path) -> tuple[np.ndarray, dict[str
     return recall, prec
 
 
-def pr_curves(metrics: dict[str, Any], compare_dir: Path, dpi: int = 110) -> bytes | None:
+def pr_curves(metrics: CompareMetrics, compare_dir: Path, dpi: int = 110) -> bytes | None:
     """Precision-recall (IoU .5:.95 averaged, all areas, 100 dets): mean over classes, then per
     class, one line per arm."""
-    per_arm = {a["name"]: pr for a in metrics.get("arms") or [] if (pr := arm_pr(a, compare_dir))}
+    per_arm = {a.name: pr for a in metrics.arms if (pr := arm_pr(a, compare_dir))}
     if not per_arm:
         return None
-    classes = list(metrics.get("categories") or next(iter(per_arm.values()))[1])
+    classes = list(metrics.categories or next(iter(per_arm.values()))[1])
     panels = ["all classes (mean)"] + (classes if len(classes) <= 7 else [])
     cols = len(panels) if len(panels) <= 5 else 4
     rows = math.ceil(len(panels) / cols)
@@ -178,11 +177,11 @@ def pr_curves(metrics: dict[str, Any], compare_dir: Path, dpi: int = 110) -> byt
 
 
 # ---------------------------------------------------------------------------------- per-class AP
-def per_class_ap(metrics: dict[str, Any], per_class_mean: dict[str, dict[str, float | None]],
+def per_class_ap(metrics: CompareMetrics, per_class_mean: dict[str, dict[str, float | None]],
                  dpi: int = 110) -> bytes | None:
     """Grouped bars: classes on x, one bar per arm (mean AP over seeds, error bar = std)."""
-    classes = list(metrics.get("categories") or [])
-    arms = [a for a in metrics.get("arms") or [] if _ok_runs(a)]
+    classes = metrics.categories
+    arms = [a for a in metrics.arms if _ok_runs(a)]
     if not classes or not arms:
         return None
     fig = Figure(figsize=(max(6.4, 0.6 * len(classes) * max(1, len(arms))), 3.0))
@@ -190,15 +189,15 @@ def per_class_ap(metrics: dict[str, Any], per_class_mean: dict[str, dict[str, fl
     width = 0.8 / len(arms)
     x = np.arange(len(classes))
     for i, a in enumerate(arms):
-        means = [per_class_mean.get(a["name"], {}).get(c) for c in classes]
+        means = [per_class_mean.get(a.name, {}).get(c) for c in classes]
         stds = []
         for c in classes:
-            vals = [r["per_class_ap"].get(c) for r in _ok_runs(a) if r.get("per_class_ap")]
+            vals = [r.per_class_ap.get(c) for r in _ok_runs(a) if r.per_class_ap]
             vals = [v for v in vals if v is not None]
             stds.append(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
         ax.bar(x - 0.4 + width * (i + 0.5), [m if m is not None else 0 for m in means], width * 0.92,
                yerr=[s if s else 0 for s in stds] if any(stds) else None, capsize=2,
-               color=colour(a["name"], i), label=a["name"], error_kw={"elinewidth": 0.9})
+               color=colour(a.name, i), label=a.name, error_kw={"elinewidth": 0.9})
         for xi, m in zip(x, means):
             if m is None:
                 ax.text(xi - 0.4 + width * (i + 0.5), 0.003, "n/a", rotation=90, ha="center", fontsize=7)
@@ -230,17 +229,17 @@ def read_results_csv(path: Path) -> dict[str, list[float]]:
     return out
 
 
-def training_curves(metrics: dict[str, Any], compare_dir: Path, dpi: int = 110) -> bytes | None:
+def training_curves(metrics: CompareMetrics, compare_dir: Path, dpi: int = 110) -> bytes | None:
     """Loss and validation mAP per epoch from each run's results.csv; one colour per arm,
     one line per seed."""
     series: list[tuple[int, str, int, dict[str, list[float]]]] = []
-    for i, a in enumerate(metrics.get("arms") or []):
+    for i, a in enumerate(metrics.arms):
         for r in _ok_runs(a):
-            p = compare_dir / r["results_csv"] if r.get("results_csv") else None
+            p = compare_dir / r.results_csv if r.results_csv else None
             if p is None or not p.is_file():
                 continue
             try:
-                series.append((i, a["name"], r["seed"], read_results_csv(p)))
+                series.append((i, a.name, r.seed, read_results_csv(p)))
             except (OSError, ValueError, csv.Error):
                 continue
     if not series:

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from pipeline.data.coco import CocoSet, ImageRecord
 from pipeline.data.version import DatasetError, DatasetVersion
+from pipeline.detect.metrics import ArmResult, CompareMetrics, RunRecord
 from pipeline.report.plots import colour, figure_png
 
 GT_RGB = (46, 204, 113)  # green: ground truth everywhere
@@ -108,13 +109,12 @@ def pick_test_images(test: CocoSet, n: int) -> list[ImageRecord]:
     return sorted(test.images, key=lambda im: (-counts[im.id], im.id))[:n]
 
 
-def _first_ok_run(arm: dict[str, Any]) -> dict[str, Any] | None:
-    ok = sorted((r for r in arm.get("runs") or [] if r.get("status") == "ok" and r.get("predictions")),
-                key=lambda r: r["seed"])
+def _first_ok_run(arm: ArmResult) -> RunRecord | None:
+    ok = sorted((r for r in arm.runs if r.ok and r.predictions), key=lambda r: r.seed)
     return ok[0] if ok else None
 
 
-def detections_grid(metrics: dict[str, Any], compare_dir: Path, dataset: DatasetVersion, n: int,
+def detections_grid(metrics: CompareMetrics, compare_dir: Path, dataset: DatasetVersion, n: int,
                     threshold: float, dpi: int = 110) -> Grid:
     """Rows = the same n test images; columns = ground truth, then each arm's detections (its
     lowest successful seed) with score >= threshold in red over the ground truth in green."""
@@ -128,22 +128,22 @@ def detections_grid(metrics: dict[str, Any], compare_dir: Path, dataset: Dataset
     gt = test.anns_by_image()
     preds: dict[str, dict[int, list[dict[str, Any]]]] = {}
     missing = []
-    for a in metrics.get("arms") or []:
+    for a in metrics.arms:
         run = _first_ok_run(a)
         if run is None:
-            missing.append(f"{a['name']} (no successful run)")
+            missing.append(f"{a.name} (no successful run)")
             continue
         try:
-            res = json.loads((compare_dir / run["predictions"]).read_text())
+            res = json.loads((compare_dir / run.predictions).read_text())
         except (OSError, ValueError) as e:
-            missing.append(f"{a['name']} ({run['predictions']} unreadable: {type(e).__name__})")
+            missing.append(f"{a.name} ({run.predictions} unreadable: {type(e).__name__})")
             continue
         by_img: dict[int, list[dict[str, Any]]] = {}
         for d in res:
             if d.get("score", 0) >= threshold:
                 by_img.setdefault(d["image_id"], []).append(d)
-        preds[a["name"]] = by_img
-    arms = [a for a in metrics.get("arms") or [] if a["name"] in preds]
+        preds[a.name] = by_img
+    arms = [a for a in metrics.arms if a.name in preds]
     note = ("Not shown: " + ", ".join(missing) + ".") if missing else None
     cells, shown = [], []
     for im in images:
@@ -157,17 +157,17 @@ def detections_grid(metrics: dict[str, Any], compare_dir: Path, dataset: Dataset
         row: list[np.ndarray | str | None] = [draw_boxes(base.copy(), gt_boxes, GT_RGB, s)]
         info = {"image_id": im.id, "file_name": im.file_name, "gt": len(gt_boxes), "detections": {}}
         for a in arms:
-            p = preds[a["name"]]
+            p = preds[a.name]
             dets = sorted(p.get(im.id, []), key=lambda d: -d["score"])
             img = draw_boxes(base.copy(), [(a_.bbox, "") for a_ in gt.get(im.id, [])], GT_RGB, s, dashed=True)
             labels = [(d["bbox"], f"{names.get(d['category_id'], '?')} {d['score']:.2f}") for d in dets]
             img = draw_boxes(img, labels, PRED_RGB, s)
             row.append(img)
-            info["detections"][a["name"]] = len(dets)
+            info["detections"][a.name] = len(dets)
         cells.append(row)
         shown.append(info)
-    titles = ["ground truth"] + [a["name"] for a in arms]
-    colours = ["#111"] + [colour(a["name"], i) for i, a in enumerate(arms)]
+    titles = ["ground truth"] + [a.name for a in arms]
+    colours = ["#111"] + [colour(a.name, i) for i, a in enumerate(arms)]
     png = _grid_png(cells, titles, [f"#{im.id}" for im in images], colours, dpi)
     return Grid(png, shown, note)
 

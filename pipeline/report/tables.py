@@ -36,13 +36,12 @@ def size_ap(f: ReportFacts) -> Table:
 
 def comparisons(f: ReportFacts) -> Table:
     rules = Rules.from_config(f.config.get("report") or {})
-    rows = [[f"{c['treatment']} vs {c['baseline']}", num(c["delta"], sign=True),
-             f"{num(c['ci_low'], sign=True)} to {num(c['ci_high'], sign=True)}",
-             "–" if c.get("resamples") is None else str(c["resamples"]),
-             _seeds(c.get("seeds")), judge_comparison(c, f.metrics, rules).badge]
+    rows = [[c.label, num(c.delta, sign=True), f"{num(c.ci_low, sign=True)} to {num(c.ci_high, sign=True)}",
+             "–" if c.resamples is None else str(c.resamples), _seeds(c.seeds),
+             judge_comparison(c, f.metrics, rules).badge]
             for c in f.comparisons]
-    rows += [[f"{c['treatment']} vs {c['baseline']}", "–", "–", "–", "–", f"not computed: {c.get('reason')}"]
-             for c in f.metrics.get("comparisons_skipped") or []]
+    rows += [[f"{c.treatment} vs {c.baseline}", "–", "–", "–", "–", f"not computed: {c.reason}"]
+             for c in f.metrics.comparisons_skipped]
     caption = ("bootstrap over test images (the same images resampled for both arms) and, with several "
                "seeds, over training seeds")
     if f.single_seed:
@@ -59,8 +58,8 @@ def _seeds(seeds: list[int] | None) -> str:
 
 
 def per_class(f: ReportFacts) -> Table:
-    cats = list(f.metrics.get("categories") or [])
-    inst = (f.metrics.get("test") or {}).get("instances") or {}
+    cats = f.metrics.categories
+    inst = f.metrics.test.get("instances") or {}
     arms_ok = [a for a in f.arms if a.seeds_ok]
     rows = [[c, str(inst.get(c, 0))] + [num(a.per_class_ap.get(c)) for a in arms_ok] for c in cats]
     return Table(["class", "test instances"] + [a.name for a in arms_ok], rows,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.detect.metrics import CompareMetrics
 from pipeline.report import plots
 
 
@@ -13,8 +14,9 @@ def test_per_class_legend_never_covers_a_bar(monkeypatch, n_arms: int) -> None:
     monkeypatch.setattr(plots, "_png", lambda fig, dpi: captured.setdefault("fig", fig) and b"")
     names = ["real", "real+replica", "real+synthetic", "oracle", "real+replica-aug", "synthetic->real"][:n_arms]
     classes = ["tensile_specimen", "gear", "bracket", "hex_nut"]
-    run = {"status": "ok", "per_class_ap": {c: 0.9 for c in classes}}
-    metrics = {"categories": classes, "arms": [{"name": n, "runs": [run]} for n in names]}
+    run = {"seed": 0, "status": "ok", "per_class_ap": {c: 0.9 for c in classes}}
+    metrics = CompareMetrics(dataset={}, test={}, categories=classes, comparisons=[],
+                             arms=[{"name": n, "status": "ok", "summary": {}, "runs": [run]} for n in names])
     plots.per_class_ap(metrics, {n: {c: 0.95 for c in classes} for n in names})  # bars up to the top
     fig = captured["fig"]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
