@@ -30,20 +30,24 @@ class ArmSpec:
         return self.extra == "synthetic"
 
 
+# read by the arms that mix real B with other images (how often real B repeats in their epochs);
+# the real arm and the two phases of synthetic->real train on one set alone
+MIXED = ("real_oversample",)
+
 SPECS: tuple[ArmSpec, ...] = (
     ArmSpec("real", "labelled real metal (B) only: the baseline", colour="#7b8794"),
     ArmSpec("real+replica", "plus the raw labelled replica (A) photos: the control", extra="replicas",
-            rival="the untranslated replica photos (the control)", colour="#e08a2c"),
+            settings=MIXED, rival="the untranslated replica photos (the control)", colour="#e08a2c"),
     ArmSpec("real+replica-aug", "plus the replica photos randomised toward metal (classical, no GAN): the cheap "
-            "rival", extra="replicas", randomize=True, settings=("replica_aug_variants",),
+            "rival", extra="replicas", randomize=True, settings=(*MIXED, "replica_aug_variants"),
             rival="the replicas with classical photometric randomisation, no GAN (the cheap rival)"),
     ArmSpec("real+synthetic", "plus the synthetic metal images made from the replicas: the method",
-            extra="synthetic", settings=("synthetic_keep",), colour="#1f6fb2"),
+            extra="synthetic", settings=(*MIXED, "synthetic_keep"), colour="#1f6fb2"),
     ArmSpec("synthetic->real", "pre-trained on the synthetic images alone, then fine-tuned on real B",
             extra="synthetic", pretrain=True, settings=("synthetic_keep", "pretrain_fraction"),
             rival="pre-training on the synthetic images, then fine-tuning on real"),
     ArmSpec("oracle", "plus as many extra real labelled metal photos: the ceiling", extra="oracle",
-            colour="#2f9e6b"),
+            settings=MIXED, colour="#2f9e6b"),
 )
 ARM_SPECS: dict[str, ArmSpec] = {s.name: s for s in SPECS}
 ARMS: tuple[str, ...] = tuple(ARM_SPECS)

@@ -252,3 +252,15 @@ def test_crosscheck_gap_beyond_tolerance_is_a_warning():
     assert (w["arm"], w["seed"]) == ("real", 1) and w["diff"] == pytest.approx(0.12)
     assert "ultralytics' own mAP 0.520 vs pycocotools 0.400 (+0.120, tolerance 0.05)" in w["message"]
     assert crosscheck_warnings(arms, tolerance=0.2) == []
+
+
+def test_a_setting_retrains_only_the_arms_that_read_it(tiny_config, tiny_dataset, fake_augmented, tmp_path):
+    """real_oversample shapes the epochs of the arms that mix real B with other images; the real
+    arm and synthetic->real (one set per phase) keep their cache keys, so they are not retrained."""
+    from pipeline.detect.compare import plan_runs
+
+    tiny_config.detect.images_per_epoch = 40  # a fixed budget: the oversample cannot change it
+    before = {s.arm: s.key for s in plan_runs(tiny_config, tiny_dataset, fake_augmented, tmp_path / "c")[2]}
+    tiny_config.detect.real_oversample += 1
+    after = {s.arm: s.key for s in plan_runs(tiny_config, tiny_dataset, fake_augmented, tmp_path / "c")[2]}
+    assert {a for a in before if before[a] == after[a]} == {"real", "synthetic->real"}
