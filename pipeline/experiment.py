@@ -13,9 +13,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from pipeline.config import RunConfig
 from pipeline.run import record_run, run_dir_for
@@ -27,24 +28,24 @@ from pipeline.tables import Table, to_markdown
 StageRunner = Callable[[Stage, Any], Any]
 
 
-@dataclass(frozen=True)
-class StageRun:
+class StageRun(BaseModel):
     """Where a stage wrote, whether it was already there, and how long it took (wall seconds)."""
+
+    model_config = ConfigDict(frozen=True)
 
     dir: str
     cached: bool
     seconds: float
 
 
-@dataclass
-class ExperimentResult:
+class ExperimentResult(BaseModel):
     report: Path
     run_dir: Path
-    stages: dict[str, StageRun] = field(default_factory=dict)
+    stages: dict[str, StageRun] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"report": str(self.report), "run_dir": str(self.run_dir),
-                "stages": {name: asdict(s) for name, s in self.stages.items()}}
+        """JSON-ready (paths as strings): what the Prefect flow returns and the CLI prints."""
+        return self.model_dump(mode="json")
 
 
 def local_runner(progress: bool = True) -> StageRunner:
@@ -66,7 +67,8 @@ def experiment(cfg: RunConfig, *, run: StageRunner | None = None, progress: bool
         print(f"== {stage.name}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         result = run(stage, plan())
-        stages[stage.name] = StageRun(str(folder(result)), bool(result.cached), round(time.perf_counter() - t0, 2))
+        stages[stage.name] = StageRun(dir=str(folder(result)), cached=bool(result.cached),
+                                      seconds=round(time.perf_counter() - t0, 2))
         return result
 
     dataset = step(INGEST, lambda: INGEST.plan(cfg, progress=progress), lambda r: r.version.root).version
@@ -81,7 +83,7 @@ def experiment(cfg: RunConfig, *, run: StageRunner | None = None, progress: bool
                                                   gan_dir=gan.model_dir, augmented=augmented),
                       lambda r: run_dir)
     record_run(cfg, run_dir, report.html, dataset.root, augmented.root, gan.model_dir, flow_run_id)
-    return ExperimentResult(Path(report.html), run_dir, stages)
+    return ExperimentResult(report=Path(report.html), run_dir=run_dir, stages=stages)
 
 
 def stage_table(result: dict[str, Any]) -> Table:

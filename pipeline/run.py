@@ -13,9 +13,9 @@ import datetime as _dt
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.config import RunConfig
 from pipeline.store import read_manifest, stage_key
@@ -23,8 +23,11 @@ from pipeline.store import read_manifest, stage_key
 LEDGER = "runs.jsonl"
 
 
-@dataclass(frozen=True)
-class RunRecord:
+class RunRecord(BaseModel):
+    """One line of reports/runs.jsonl."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
     finished: str
     run_dir: str
     report: str
@@ -71,7 +74,7 @@ def record_run(
     )
     ledger = cfg.runtime.reports_dir / LEDGER
     ledger.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(asdict(rec)) + "\n").encode()
+    line = (json.dumps(rec.model_dump()) + "\n").encode()
     fd = os.open(ledger, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line)
@@ -80,8 +83,16 @@ def record_run(
     return rec
 
 
-def read_runs(cfg: RunConfig) -> list[dict[str, Any]]:
+def read_runs(cfg: RunConfig) -> list[RunRecord]:
+    """The ledger's runs, oldest first; a line that is not a run record (a torn write from a
+    killed process, an edit by hand) is skipped."""
     ledger = cfg.runtime.reports_dir / LEDGER
     if not ledger.is_file():
         return []
-    return [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
+    runs = []
+    for line in ledger.read_text().splitlines():
+        try:
+            runs.append(RunRecord.model_validate_json(line))
+        except ValidationError:
+            continue
+    return runs
