@@ -30,6 +30,12 @@ VOLATILE_KEYS = {"created", "code_version", "timings", "hardware", "files", "fil
                  "elapsed", "elapsed_s", "figures", "lineage", "parents", "config_hash"}
 VOLATILE_PREFIXES = ("train_seconds", "train_cpu_seconds", "train_images_per_s")  # and their _mean
 VOLATILE_CSV_COLUMNS = {"time"}
+# CPU features that change which kernels run, and so the last bits of float results
+MATH_FLAGS = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"}
+# synthetic images are named after their generator's sha256 and kept or rejected by the gate:
+# on another machine their names and number change with the GAN's last bits
+GATE_OPTIONAL = re.compile(r"/card/rejected(/|\.png$)")  # only written when the gate rejected some
+SYNTHETIC_NAME = re.compile(r"syn-\d+-[0-9a-f]{8}-v\d+|\d{5}-syn-\d+-[0-9a-f]{8}-v\d+")
 
 
 def machine() -> dict[str, str]:
@@ -38,10 +44,13 @@ def machine() -> dict[str, str]:
     import numpy
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+    info = _cpuinfo()
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
                platform.machine())
-    return {"cpu": cpu, "torch": torch.__version__, "numpy": numpy.__version__, "opencv": cv2.__version__,
-            "python": platform.python_version()}
+    flags = next((set(line.split(":", 1)[1].split()) for line in info if line.startswith("flags")), set())
+    return {"cpu": cpu, "cpu_flags": " ".join(sorted(flags & MATH_FLAGS)), "torch_cpu": torch.backends.cpu.get_cpu_capability(),
+            "threads": str(torch.get_num_threads()), "torch": torch.__version__, "numpy": numpy.__version__,
+            "opencv": cv2.__version__, "python": platform.python_version()}
 
 
 def _cpuinfo() -> list[str]:
@@ -132,6 +141,12 @@ def digest(root: str | Path) -> dict[str, str]:
             continue
         out[_text(str(rel), root, roles)] = file_digest(p, root, roles)
     return out
+
+
+def kinds(paths: list[str] | set[str]) -> set[str]:
+    """The kinds of files a run wrote, with synthetic image names collapsed: what must match on
+    any machine."""
+    return {SYNTHETIC_NAME.sub("SYNTHETIC", p) for p in paths if not GATE_OPTIONAL.search(p)}
 
 
 def record(root: str | Path) -> dict[str, Any]:
