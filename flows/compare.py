@@ -18,8 +18,7 @@ from flows.stage import StageFlow
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.detect.compare import CompareResult
-from pipeline.report.build import comparison_alpha
-from pipeline.report.facts import comparison_facts
+from pipeline.report.build import summary_facts
 from pipeline.report.markdown import arms_markdown as report_arms_markdown
 from pipeline.stages import COMPARE
 
@@ -28,7 +27,7 @@ def arms_markdown(cfg: RunConfig, result: CompareResult) -> str:
     """The verdict, the table of arms (mean ± std mAP over seeds) and the bootstrap comparisons,
     drawn by the report's own table builders."""
     m = result.metrics
-    f = comparison_facts(m, cfg.report, comparison_alpha(result.out_dir, cfg.report.alpha, m))
+    f = summary_facts(cfg.report, result.out_dir, m)
     return "\n".join([f"# Detector comparison: {m.dataset['id']}", "",
                       f"Test: {m.test['images']} real B images; {'cached' if result.cached else 'new'} results.",
                       "", report_arms_markdown(f), "", f"metrics: `{result.metrics_path}`"])

@@ -14,16 +14,14 @@ from prefect.artifacts import create_markdown_artifact
 from flows.stage import StageFlow
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.report.build import ReportResult, comparison_alpha, load_compare_metrics
-from pipeline.report.facts import comparison_facts
+from pipeline.report.build import ReportResult, load_compare_metrics, summary_facts
 from pipeline.report.markdown import arms_markdown
 from pipeline.stages import REPORT
 
 
 def artifact_markdown(cfg: RunConfig, result: ReportResult) -> str:
     """Verdict, arms table (mean ± std over seeds) and uplift CIs, read back from the report's metrics."""
-    m = load_compare_metrics(result.metrics)
-    f = comparison_facts(m, cfg.report, comparison_alpha(Path(result.metrics).parent, cfg.report.alpha, m))
+    f = summary_facts(cfg.report, Path(result.metrics).parent, load_compare_metrics(result.metrics))
     return "\n".join([f"# {cfg.report.title}", "", arms_markdown(f), "",
                       f"Report: [{result.html}](file://{Path(result.html).resolve()})"])
 

@@ -27,12 +27,12 @@ def to_markdown(t: Table) -> str:
     return out + (f"\n\n*{t.caption}*" if t.caption else "")
 
 
-def to_rich(t: Table, title: str | None = None, caption: str | None = None) -> Any:
-    """A rich.table.Table of `t` (caption: `t.caption` unless given)."""
+def to_rich(t: Table, title: str | None = None) -> Any:
+    """A rich.table.Table of `t`, its caption under it."""
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    out = RichTable(title=title, caption=t.caption if caption is None else caption or None)
+    out = RichTable(title=title, caption=t.caption or None)
     for h, numeric in zip(t.headers, t.numeric):
         out.add_column(h, justify="right" if numeric else "left")
     for row in t.rows:

@@ -69,13 +69,11 @@ def compare(
 def arms_tables(cfg: RunConfig, result) -> list:
     """The verdict, arms and comparisons as rich tables, from the report's own table builders."""
     from pipeline.report import tables
-    from pipeline.report.build import comparison_alpha
-    from pipeline.report.facts import comparison_facts
+    from pipeline.report.build import summary_facts
     from pipeline.tables import to_rich
     from rich.text import Text
 
-    m = result.metrics
-    f = comparison_facts(m, cfg.report, comparison_alpha(result.out_dir, cfg.report.alpha, m))
+    f = summary_facts(cfg.report, result.out_dir, result.metrics)
     title = f"{result.metrics.dataset['id']}: {result.metrics.test['images']} real B test images"
     arms = tables.arms(f)
     notes = [f.verdict, *f.secondary, *[f"warning: {w}" for w in f.warnings]]

@@ -119,8 +119,7 @@ def gather(cfg: RunConfig, metrics: CompareMetrics, compare_dir: Path, dataset: 
            notes: dict[str, str]) -> ReportFacts:
     """Everything the report shows, figures included (each figure failing alone, with a note)."""
     r = cfg.report
-    alpha = comparison_alpha(compare_dir, r.alpha, metrics)
-    facts = comparison_facts(metrics, r, alpha)
+    facts = summary_facts(r, compare_dir, metrics)
     gan = None
     if gan_dir is not None and gan_manifest is not None:
         gm = _read_json(gan_dir / "metrics.json") or gan_manifest.get("summary", {}).get("metrics") or {}
@@ -182,6 +181,12 @@ def gather(cfg: RunConfig, metrics: CompareMetrics, compare_dir: Path, dataset: 
     facts.notes.update({k: v for k, v in shown.pop("_notes", {}).items() if v})
     facts.samples = shown
     return facts
+
+
+def summary_facts(report: Any, compare_dir: Path, metrics: CompareMetrics) -> ReportFacts:
+    """The verdict, arms and comparisons of the comparison in compare_dir, at the CI level its
+    bootstrap used: what the report opens with, and all the CLI and the Prefect artifacts show."""
+    return comparison_facts(metrics, report, comparison_alpha(compare_dir, report.alpha, metrics))
 
 
 def comparison_alpha(compare_dir: Path, default: float, metrics: CompareMetrics | None = None) -> float:
