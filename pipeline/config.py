@@ -248,6 +248,9 @@ class GateConfig(Section):
     box_offset_search: float = Field(0.5, gt=0, le=2, description="offset search radius / box side")
     min_realism: float | None = Field(None, ge=0, le=1, description="min P(real metal) from the model's "
                                       "realism critic; None = off (scores are recorded when a critic exists)")
+    erase_dropped: bool = Field(False, description="paint over the part of every dropped box (inpainting "
+                                "of the box minus kept boxes): a faded or moved part is neither a label "
+                                "nor an unlabelled part-like shape the detector learns as background")
 
 
 class SynthConfig(Section):

@@ -15,7 +15,8 @@ Per box (source crop vs synthetic crop, both in the output frame, box grown by a
   offset: the peak of the cross-correlation of the source and synthetic gradient maps around the
   box: a part that moved (still overlapping its box, which edge F1 with its 2-px tolerance misses).
 The box is dropped or the image rejected according to `GateConfig.box_rule`. Every failure
-becomes one rejected.jsonl row.
+becomes one rejected.jsonl row. With `GateConfig.erase_dropped` the pixels of a dropped box are
+inpainted (`erase_boxes`), so what failed is gone rather than left as an unlabelled part.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import numpy as np
 from pipeline.config import GateConfig
 from pipeline.synth.artifacts import checkerboard_score, seam_score, to_gray
 
-__all__ = ["GateResult", "Realism", "as_uint8", "box_offset", "box_scores", "checkerboard_score", "gate",
-           "image_scores", "saturated_fraction", "seam_score", "to_gray"]
+__all__ = ["GateResult", "Realism", "as_uint8", "box_offset", "box_scores", "checkerboard_score", "erase_boxes",
+           "gate", "image_scores", "saturated_fraction", "seam_score", "to_gray"]
 
 Realism = Callable[[np.ndarray], float]
 BOX_SCORES = ("edge_f1", "gradient_ssim", "offset", "offset_px", "offset_gain")
@@ -259,3 +260,24 @@ def gate(
              "box": None, "action": "reject_image"}
         )
     return GateResult(not reject, keep if not reject else [False] * n, scores, per_box, box_rows)
+
+
+def erase_boxes(image: np.ndarray, dropped: np.ndarray, kept: np.ndarray, margin: float = 0.1) -> np.ndarray:
+    """`image` with the `dropped` boxes (xywh px, grown by `margin`·side, >= 2 px) painted over.
+
+    The region is filled from its surroundings (OpenCV Telea inpainting), leaving every pixel of
+    the `kept` boxes as it was: a part that overlaps a dropped one keeps its own pixels. Returns
+    a new uint8 array; the input is not modified.
+    """
+    img = as_uint8(image)
+    h, w = img.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    for box in np.asarray(dropped, dtype=np.float64).reshape(-1, 4):
+        win = box_window(box, (w, h), margin)
+        if win is not None:
+            mask[win[1]:win[3], win[0]:win[2]] = 255
+    for x, y, bw, bh in np.asarray(kept, dtype=np.float64).reshape(-1, 4):
+        mask[int(np.floor(y)):int(np.ceil(y + bh)), int(np.floor(x)):int(np.ceil(x + bw))] = 0
+    if not mask.any():
+        return img.copy()
+    return cv2.inpaint(np.ascontiguousarray(img), mask, 3, cv2.INPAINT_TELEA)

@@ -21,7 +21,7 @@ from pipeline.data.coco import Annotation, ImageRecord
 from pipeline.store import atomic_write_bytes, sha256_bytes, sha256_file
 from pipeline.synth import geometry as geo
 from pipeline.synth.augment import augment
-from pipeline.synth.gate import GateResult, as_uint8
+from pipeline.synth.gate import GateResult, as_uint8, erase_boxes
 from pipeline.synth.plan import WorkItem
 
 IMAGE_DIR = "images/B/train"
@@ -111,7 +111,8 @@ def _add(st: dict[str, Any], key: str, n: int) -> None:
 def finish_output(
     cfg: RunConfig, transform, job: Job, res: GateResult, name: str, gen_sha: str, staging: Path, st: dict
 ) -> dict | None:
-    """Apply the gate's box decisions and optional augmentation, write the PNG, return its record.
+    """Apply the gate's box decisions (dropping boxes, and erasing their pixels where configured) and
+    the optional augmentation, write the PNG, return its record.
 
     Recorded maps: `affine` takes the A image to the translated frame (the gate compared the two
     there); `augment_affine` (None without augmentation) takes that frame to the written pixels.
@@ -121,6 +122,8 @@ def finish_output(
     _add(st, "boxes_dropped_gate", int((~keep).sum()))
     image = as_uint8(job.synthetic)
     boxes, anns = job.boxes[keep], [a for a, k in zip(job.anns, keep) if k]
+    if cfg.synth.gate.erase_dropped and not keep.all():
+        image = erase_boxes(image, job.boxes[~keep], boxes, cfg.synth.gate.box_margin)
     vis, box_scores = job.visibility[keep], [s for s, k in zip(res.box_scores, keep) if k]
     seed, aug_map = None, None
     if transform is not None:

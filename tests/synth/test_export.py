@@ -125,19 +125,67 @@ def _flaky(images):
     return out
 
 
-@pytest.fixture(scope="module")
-def with_rejects(mini_dataset, tmp_path_factory):
-    root = tmp_path_factory.mktemp("rejects")
+def _right_half_lost(images):
+    """The right half of every output is noise around its mean grey: parts there are gone (their
+    boxes dropped), parts on the left kept."""
+    out = []
+    for k, im in enumerate(metalize(images)):
+        im = im.copy()
+        rng = np.random.default_rng(k)
+        half = im[:, im.shape[1] // 2:]
+        im[:, im.shape[1] // 2:] = np.clip(half.mean() + rng.normal(0, 6, half.shape), 0, 255).astype(np.uint8)
+        out.append(im)
+    return out
+
+
+def _run_flaky(mini_dataset, root: Path, translate=_flaky, **gate):
     cfg = RunConfig()
     cfg.runtime.output_root = root
     cfg.gan.translate_batch = 4
     cfg.synth = cfg.synth.model_copy(update={"shard_size": 5, "variants": 2, "n_card_examples": 3,
-                                             "balance_classes": True})
+                                             "balance_classes": True,
+                                             "gate": cfg.synth.gate.model_copy(update=gate)})
     model = _model_dir(root)
     plan = stage.prepare(cfg, mini_dataset, model)
-    gens = [Generator(plan.generator_shas[0], _flaky)]
+    gens = [Generator(plan.generator_shas[0], translate)]
     res = stage.finalize(plan, [stage.run_plan_shard(plan, k, gens) for k in range(len(plan.shards))])
     return cfg, plan, res
+
+
+@pytest.fixture(scope="module")
+def with_rejects(mini_dataset, tmp_path_factory):
+    return _run_flaky(mini_dataset, tmp_path_factory.mktemp("rejects"))
+
+
+def test_erase_dropped_paints_over_exactly_the_dropped_boxes(mini_dataset, tmp_path):
+    from pipeline.synth.gate import box_window
+
+    _, plain_plan, plain = _run_flaky(mini_dataset, tmp_path / "plain", _right_half_lost)
+    _, plan, erased = _run_flaky(mini_dataset, tmp_path / "erased", _right_half_lost, erase_dropped=True)
+    assert plan.key != plain_plan.key and erased.accepted == plain.accepted  # same decisions, other pixels
+    rows = [json.loads(line) for line in (erased.version.root / "rejected.jsonl").read_text().splitlines()]
+    dropped: dict[str, list] = {}
+    for r in rows:
+        if r["action"] == "drop_box":
+            dropped.setdefault(r["image"], []).append(r["bbox"])
+    coco = erased.version.coco("B", "train")
+    plain_images = {im.file_name: im for im in plain.version.coco("B", "train").images}
+    assert 0 < len(dropped) < len(coco.images)  # some images lost a box, others did not
+    for image in coco.images:
+        name = image.file_name
+        a, b = plain.version.read_rgb(plain_images[name]), erased.version.read_rgb(image)
+        if Path(name).name not in dropped:
+            assert np.array_equal(a, b), name  # nothing dropped: the very same pixels
+            continue
+        changed = np.any(a != b, axis=-1)
+        inside = np.zeros_like(changed)
+        for box in dropped[Path(name).name]:
+            x0, y0, x1, y1 = box_window(np.array(box), a.shape[1::-1], 0.1)
+            inside[y0:y1, x0:x1] = True
+        assert changed.any() and not (changed & ~inside).any(), name  # only inside the dropped windows
+        for ann in coco.anns_by_image().get(image.id, []):  # kept boxes keep their pixels
+            x, y, w, h = (int(round(v)) for v in ann.bbox)
+            assert np.array_equal(a[y:y + h, x:x + w], b[y:y + h, x:x + w]), name
 
 
 def test_rejections_are_listed_with_thumbnails_in_the_card(with_rejects):

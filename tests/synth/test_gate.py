@@ -183,3 +183,24 @@ def test_non_finite_values_reported_by_the_generator_reject_a_uint8_image():
     res = G.gate(src, syn, boxes, GateConfig(), nonfinite=12)
     assert not res.accepted and [(r["check"], r["score"]) for r in res.rejections] == [("finite", 12.0)]
     assert G.gate(src, syn, boxes, GateConfig(), nonfinite=0).accepted
+
+
+def test_erase_boxes_paints_over_a_dropped_part_and_leaves_kept_ones():
+    src, boxes = _scene()
+    before = src.copy()
+    out = G.erase_boxes(src, boxes[1:], boxes[:1])
+    assert np.array_equal(src, before)  # the input is not modified
+    assert np.array_equal(out[8:28, 6:30], src[8:28, 6:30])  # the kept part: pixel for pixel
+    # The dropped blue part is gone: its window now looks like the bed around it.
+    bed = src[2:6, 34:62].reshape(-1, 3).mean(0)
+    assert np.abs(out[38:56, 38:58].reshape(-1, 3).mean(0) - bed).max() < 12
+    assert np.abs(src[38:56, 38:58].reshape(-1, 3).mean(0) - bed).max() > 100
+
+
+def test_erase_boxes_spares_a_kept_box_overlapping_the_dropped_one():
+    src, boxes = _scene()
+    kept = np.array([[44, 40, 10, 10]], float)  # inside part 1's box
+    out = G.erase_boxes(src, boxes[1:], kept)
+    assert np.array_equal(out[40:50, 44:54], src[40:50, 44:54])
+    assert not np.array_equal(out[36:40, 36:60], src[36:40, 36:60])
+    assert np.array_equal(G.erase_boxes(src, np.zeros((0, 4)), boxes), src)
