@@ -45,6 +45,11 @@ def _edges(gray: np.ndarray) -> np.ndarray:
     return cv2.Canny(cv2.GaussianBlur(gray, (3, 3), 0), lo, hi) > 0
 
 
+def edge_map(img: np.ndarray) -> np.ndarray:
+    """(H, W) bool edges of an RGB or grey image, as edge_f1 sees them."""
+    return _edges(_gray(img))
+
+
 def edge_f1(a: np.ndarray, b: np.ndarray, tolerance: int = 2) -> float:
     """F1 of b's edges against a's, an edge pixel counting as matched within `tolerance` px."""
     if a.shape[:2] != b.shape[:2]:

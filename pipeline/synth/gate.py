@@ -160,13 +160,14 @@ def box_scores(
     source: np.ndarray, synthetic: np.ndarray, boxes: np.ndarray, cfg: GateConfig
 ) -> list[dict[str, float | None]]:
     """Per box {"edge_f1", "gradient_ssim", "offset", "offset_px", "offset_gain"} between source
-    and synthetic crops (None = not scored: box too small, metric off, or no structure).
+    and synthetic crops (None = not scored: box too small, metric off, or no structure; edge F1 is
+    not scored where the source crop has no edges).
 
     offset: the part's displacement as a share of its box side, max(|dx|/w, |dy|/h);
     offset_px: its length in pixels; offset_gain: how much better the part matches there than in
     place (correlation difference, 0..2).
     """
-    from pipeline.gan.quality import edge_f1, gradient_ssim
+    from pipeline.gan.quality import edge_f1, edge_map, gradient_ssim
 
     h, w = source.shape[:2]
     out: list[dict[str, float | None]] = []
@@ -179,7 +180,11 @@ def box_scores(
             continue
         x0, y0, x1, y1 = win
         a, b = source[y0:y1, x0:x1], synthetic[y0:y1, x0:x1]
-        if cfg.box_metric in ("edge_f1", "both"):
+        # A source crop without edges (a pale part on a pale bed: the median-scaled Canny thresholds
+        # of a bright crop sit above its gradients) gives F1 0 whatever the translation made of
+        # it: such a box is not scored by edge F1, as the offset check skips a window with no
+        # structure.
+        if cfg.box_metric in ("edge_f1", "both") and edge_map(a).any():
             scores["edge_f1"] = float(edge_f1(a, b))
         if cfg.box_metric in ("gradient_ssim", "both"):
             scores["gradient_ssim"] = float(gradient_ssim(a, b))

@@ -204,3 +204,22 @@ def test_erase_boxes_spares_a_kept_box_overlapping_the_dropped_one():
     assert np.array_equal(out[40:50, 44:54], src[40:50, 44:54])
     assert not np.array_equal(out[36:40, 36:60], src[36:40, 36:60])
     assert np.array_equal(G.erase_boxes(src, np.zeros((0, 4)), boxes), src)
+
+
+def test_a_box_whose_source_has_no_edges_is_not_scored_by_edge_f1():
+    """A pale part on a pale bed has no Canny edges under the brightness-scaled thresholds: its F1
+    was 0 whatever the translation made of it, so a faithful translation lost the box."""
+    rng = np.random.default_rng(0)
+    src = np.full((64, 64, 3), 215, np.uint8) + rng.integers(0, 3, (64, 64, 3), dtype=np.uint8)
+    src[20:44, 16:40] += 12  # a faint part
+    box = np.array([[16, 20, 24, 24]], float)
+    from pipeline.gan.quality import edge_map
+    assert not edge_map(src[17:47, 13:43]).any()
+    syn = np.full_like(src, 40)
+    syn[20:44, 16:40] = 170  # translated clearly
+    res = G.gate(src, syn, box, GateConfig())
+    assert res.box_scores[0]["edge_f1"] is None and res.accepted and res.keep == [True]
+    # the same part with clear edges in the source is still scored (and kept: it is all there)
+    src[20:44, 16:40] = (200, 40, 30)
+    scored = G.gate(src, syn, box, GateConfig())
+    assert scored.box_scores[0]["edge_f1"] > 0.5 and scored.keep == [True]
