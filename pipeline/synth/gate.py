@@ -35,6 +35,10 @@ __all__ = ["GateResult", "Realism", "as_uint8", "box_offset", "box_scores", "che
            "gate", "image_scores", "saturated_fraction", "seam_score", "to_gray"]
 
 Realism = Callable[[np.ndarray], float]
+# Enters the synthesis cache key: bump it when the gate decides differently on the same inputs, so
+# cached augmented sets (and the detector runs trained on them) are redone, and nothing else is.
+# 2: edge F1 does not score a box whose source crop has no edges.
+REVISION = 2
 BOX_SCORES = ("edge_f1", "gradient_ssim", "offset", "offset_px", "offset_gain")
 
 

@@ -25,7 +25,7 @@ from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.store import atomic_write_json, dir_lock, read_manifest, sha256_file, stage_key
 from pipeline.synth.export import export_version
-from pipeline.synth.gate import Realism
+from pipeline.synth.gate import REVISION as GATE_REVISION, Realism
 from pipeline.synth.generate import Generator, ShardSummary, WorkItem, plan_items, run_shard, shard_items
 
 # synth settings that change how the work is done, not a pixel or a box of the result
@@ -141,7 +141,8 @@ def prepare(cfg: RunConfig, dataset: DatasetVersion, model_dir: Path) -> SynthPl
         del synth["gate"]["erase_dropped"]
     key = stage_key(
         "synthesize",
-        {"synth": synth, "translate": translation, "generators": shas, "seed": cfg.runtime.seed},
+        {"synth": synth, "translate": translation, "generators": shas, "seed": cfg.runtime.seed,
+         "gate_revision": GATE_REVISION},
         parents,
     )
     final = cfg.runtime.data_dir / "datasets" / f"{cfg.data.name}-aug-{key[:12]}"
