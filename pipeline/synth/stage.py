@@ -137,8 +137,6 @@ def prepare(cfg: RunConfig, dataset: DatasetVersion, model_dir: Path) -> SynthPl
             parents.append(m)
     translation = translation_settings(cfg)
     synth = {k: v for k, v in cfg.synth.model_dump(mode="json").items() if k not in RUN_ONLY}
-    if not synth["gate"]["erase_dropped"]:  # added later: enters the key only when set (older caches stay valid)
-        del synth["gate"]["erase_dropped"]
     key = stage_key(
         "synthesize",
         {"synth": synth, "translate": translation, "generators": shas, "seed": cfg.runtime.seed,

@@ -138,7 +138,7 @@ def _right_half_lost(images):
     return out
 
 
-def _run_flaky(mini_dataset, root: Path, translate=_flaky, **gate):
+def _run_gated(mini_dataset, root: Path, translate=_flaky, **gate):
     cfg = RunConfig()
     cfg.runtime.output_root = root
     cfg.gan.translate_batch = 4
@@ -154,14 +154,14 @@ def _run_flaky(mini_dataset, root: Path, translate=_flaky, **gate):
 
 @pytest.fixture(scope="module")
 def with_rejects(mini_dataset, tmp_path_factory):
-    return _run_flaky(mini_dataset, tmp_path_factory.mktemp("rejects"))
+    return _run_gated(mini_dataset, tmp_path_factory.mktemp("rejects"))
 
 
 def test_erase_dropped_paints_over_exactly_the_dropped_boxes(mini_dataset, tmp_path):
     from pipeline.synth.gate import box_window
 
-    _, plain_plan, plain = _run_flaky(mini_dataset, tmp_path / "plain", _right_half_lost)
-    _, plan, erased = _run_flaky(mini_dataset, tmp_path / "erased", _right_half_lost, erase_dropped=True)
+    _, plain_plan, plain = _run_gated(mini_dataset, tmp_path / "plain", _right_half_lost)
+    _, plan, erased = _run_gated(mini_dataset, tmp_path / "erased", _right_half_lost, erase_dropped=True)
     assert plan.key != plain_plan.key and erased.accepted == plain.accepted  # same decisions, other pixels
     rows = [json.loads(line) for line in (erased.version.root / "rejected.jsonl").read_text().splitlines()]
     dropped: dict[str, list] = {}
