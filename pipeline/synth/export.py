@@ -30,6 +30,7 @@ from pipeline.config import RunConfig
 from pipeline.data.coco import Annotation, CocoSet, ImageRecord
 from pipeline.data.version import DatasetVersion
 from pipeline.store import atomic_write_text, hash_tree, write_manifest
+from pipeline.synth.camera import CameraProfile
 from pipeline.synth.card import write_card
 from pipeline.synth.journal import collect
 
@@ -194,6 +195,7 @@ def export_version(
     generators: list[dict[str, Any]],
     balance: dict[str, Any],
     counts: dict[str, Any],
+    camera: CameraProfile | None = None,
 ) -> dict[str, Any]:
     """Turn a staging directory holding finished shards into a complete version; returns manifest."""
     from pipeline.data.formats import write_yolo
@@ -228,6 +230,7 @@ def export_version(
         "balance": balance,
         "gate": gate,
         "counts": counts,
+        "camera": None if camera is None else camera.summary(),
     }
     write_card(root, dataset, real, syn, summary, cfg.synth.n_card_examples, cfg.synth.pad_value)
     prune_thumbnails(root, syn.thumbnails)

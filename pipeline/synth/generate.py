@@ -32,6 +32,7 @@ from pipeline.data.coco import CocoSet
 from pipeline.data.version import DatasetVersion
 from pipeline.store import atomic_write_json, atomic_write_text
 from pipeline.synth.augment import build_augment
+from pipeline.synth.camera import CameraProfile
 from pipeline.synth.gate import GateResult, Realism, gate
 from pipeline.synth.journal import (
     append_row,
@@ -124,8 +125,9 @@ class _Shard:
     """What one shard run needs: inputs, generators, gate settings and the thumbnail budget."""
 
     def __init__(self, cfg: RunConfig, dataset: DatasetVersion, a_train: CocoSet, generators: list[Generator],
-                 staging: Path, index: int, realism: Realism | None, n_thumbs: int, thumbs: int):
-        self.cfg, self.dataset, self.generators = cfg, dataset, generators
+                 staging: Path, index: int, realism: Realism | None, n_thumbs: int, thumbs: int,
+                 camera: CameraProfile | None = None):
+        self.cfg, self.dataset, self.generators, self.camera = cfg, dataset, generators, camera
         self.staging, self.index = staging, index
         self.realism, self.n_thumbs, self.thumbs = realism, n_thumbs, thumbs
         self.images = {im.id: im for im in a_train.images}
@@ -202,7 +204,8 @@ class _Shard:
         if not res.accepted:
             st["rejected"] = st.get("rejected", 0) + 1
             return checks
-        out = finish_output(self.cfg, self.transform, job, res, name, gen.sha256, self.staging, st)
+        out = finish_output(self.cfg, self.transform, job, res, name, gen.sha256, self.staging, st,
+                            self.camera)
         if out is not None:
             row["outputs"].append(out)
         return checks
@@ -222,6 +225,7 @@ def run_shard(
     staging: Path,
     *,
     realism: Realism | None = None,
+    camera: CameraProfile | None = None,
     n_thumbnails: int | None = None,
     on_items: Callable[[int], None] | None = None,
 ) -> ShardSummary:
@@ -250,7 +254,8 @@ def run_shard(
 
     n_thumbs = cfg.synth.n_card_examples if n_thumbnails is None else n_thumbnails
     # The budget counts thumbnails of kept rows only, so a resumed shard picks the same ones.
-    shard = _Shard(cfg, dataset, a_train, generators, staging, index, realism, n_thumbs, _thumbnails_in(rows))
+    shard = _Shard(cfg, dataset, a_train, generators, staging, index, realism, n_thumbs, _thumbnails_in(rows),
+                   camera)
     todo = [it for it in items if it.key not in finished]
     from pipeline.gan.accel import translation_batch
 

@@ -21,6 +21,7 @@ from pipeline.data.coco import Annotation, ImageRecord
 from pipeline.store import atomic_write_bytes, sha256_bytes, sha256_file
 from pipeline.synth import geometry as geo
 from pipeline.synth.augment import augment
+from pipeline.synth.camera import CameraProfile, apply_camera
 from pipeline.synth.gate import GateResult, as_uint8, erase_boxes
 from pipeline.synth.plan import WorkItem
 
@@ -109,10 +110,11 @@ def _add(st: dict[str, Any], key: str, n: int) -> None:
 
 
 def finish_output(
-    cfg: RunConfig, transform, job: Job, res: GateResult, name: str, gen_sha: str, staging: Path, st: dict
+    cfg: RunConfig, transform, job: Job, res: GateResult, name: str, gen_sha: str, staging: Path, st: dict,
+    camera: CameraProfile | None = None,
 ) -> dict | None:
-    """Apply the gate's box decisions (dropping boxes, and erasing their pixels where configured) and
-    the optional augmentation, write the PNG, return its record.
+    """Apply the gate's box decisions (dropping boxes, and erasing their pixels where configured), the
+    camera match (with a profile) and the optional augmentation, write the PNG, return its record.
 
     Recorded maps: `affine` takes the A image to the translated frame (the gate compared the two
     there); `augment_affine` (None without augmentation) takes that frame to the written pixels.
@@ -124,6 +126,8 @@ def finish_output(
     boxes, anns = job.boxes[keep], [a for a, k in zip(job.anns, keep) if k]
     if cfg.synth.gate.erase_dropped and not keep.all():
         image = erase_boxes(image, job.boxes[~keep], boxes, cfg.synth.gate.box_margin)
+    if camera is not None:
+        image = apply_camera(image, camera, seed_of(cfg.runtime.seed, "camera", job.item.key, job.tile))
     vis, box_scores = job.visibility[keep], [s for s, k in zip(res.box_scores, keep) if k]
     seed, aug_map = None, None
     if transform is not None:

@@ -21,15 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.store import atomic_write_json, dir_lock, read_manifest, sha256_file, stage_key
+from pipeline.synth.camera import CameraProfile, fit_camera
 from pipeline.synth.export import export_version
 from pipeline.synth.gate import REVISION as GATE_REVISION, Realism
 from pipeline.synth.generate import Generator, ShardSummary, WorkItem, plan_items, run_shard, shard_items
 
 # synth settings that change how the work is done, not a pixel or a box of the result
 RUN_ONLY = ("shard_size", "dask", "prefetch", "n_card_examples")
+# synth settings added after cached versions existed: they enter the key only when switched on, so
+# the versions made without them (and the detector runs trained on those) stay valid
+KEY_WHEN_SET = ("camera_match",)
+# real photos the camera match measures (evenly spaced over B_unlabelled + B_train beyond this)
+CAMERA_PHOTOS = 512
 
 
 @dataclass
@@ -55,6 +63,7 @@ class SynthPlan:
     translation: dict[str, Any] = field(default_factory=dict)  # see translation_settings
     model_dir: Path | None = None
     shard_size: int = 64
+    camera: CameraProfile | None = None  # synth.camera_match: the real photos' statistics
 
     @property
     def version_id(self) -> str:
@@ -117,6 +126,19 @@ def _model_manifest(weights: Path) -> dict[str, Any] | None:
     return None
 
 
+def camera_profile(dataset: DatasetVersion) -> CameraProfile:
+    """The camera statistics of the real metal photos the GAN learns from (B_unlabelled + B_train;
+    B_val and B_test are never read), at most CAMERA_PHOTOS of them, evenly spaced."""
+    from pipeline.gan.data import B_SPLITS
+
+    recs = [r for d, s in B_SPLITS if dataset.has(d, s) for r in dataset.coco(d, s).images]
+    if not recs:
+        raise ValueError(f"{dataset.root}: synth.camera_match needs real B photos (B_unlabelled or B_train)")
+    if len(recs) > CAMERA_PHOTOS:
+        recs = [recs[i] for i in sorted({int(i) for i in np.linspace(0, len(recs) - 1, CAMERA_PHOTOS)})]
+    return fit_camera(dataset.read_rgb(r) for r in recs)
+
+
 def _plan_file(staging: Path) -> Path:
     return staging / "shards" / "plan.json"
 
@@ -136,7 +158,8 @@ def prepare(cfg: RunConfig, dataset: DatasetVersion, model_dir: Path) -> SynthPl
         if m is not None and m not in parents:
             parents.append(m)
     translation = translation_settings(cfg)
-    synth = {k: v for k, v in cfg.synth.model_dump(mode="json").items() if k not in RUN_ONLY}
+    synth = {k: v for k, v in cfg.synth.model_dump(mode="json").items()
+             if k not in RUN_ONLY and not (k in KEY_WHEN_SET and not v)}
     key = stage_key(
         "synthesize",
         {"synth": synth, "translate": translation, "generators": shas, "seed": cfg.runtime.seed,
@@ -152,7 +175,8 @@ def prepare(cfg: RunConfig, dataset: DatasetVersion, model_dir: Path) -> SynthPl
     real = dataset.coco("B", "train").class_counts() if dataset.has("B", "train") else {}
     items, balance = plan_items(cfg, a_train, real, len(checkpoints))
     plan = SynthPlan(cfg, dataset, checkpoints, shas, key, final, staging, shard_items(items, shard_size),
-                     balance, parents, translation, Path(model_dir), shard_size)
+                     balance, parents, translation, Path(model_dir), shard_size,
+                     camera_profile(dataset) if cfg.synth.camera_match else None)
     if cfg.synth.gate.min_realism is not None:
         load_realism(plan)  # fail before any work when the threshold cannot be applied
     return plan
@@ -238,7 +262,7 @@ def run_plan_shard(plan: SynthPlan, index: int, generators: list[Generator] | No
     gens = generators if generators is not None else load_generators(plan)
     a_train = plan.dataset.coco("A", "train")
     return run_shard(plan.cfg, plan.dataset, a_train, gens, plan.shards[index], index, plan.staging,
-                     realism=load_realism(plan), on_items=_ON_ITEMS.get(plan.key))
+                     realism=load_realism(plan), camera=plan.camera, on_items=_ON_ITEMS.get(plan.key))
 
 
 def finalize(plan: SynthPlan, summaries: list[ShardSummary]) -> SynthResult:
@@ -252,7 +276,7 @@ def finalize(plan: SynthPlan, summaries: list[ShardSummary]) -> SynthResult:
         plan.cfg, plan.dataset, plan.staging, n_shards=len(plan.shards), version_id=plan.version_id,
         parents=plan.parents,
         generators=[{"sha256": s, "file": str(c)} for s, c in zip(plan.generator_shas, plan.checkpoints)],
-        balance=plan.balance, counts=counts,
+        balance=plan.balance, counts=counts, camera=plan.camera,
     )
     return _publish(plan)
 

@@ -138,12 +138,12 @@ def _right_half_lost(images):
     return out
 
 
-def _run_gated(mini_dataset, root: Path, translate=_flaky, **gate):
+def _run_gated(mini_dataset, root: Path, translate=_flaky, synth: dict | None = None, **gate):
     cfg = RunConfig()
     cfg.runtime.output_root = root
     cfg.gan.translate_batch = 4
     cfg.synth = cfg.synth.model_copy(update={"shard_size": 5, "variants": 2, "n_card_examples": 3,
-                                             "balance_classes": True,
+                                             "balance_classes": True, **(synth or {}),
                                              "gate": cfg.synth.gate.model_copy(update=gate)})
     model = _model_dir(root)
     plan = stage.prepare(cfg, mini_dataset, model)
@@ -186,6 +186,47 @@ def test_erase_dropped_paints_over_exactly_the_dropped_boxes(mini_dataset, tmp_p
         for ann in coco.anns_by_image().get(image.id, []):  # kept boxes keep their pixels
             x, y, w, h = (int(round(v)) for v in ann.bbox)
             assert np.array_equal(a[y:y + h, x:x + w], b[y:y + h, x:x + w]), name
+
+
+def test_camera_match_changes_pixels_only(mini_dataset, tmp_path):
+    from pipeline.synth.camera import measure
+
+    _, plain_plan, plain = _run_gated(mini_dataset, tmp_path / "plain", metalize)
+    _, plan, matched = _run_gated(mini_dataset, tmp_path / "camera", metalize, synth={"camera_match": True})
+    assert plain_plan.camera is None and plan.camera is not None and plan.key != plain_plan.key
+    # measured on the real B photos of the dataset (train here; val is never read)
+    b = mini_dataset.coco("B", "train").images
+    assert plan.camera.summary()["photos"] == len(b)
+    assert matched.version.manifest["summary"]["camera"] == plan.camera.summary()
+    assert plain.version.manifest["summary"]["camera"] is None
+    a_coco, b_coco = plain.version.coco("B", "train"), matched.version.coco("B", "train")
+    assert [(im.file_name, [x.bbox for x in a_coco.anns_by_image().get(im.id, [])]) for im in a_coco.images] \
+        == [(im.file_name, [x.bbox for x in b_coco.anns_by_image().get(im.id, [])]) for im in b_coco.images]
+    target = float(np.median(plan.camera.mean))
+    spread = [abs(measure(v.read_rgb(im))[1] - target) for v, c in ((plain.version, a_coco), (matched.version, b_coco))
+              for im in c.images if im.synthetic]
+    n = len(spread) // 2
+    assert n and np.mean(spread[n:]) < np.mean(spread[:n])  # synthetic means moved to the real photos'
+    for im in b_coco.images:
+        if not im.synthetic:  # the real photos are copied, untouched
+            assert np.array_equal(matched.version.read_rgb(im), mini_dataset.read_rgb(
+                next(r for r in b if r.file_name == im.file_name)))
+
+
+def test_camera_match_enters_the_synthesis_key_only_when_on(mini_dataset, tmp_path, monkeypatch):
+    seen = []
+    real_key = stage.stage_key
+    monkeypatch.setattr(stage, "stage_key", lambda name, section, parents: seen.append(section["synth"])
+                        or real_key(name, section, parents))
+    cfg = RunConfig()
+    cfg.runtime.output_root = tmp_path
+    model = _model_dir(tmp_path)
+    stage.prepare(cfg, mini_dataset, model)
+    cfg.synth = cfg.synth.model_copy(update={"camera_match": True})
+    stage.prepare(cfg, mini_dataset, model)
+    # off: the key of the versions made before the setting existed (and of the runs trained on them)
+    assert "camera_match" not in seen[0] and seen[1]["camera_match"] is True
+    assert {k: v for k, v in seen[1].items() if k != "camera_match"} == seen[0]
 
 
 def test_rejections_are_listed_with_thumbnails_in_the_card(with_rejects):
