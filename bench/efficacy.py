@@ -196,6 +196,25 @@ def _val_map(out_dir: Path, run: dict) -> float | None:
     return col[-1] if col and math.isfinite(col[-1]) else None
 
 
+def written_realism(augmented, dataset, n_images: int = 64, seed: int = 0) -> dict:
+    """The realism critic's two-sample test on the synthetic images as written (after the gate, and
+    the camera match where on) against the same held-out real photos the GAN's own quality test
+    uses (B_val, up to n_images of each; pipeline.gan.quality.evaluate_quality)."""
+    import numpy as np
+
+    from pipeline.gan.realism import two_sample_test
+
+    rng = np.random.default_rng(seed)
+    syn = [im for im in augmented.coco("B", "train").images if im.synthetic]
+    syn = [syn[i] for i in sorted(rng.permutation(len(syn))[:n_images])]
+    b_split = "val" if dataset.has("B", "val") else "unlabelled"
+    real = dataset.coco("B", b_split).images
+    real = [real[i] for i in sorted(rng.permutation(len(real))[:n_images])]
+    r = two_sample_test([dataset.read_rgb(x) for x in real], [augmented.read_rgb(x) for x in syn], seed=seed)
+    return {"accuracy": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "kid": r["kid"],
+            "n_synthetic": len(syn), "n_real": len(real), "b_reference": f"B_{b_split}"}
+
+
 def _headline(best: str | None, uplifts: list[dict], gap: dict, alpha: float) -> str:
     ci = round(100 * (1 - alpha))
     parts = [f"best arm (oracle aside): {best}"]
@@ -231,8 +250,9 @@ def markdown(doc: dict) -> str:
         why = f" ({'; '.join(u['reasons'])})" if u["reasons"] else ""
         lines.append(f"| {u['treatment']} vs {u['baseline']} | {u['delta']:+.3f} | "
                      f"[{u['ci_low']:+.3f}, {u['ci_high']:+.3f}] | {u['outcome']}{why} |")
-    lines += ["", "| GAN seed | model | realism critic accuracy (raw A) | KID | box edge F1 | synthetic kept | "
-              f"boxes kept | {TREATMENT} mAP, test | B val |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| GAN seed | model | realism critic accuracy (raw A) | KID | realism critic, images as "
+              "written | box edge F1 | synthetic kept | "
+              f"boxes kept | {TREATMENT} mAP, test | B val |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     syn_runs = (doc["arms"].get(TREATMENT) or {}).get("runs") or []
     for g, m in doc.get("gans", {}).items():
         c = m.get("synthesis") or {}
@@ -240,7 +260,8 @@ def markdown(doc: dict) -> str:
         test = _mean([r["map"] for r in mine])
         val = _mean([r.get("val_map") for r in mine])
         lines.append(f"| {g} | `{m['model']}` | {m['realism_accuracy']:.3f} ({m['realism_accuracy_raw_a']:.3f}) | "
-                     f"{m['kid']:.2f} | {m['box_edge_f1']:.3f} | {c.get('accepted', '–')}/{c.get('items', '–')} | "
+                     f"{m['kid']:.2f} | {_written(m.get('written_realism'))} | {m['box_edge_f1']:.3f} | "
+                     f"{c.get('accepted', '–')}/{c.get('items', '–')} | "
                      f"{c.get('boxes_kept', '–')}/{c.get('boxes_in', '–')} | {test} | {val} |")
     t = doc["timings"]
     lines += ["", f"Wall time of this invocation (cached stages take ~0 s): ingest {t['ingest_s']:.0f} s; CycleGAN "
@@ -251,6 +272,10 @@ def markdown(doc: dict) -> str:
                      f"detector runs, {c['detector_train_s'] / 60:.0f} min of training in all (two at a time on "
                      f"{doc['machine']['cpu_count']} cores).")
     return "\n".join(lines) + "\n"
+
+
+def _written(r: dict | None) -> str:
+    return "–" if not r else f"{r['accuracy']:.3f} (KID {r['kid']:.2f})"
 
 
 def _pct(v: float) -> str:
@@ -307,7 +332,8 @@ def main() -> int:
                    "realism_accuracy": q["realism"]["accuracy"], "realism_accuracy_raw_a": q["realism_raw_a"]["accuracy"],
                    "kid": q["realism"]["kid"], "box_edge_f1": q["structure"]["box_edge_f1"],
                    "train_seconds": gm["train_seconds"], "iterations": gm["iterations"],
-                   "synthesis": card.get("counts")}
+                   "synthesis": card.get("counts"), "camera": card.get("camera"),
+                   "written_realism": written_realism(res["augmented"], exp["dataset"], seed=cfg.runtime.seed)}
     # what the experiment costs from scratch, whether or not this invocation reused cached stages:
     # the GANs' own training time and every detector run's, each counted once (runs shared between
     # GAN seeds are the same run)
