@@ -52,6 +52,7 @@ class CameraProfile:
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
+    """Grey levels (float32) of an RGB image, uint8 or float32 in [0, 255]."""
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
@@ -117,14 +118,12 @@ def apply_camera(image: np.ndarray, profile: CameraProfile, seed: int) -> np.nda
     rng = np.random.default_rng(seed)
     i = int(rng.integers(len(profile.k)))
     x = image.astype(np.float32)
-    g = grey(image)
-    r2 = _r2(*g.shape)
-    x *= ((1.0 - profile.k[i] * r2) / (1.0 - vignette(g) * r2))[..., None]
-    m = float(grey(np.clip(x, 0, 255).astype(np.uint8)).mean())
-    if m > 1e-3:
-        x *= profile.mean[i] / m
-    own = noise(grey(np.clip(x, 0, 255).astype(np.uint8)))
-    add = np.sqrt(max(profile.noise[i] ** 2 - own**2, 0.0))
+    r2 = _r2(*x.shape[:2])
+    x *= ((1.0 - profile.k[i] * r2) / (1.0 - vignette(grey(image)) * r2))[..., None]
+    x = np.clip(x, 0, 255)  # the sensor saturates
+    x *= profile.mean[i] / max(float(grey(x).mean()), 1e-3)
+    x = np.clip(x, 0, 255)
+    add = np.sqrt(max(profile.noise[i] ** 2 - noise(grey(x)) ** 2, 0.0))
     if add > 0:
         x += rng.normal(0.0, add, size=x.shape[:2]).astype(np.float32)[..., None]
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
