@@ -5,15 +5,21 @@ A CycleGAN trained on 64-px crops is translation-equivariant, so it cannot draw 
 function of the position in the photo); its exposure follows the replica's print bed, so its
 outputs vary less from photo to photo than real photos do; and it smooths sensor noise away.
 Measured on the demo (200 unlabelled B photos vs 119 synthetic images of one GAN): noise 8.8 vs
-5.8 grey levels, corner/centre brightness 0.69 vs 0.93, photo mean 66 ± 24 vs 73 ± 9.
+5.8 grey levels, corner/centre brightness 0.69 vs 0.93, bed level (median) 58 ± 25 vs 66 ± 10.
+In the real photos the bed level and the parts' highlights (99th percentile, 200 ± 38) are nearly
+independent (correlation 0.22): a dark bench does not make a shiny part dull. So exposure is set
+by two points, not one gain (a gain to the photo's mean made dark-bed images' parts dim too).
 
-`fit_camera(photos)` measures three numbers per real photo, on its grey levels: the vignette `k`
+`fit_camera(photos)` measures four numbers per real photo, on its grey levels: the vignette `k`
 (brightness ∝ 1 − k·r², r = 1 in the corners; fitted to the medians of rings, so parts weigh
-little), the mean, and the noise (robust std of the residual after a σ = 1 px Gaussian blur).
-`apply_camera(image, profile, seed)` draws one real photo's triple — the three stay together, as
-they were photographed — and gives the image that vignette (relative to its own), mean (a gain)
-and noise (white, added until the image's own noise reaches the drawn level). Photometric only:
-no pixel moves, so the boxes stay exact. The same (image, profile, seed) gives the same bytes.
+little), the bed level (median), the highlight level (99th percentile), both of the scene (the
+vignette divided out: a photo is levels(scene) × vignette + noise), and the noise (robust std of
+the residual after a σ = 1 px Gaussian blur).
+`apply_camera(image, profile, seed)` draws one real photo's four — they stay together, as they
+were photographed — divides the image's own vignette out, maps its grey levels affinely so that
+its bed and highlight levels become the drawn ones, applies the drawn vignette and adds white
+noise until the image's own noise reaches the drawn level. Photometric only: no pixel moves, so
+the boxes stay exact. The same (image, profile, seed) gives the same bytes.
 """
 
 from __future__ import annotations
@@ -27,33 +33,39 @@ import numpy as np
 
 NOISE_BLUR = 1.0  # σ (px) of the blur whose residual measures noise
 MAX_VIGNETTE = 0.95  # k in [-MAX_VIGNETTE, MAX_VIGNETTE]: brightness never reaches zero
+LEVELS_BLUR = 1.5  # σ (px) of the blur before the levels are read
+HIGHLIGHT = 99.0  # percentile of the grey levels taken as the parts' highlights
+MIN_SPAN = 8.0  # grey levels between bed and highlights below which an image is treated as flat
+MAX_STRETCH = 4.0  # the levels map's slope stays within [1/MAX_STRETCH, MAX_STRETCH]
 _RINGS = 8
 
 
 @dataclass(frozen=True)
 class CameraProfile:
-    """Per real photo: vignette k, mean grey level, noise (grey levels); one row per photo."""
+    """Per real photo (one row each): vignette k, bed level, highlight level, noise (grey levels)."""
 
     k: np.ndarray
-    mean: np.ndarray
+    bed: np.ndarray
+    highlight: np.ndarray
     noise: np.ndarray
 
     def __post_init__(self):
-        if not len(self.k) or not len(self.k) == len(self.mean) == len(self.noise):
-            raise ValueError("a camera profile needs the same number (≥ 1) of k, mean and noise values")
+        if not len(self.k) or len({len(self.k), len(self.bed), len(self.highlight), len(self.noise)}) != 1:
+            raise ValueError("a camera profile needs the same number (≥ 1) of k, bed, highlight and noise values")
 
     def summary(self) -> dict[str, float | int]:
         """Median and spread of each statistic, for the dataset card and the manifest."""
         out: dict[str, float | int] = {"photos": len(self.k)}
-        for name in ("k", "mean", "noise"):
+        for name in ("k", "bed", "highlight", "noise"):
             v = getattr(self, name)
             out[f"{name}_median"], out[f"{name}_std"] = round(float(np.median(v)), 4), round(float(np.std(v)), 4)
         return out
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
-    """Grey levels (float32) of an RGB image, uint8 or float32 in [0, 255]."""
-    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    """Grey levels (float32) of an RGB image, uint8 or float in [0, 255]."""
+    x = rgb if rgb.dtype == np.uint8 else rgb.astype(np.float32)
+    return cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
 def _r2(h: int, w: int) -> np.ndarray:
@@ -98,9 +110,19 @@ def noise(g: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(res))) / _white_noise_gain()
 
 
-def measure(rgb: np.ndarray) -> tuple[float, float, float]:
+def levels(g: np.ndarray) -> tuple[float, float]:
+    """(bed, highlight): the median and the HIGHLIGHT percentile of the grey levels, blurred first
+    (σ = LEVELS_BLUR) so that noise does not lift the highlights (an image would otherwise get the
+    real photo's noise twice: once in the levels, once added)."""
+    bed, high = np.percentile(cv2.GaussianBlur(g, (0, 0), LEVELS_BLUR), (50.0, HIGHLIGHT))
+    return float(bed), float(high)
+
+
+def measure(rgb: np.ndarray) -> tuple[float, float, float, float]:
+    """(k, bed, highlight, noise) of one photo; the levels of the scene, its vignette divided out."""
     g = grey(rgb)
-    return vignette(g), float(g.mean()), noise(g)
+    k = vignette(g)
+    return (k, *levels(g / (1.0 - k * _r2(*g.shape))), noise(g))
 
 
 def fit_camera(photos: Iterable[np.ndarray]) -> CameraProfile:
@@ -108,21 +130,23 @@ def fit_camera(photos: Iterable[np.ndarray]) -> CameraProfile:
     rows = [measure(p) for p in photos]
     if not rows:
         raise ValueError("camera matching needs at least one real photo to measure")
-    k, mean, sd = (np.array(c, dtype=np.float64) for c in zip(*rows))
-    return CameraProfile(k, mean, sd)
+    return CameraProfile(*(np.array(c, dtype=np.float64) for c in zip(*rows)))
 
 
 def apply_camera(image: np.ndarray, profile: CameraProfile, seed: int) -> np.ndarray:
-    """`image` (uint8 RGB) with the vignette, mean and noise of one real photo of `profile`, drawn
-    with `seed`. The input is not modified."""
+    """`image` (uint8 RGB) with the vignette, bed and highlight levels and noise of one real photo of
+    `profile`, drawn with `seed`. The input is not modified."""
     rng = np.random.default_rng(seed)
     i = int(rng.integers(len(profile.k)))
     x = image.astype(np.float32)
     r2 = _r2(*x.shape[:2])
-    x *= ((1.0 - profile.k[i] * r2) / (1.0 - vignette(grey(image)) * r2))[..., None]
-    x = np.clip(x, 0, 255)  # the sensor saturates
-    x *= profile.mean[i] / max(float(grey(x).mean()), 1e-3)
-    x = np.clip(x, 0, 255)
+    x /= (1.0 - vignette(grey(image)) * r2)[..., None]  # the scene, as measure() sees real photos
+    bed, high = levels(grey(np.clip(x, 0, 255)))
+    span_t = profile.highlight[i] - profile.bed[i]
+    slope = span_t / (high - bed) if high - bed >= MIN_SPAN and span_t >= MIN_SPAN else 1.0
+    slope = np.float32(np.clip(slope, 1.0 / MAX_STRETCH, MAX_STRETCH))
+    x = np.float32(profile.bed[i]) + (x - np.float32(bed)) * slope
+    x = np.clip(x * (1.0 - profile.k[i] * r2)[..., None].astype(np.float32), 0, 255)  # the sensor saturates
     add = np.sqrt(max(profile.noise[i] ** 2 - noise(grey(x)) ** 2, 0.0))
     if add > 0:
         x += rng.normal(0.0, add, size=x.shape[:2]).astype(np.float32)[..., None]
