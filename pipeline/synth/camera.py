@@ -31,6 +31,9 @@ from functools import cache
 import cv2
 import numpy as np
 
+# Enters the synthesis key when the camera match is on: a change of what it does to the pixels
+# must redo the cached augmented sets (1: one gain to the mean; 2: bed and highlight levels).
+REVISION = 2
 NOISE_BLUR = 1.0  # σ (px) of the blur whose residual measures noise
 MAX_VIGNETTE = 0.95  # k in [-MAX_VIGNETTE, MAX_VIGNETTE]: brightness never reaches zero
 LEVELS_BLUR = 1.5  # σ (px) of the blur before the levels are read

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.store import atomic_write_json, dir_lock, read_manifest, sha256_file, stage_key
-from pipeline.synth.camera import CameraProfile, fit_camera
+from pipeline.synth.camera import REVISION as CAMERA_REVISION, CameraProfile, fit_camera
 from pipeline.synth.export import export_version
 from pipeline.synth.gate import REVISION as GATE_REVISION, Realism
 from pipeline.synth.generate import Generator, ShardSummary, WorkItem, plan_items, run_shard, shard_items
@@ -160,12 +160,11 @@ def prepare(cfg: RunConfig, dataset: DatasetVersion, model_dir: Path) -> SynthPl
     translation = translation_settings(cfg)
     synth = {k: v for k, v in cfg.synth.model_dump(mode="json").items()
              if k not in RUN_ONLY and not (k in KEY_WHEN_SET and not v)}
-    key = stage_key(
-        "synthesize",
-        {"synth": synth, "translate": translation, "generators": shas, "seed": cfg.runtime.seed,
-         "gate_revision": GATE_REVISION},
-        parents,
-    )
+    section = {"synth": synth, "translate": translation, "generators": shas, "seed": cfg.runtime.seed,
+               "gate_revision": GATE_REVISION}
+    if cfg.synth.camera_match:
+        section["camera_revision"] = CAMERA_REVISION
+    key = stage_key("synthesize", section, parents)
     final = cfg.runtime.data_dir / "datasets" / f"{cfg.data.name}-aug-{key[:12]}"
     staging = final.parent / f".{final.name}.partial"
     shard_size = cfg.synth.shard_size

@@ -218,9 +218,11 @@ def test_camera_match_changes_pixels_only(mini_dataset, tmp_path):
 
 
 def test_camera_match_enters_the_synthesis_key_only_when_on(mini_dataset, tmp_path, monkeypatch):
+    from pipeline.synth import camera
+
     seen = []
     real_key = stage.stage_key
-    monkeypatch.setattr(stage, "stage_key", lambda name, section, parents: seen.append(section["synth"])
+    monkeypatch.setattr(stage, "stage_key", lambda name, section, parents: seen.append(section)
                         or real_key(name, section, parents))
     cfg = RunConfig()
     cfg.runtime.output_root = tmp_path
@@ -229,8 +231,10 @@ def test_camera_match_enters_the_synthesis_key_only_when_on(mini_dataset, tmp_pa
     cfg.synth = cfg.synth.model_copy(update={"camera_match": True})
     stage.prepare(cfg, mini_dataset, model)
     # off: the key of the versions made before the setting existed (and of the runs trained on them)
-    assert "camera_match" not in seen[0] and seen[1]["camera_match"] is True
-    assert {k: v for k, v in seen[1].items() if k != "camera_match"} == seen[0]
+    assert "camera_match" not in seen[0]["synth"] and "camera_revision" not in seen[0]
+    # on: the setting and the camera code's revision (a changed camera redoes the cached sets)
+    assert seen[1]["synth"]["camera_match"] is True and seen[1]["camera_revision"] == camera.REVISION
+    assert {k: v for k, v in seen[1]["synth"].items() if k != "camera_match"} == seen[0]["synth"]
 
 
 def test_rejections_are_listed_with_thumbnails_in_the_card(with_rejects):
