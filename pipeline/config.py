@@ -269,7 +269,7 @@ class SynthConfig(Section):
     max_balance_factor: float = Field(2.0, ge=1, description="balancing adds at most this x images")
     max_variants_per_image: int = Field(4, ge=1, description="cap on balancing variants per A image")
     augment: bool = False
-    camera_match: bool = Field(False, description="give each synthetic image the vignette, mean grey level "
+    camera_match: bool = Field(False, description="give each synthetic image the vignette, bed and highlight levels "
                                "and noise of one real B photo (B_train + B_unlabelled; synth/camera.py)")
     min_visibility: float = Field(0.3, ge=0, le=1)
     min_area: float = Field(4.0, ge=0)
