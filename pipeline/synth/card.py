@@ -162,6 +162,17 @@ def rejected_png(path: Path, root: Path, thumbnails: list[str]) -> int:
     return len(imgs)
 
 
+def _camera_lines(camera: dict | None) -> list[str]:
+    """The camera match's source statistics (synth/camera.py), when it was on."""
+    if not camera:
+        return []
+    k, bed, high, noise = (f"{camera[n + '_median']:.3g} ± {camera[n + '_std']:.2g}"
+                           for n in ("k", "bed", "highlight", "noise"))
+    return [f"Camera match: each synthetic image took the vignette, bed and highlight levels and noise "
+            f"of one of {camera['photos']} real B photos (vignette k {k}, bed {bed}, highlights {high}, "
+            f"noise {noise} grey levels; median ± std).", ""]
+
+
 def write_card(
     root: Path,
     dataset: DatasetVersion,
@@ -195,6 +206,7 @@ def write_card(
         f"{summary['gate']['rejected_images']} synthetic images rejected, "
         f"{summary['gate']['dropped_boxes']} boxes dropped by the gate.",
         "",
+        *_camera_lines(summary.get("camera")),
         "| class | real B boxes | synthetic boxes | planned before balancing | planned after |",
         "|---|---:|---:|---:|---:|",
     ]

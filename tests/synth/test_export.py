@@ -201,6 +201,9 @@ def test_camera_match_changes_pixels_only(mini_dataset, tmp_path):
     assert plan.camera.summary()["photos"] == len(b)
     assert matched.version.manifest["summary"]["camera"] == plan.camera.summary()
     assert plain.version.manifest["summary"]["camera"] is None
+    card = (matched.version.root / "card" / "README.md").read_text()
+    assert f"and noise of one of {len(b)} real B photos" in card
+    assert "Camera match" not in (plain.version.root / "card" / "README.md").read_text()
     a_coco, b_coco = plain.version.coco("B", "train"), matched.version.coco("B", "train")
     assert [(im.file_name, [x.bbox for x in a_coco.anns_by_image().get(im.id, [])]) for im in a_coco.images] \
         == [(im.file_name, [x.bbox for x in b_coco.anns_by_image().get(im.id, [])]) for im in b_coco.images]
