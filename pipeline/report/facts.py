@@ -117,9 +117,15 @@ class ReportFacts:
 def synthetic_caption(f: ReportFacts) -> str:
     """What the synthetic grid shows (three columns when the classical rival ran)."""
     if f.samples.get("synthetic_randomized"):
-        return ("Replica photo, the same photo randomised toward metal without a GAN (what the real+replica-aug "
+        text = ("Replica photo, the same photo randomised toward metal without a GAN (what the real+replica-aug "
                 "arm trained on), and the synthetic metal image the GAN made from it, with the transferred boxes.")
-    return "Replica photo (left) and the synthetic metal image translated from it (right), with the transferred boxes."
+    else:
+        text = "Replica photo (left) and the synthetic metal image translated from it (right), with the transferred boxes."
+    camera = ((f.augmented or {}).get("summary") or {}).get("camera")
+    if camera:
+        text += (f" Each synthetic image then took the vignette, bed and highlight levels and sensor noise of one of "
+                 f"{camera['photos']} real metal photos (camera matching, synth.camera_match).")
+    return text
 
 
 def _mean(values: list[float | None]) -> float | None:

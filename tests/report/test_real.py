@@ -50,6 +50,8 @@ def test_report_on_a_real_run(real_run, tmp_path: Path) -> None:
     synthetic = {im.id: im for im in aug.coco("B", "train").images if im.synthetic}
     assert shown["synthetic"] and all(s["image_id"] in synthetic for s in shown["synthetic"])
     md = read(res.markdown)
+    photos = aug.manifest["summary"]["camera"]["photos"]  # the tiny profile matches the camera, as the demo
+    assert f"sensor noise of one of {photos} real metal photos (camera matching" in md
     rows = {r["arm"]: r for r in md_table(md, "arm")}
     for arm in m["arms"]:
         s = arm["summary"]["map"]
