@@ -63,7 +63,6 @@ class SynthPlan:
     translation: dict[str, Any] = field(default_factory=dict)  # see translation_settings
     model_dir: Path | None = None
     shard_size: int = 64
-    camera: CameraProfile | None = None  # synth.camera_match: the real photos' statistics
 
     @property
     def version_id(self) -> str:
@@ -126,17 +125,26 @@ def _model_manifest(weights: Path) -> dict[str, Any] | None:
     return None
 
 
-def camera_profile(dataset: DatasetVersion) -> CameraProfile:
+@functools.lru_cache(maxsize=4)
+def _camera(dataset_root: str) -> CameraProfile:
     """The camera statistics of the real metal photos the GAN learns from (B_unlabelled + B_train;
-    B_val and B_test are never read), at most CAMERA_PHOTOS of them, evenly spaced."""
+    B_val and B_test are never read), at most CAMERA_PHOTOS of them, evenly spaced. A dataset
+    version never changes under its folder, so its root names it."""
     from pipeline.gan.data import B_SPLITS
 
+    dataset = DatasetVersion.open(dataset_root)
     recs = [r for d, s in B_SPLITS if dataset.has(d, s) for r in dataset.coco(d, s).images]
     if not recs:
         raise ValueError(f"{dataset.root}: synth.camera_match needs real B photos (B_unlabelled or B_train)")
     if len(recs) > CAMERA_PHOTOS:
         recs = [recs[i] for i in sorted({int(i) for i in np.linspace(0, len(recs) - 1, CAMERA_PHOTOS)})]
     return fit_camera(dataset.read_rgb(r) for r in recs)
+
+
+def load_camera(plan: SynthPlan) -> CameraProfile | None:
+    """The camera profile with synth.camera_match (None without), fitted once per process when
+    shards run: not in `prepare`, which cache checks call too (a cached set reads no photos)."""
+    return _camera(str(plan.dataset.root)) if plan.cfg.synth.camera_match else None
 
 
 def _plan_file(staging: Path) -> Path:
@@ -174,8 +182,7 @@ def prepare(cfg: RunConfig, dataset: DatasetVersion, model_dir: Path) -> SynthPl
     real = dataset.coco("B", "train").class_counts() if dataset.has("B", "train") else {}
     items, balance = plan_items(cfg, a_train, real, len(checkpoints))
     plan = SynthPlan(cfg, dataset, checkpoints, shas, key, final, staging, shard_items(items, shard_size),
-                     balance, parents, translation, Path(model_dir), shard_size,
-                     camera_profile(dataset) if cfg.synth.camera_match else None)
+                     balance, parents, translation, Path(model_dir), shard_size)
     if cfg.synth.gate.min_realism is not None:
         load_realism(plan)  # fail before any work when the threshold cannot be applied
     return plan
@@ -261,7 +268,7 @@ def run_plan_shard(plan: SynthPlan, index: int, generators: list[Generator] | No
     gens = generators if generators is not None else load_generators(plan)
     a_train = plan.dataset.coco("A", "train")
     return run_shard(plan.cfg, plan.dataset, a_train, gens, plan.shards[index], index, plan.staging,
-                     realism=load_realism(plan), camera=plan.camera, on_items=_ON_ITEMS.get(plan.key))
+                     realism=load_realism(plan), camera=load_camera(plan), on_items=_ON_ITEMS.get(plan.key))
 
 
 def finalize(plan: SynthPlan, summaries: list[ShardSummary]) -> SynthResult:
@@ -275,7 +282,7 @@ def finalize(plan: SynthPlan, summaries: list[ShardSummary]) -> SynthResult:
         plan.cfg, plan.dataset, plan.staging, n_shards=len(plan.shards), version_id=plan.version_id,
         parents=plan.parents,
         generators=[{"sha256": s, "file": str(c)} for s, c in zip(plan.generator_shas, plan.checkpoints)],
-        balance=plan.balance, counts=counts, camera=plan.camera,
+        balance=plan.balance, counts=counts, camera=load_camera(plan),
     )
     return _publish(plan)
 

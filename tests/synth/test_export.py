@@ -195,11 +195,12 @@ def test_camera_match_changes_pixels_only(mini_dataset, tmp_path):
 
     _, plain_plan, plain = _run_gated(mini_dataset, tmp_path / "plain", metalize)
     _, plan, matched = _run_gated(mini_dataset, tmp_path / "camera", metalize, synth={"camera_match": True})
-    assert plain_plan.camera is None and plan.camera is not None and plan.key != plain_plan.key
+    camera = stage.load_camera(plan)
+    assert stage.load_camera(plain_plan) is None and camera is not None and plan.key != plain_plan.key
     # measured on the real B photos of the dataset (train here; val is never read)
     b = mini_dataset.coco("B", "train").images
-    assert plan.camera.summary()["photos"] == len(b)
-    assert matched.version.manifest["summary"]["camera"] == plan.camera.summary()
+    assert camera.summary()["photos"] == len(b)
+    assert matched.version.manifest["summary"]["camera"] == camera.summary()
     assert plain.version.manifest["summary"]["camera"] is None
     card = (matched.version.root / "card" / "README.md").read_text()
     assert f"and noise of one of {len(b)} real B photos" in card
@@ -212,7 +213,7 @@ def test_camera_match_changes_pixels_only(mini_dataset, tmp_path):
         if im.synthetic:  # exactly the plain image through the camera, seeded by its work item
             item = WorkItem(im.source_image_id, 0, im.extra["variant"])
             seed = seed_of(RunConfig().runtime.seed, "camera", item.key, im.extra["tile"])
-            expected = apply_camera(plain.version.read_rgb(plain_by_name[im.file_name]), plan.camera, seed)
+            expected = apply_camera(plain.version.read_rgb(plain_by_name[im.file_name]), camera, seed)
             assert np.array_equal(matched.version.read_rgb(im), expected), im.file_name
     for im in b_coco.images:
         if not im.synthetic:  # the real photos are copied, untouched
@@ -227,6 +228,8 @@ def test_camera_match_enters_the_synthesis_key_only_when_on(mini_dataset, tmp_pa
     real_key = stage.stage_key
     monkeypatch.setattr(stage, "stage_key", lambda name, section, parents: seen.append(section)
                         or real_key(name, section, parents))
+    # planning (which every cache check does) reads no photos: the camera is fitted when shards run
+    monkeypatch.setattr(stage, "_camera", lambda root: pytest.fail("prepare fitted the camera"))
     cfg = RunConfig()
     cfg.runtime.output_root = tmp_path
     model = _model_dir(tmp_path)
