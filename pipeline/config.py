@@ -304,6 +304,10 @@ class DetectConfig(Section):
                                   "train on, the most realistic first (the realism critic's P(real metal) "
                                   "recorded by the gate); 1 = all")
     parallel_arms: int = Field(1, ge=1, description="arms trained side by side (CPU)")
+    baselines_ahead: Literal["auto"] | bool = Field(
+        "auto", description="train the arms that use no synthetic image while the GAN trains, one at a time on "
+        "a run's share of the cores (the GAN gets the rest); needs a fixed images_per_epoch and parallel_arms "
+        ">= 2. auto = when the detector trains on CPU (the GAN's batch-1 step barely uses a second core)")
     conf: float = Field(0.001, gt=0, lt=1)
     bootstrap_resamples: int = Field(1000, ge=10)
     patience: int = Field(0, ge=0, description="early stopping; 0 = off (same budget per arm)")

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.config import RunConfig
+from pipeline.detect.ahead import BaselinesAhead, gan_threads
 from pipeline.run import record_run, run_dir_for
 from pipeline.stages import COMPARE, GAN, INGEST, REPORT, SYNTH, Stage, run_stage
 from pipeline.store import dir_lock
@@ -73,8 +74,14 @@ def experiment(cfg: RunConfig, *, run: StageRunner | None = None, progress: bool
 
     dataset = step(INGEST, lambda: INGEST.plan(cfg, progress=progress), lambda r: r.version.root).version
     preflight(cfg, dataset)  # too little data stops here, before any training
-    gan = step(GAN, lambda: GAN.plan(cfg, dataset, progress=progress), lambda r: r.model_dir)
-    augmented = step(SYNTH, lambda: SYNTH.plan(cfg, dataset, gan.model_dir), lambda r: r.version.root).version
+    ahead = _baselines_ahead(cfg, dataset)
+    try:
+        with gan_threads(cfg, ahead) as gan_cfg:
+            gan = step(GAN, lambda: GAN.plan(gan_cfg, dataset, progress=progress), lambda r: r.model_dir)
+        augmented = step(SYNTH, lambda: SYNTH.plan(cfg, dataset, gan.model_dir), lambda r: r.version.root).version
+    finally:
+        if ahead is not None:
+            ahead.stop()  # the comparison trains the rest, and waits for the run in flight
 
     run_dir = run_dir_for(cfg, dataset.root, augmented.root)
     with dir_lock(run_dir):  # a second run of the same experiment waits, then finds it cached
@@ -82,8 +89,24 @@ def experiment(cfg: RunConfig, *, run: StageRunner | None = None, progress: bool
         report = step(REPORT, lambda: REPORT.plan(cfg, run_dir / "compare", run_dir, dataset=dataset,
                                                   gan_dir=gan.model_dir, augmented=augmented),
                       lambda r: run_dir)
+    if ahead is not None:
+        ahead.join()
     record_run(cfg, run_dir, report.html, dataset.root, augmented.root, gan.model_dir, flow_run_id)
     return ExperimentResult(report=Path(report.html), run_dir=run_dir, stages=stages)
+
+
+def _baselines_ahead(cfg: RunConfig, dataset: Any) -> BaselinesAhead | None:
+    """Start the baseline runs beside the GAN when it has to train (pipeline.detect.ahead)."""
+    from pipeline.detect.ahead import plan_ahead
+
+    if GAN.done(GAN.plan(cfg, dataset, progress=False)) is not None:
+        return None
+    ahead, _ = plan_ahead(cfg, dataset)
+    if ahead is not None:
+        print(f"== baselines ahead of the GAN: {', '.join(ahead.arms)} "
+              f"({ahead.threads} thread{'s' * (ahead.threads > 1)} each, one at a time)", file=sys.stderr, flush=True)
+        ahead.start()
+    return ahead
 
 
 def stage_table(result: dict[str, Any]) -> Table:

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import platform
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +61,14 @@ class CompareResult:
 # ------------------------------------------------------------------------------------- planning
 
 
+# How runs are scheduled, never what they produce: no cache key reads these.
+SCHEDULING = ("parallel_arms", "baselines_ahead")
+
+
 def _run_config(cfg: RunConfig, arm: str) -> dict[str, Any]:
     """The part of the detect config that changes what one run of `arm` produces."""
     d = cfg.detect.model_dump(mode="json")
-    for k in ("arms", "seeds", "parallel_arms", "bootstrap_resamples", "crosscheck_tolerance"):
+    for k in ("arms", "seeds", *SCHEDULING, "bootstrap_resamples", "crosscheck_tolerance"):
         d.pop(k)
     for k in ARM_SETTINGS - set(ARM_SPECS[arm].settings):
         d.pop(k)  # settings only other arms read: changing one never retrains (or unshares) this arm
@@ -119,20 +124,33 @@ def compare(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion |
     return run_stage(COMPARE, COMPARE.plan(cfg, dataset, augmented, out_dir), progress=progress)
 
 
+_sharing_lock = threading.Lock()
+_sharing = {"users": 0, "owned": False}
+
+
 @contextlib.contextmanager
 def shared_core_env(parallel: int):
     """While runs are spawned side by side, their processes get OMP_WAIT_POLICY=PASSIVE (unless the
     user set a policy): spinning OpenMP threads of one run steal the cores of the other (two yolo11n
     arms at 1 thread each: 196 s per arm spinning, 131 s passive, 2-core reference machine). The
-    variable is read once when a child loads torch, so it is set around the spawns and restored."""
-    if parallel <= 1 or "OMP_WAIT_POLICY" in os.environ:
+    variable is read once when a child loads torch, so it is set around the spawns and restored
+    when the last user leaves (baseline runs ahead of the GAN and the comparison overlap)."""
+    if parallel <= 1:
         yield
         return
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    with _sharing_lock:
+        if _sharing["users"] == 0:
+            _sharing["owned"] = "OMP_WAIT_POLICY" not in os.environ
+            if _sharing["owned"]:
+                os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        _sharing["users"] += 1
     try:
         yield
     finally:
-        os.environ.pop("OMP_WAIT_POLICY", None)
+        with _sharing_lock:
+            _sharing["users"] -= 1
+            if _sharing["users"] == 0 and _sharing["owned"]:
+                os.environ.pop("OMP_WAIT_POLICY", None)
 
 
 def runs_label(cfg: RunConfig, n: int) -> str:

@@ -11,11 +11,14 @@ failed.json.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import json
 import multiprocessing as mp
 import os
 import shutil
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +28,11 @@ from pipeline.data.version import DatasetVersion
 from pipeline.detect.arms import build_phases, plan_arms, write_eval_set
 from pipeline.detect.backends import make_detector
 from pipeline.detect.evaluate import coco_eval, write_results
-from pipeline.store import atomic_write_json, sha256_file
+from pipeline.store import atomic_write_json, dir_lock, sha256_file
 
 RUN_RECORD = "run.json"
 FAILED_RECORD = "failed.json"
+TRAINING_MARKER = "training.json"  # {"key": ...} while a run trains under its folder's lock
 TRAIN_LOG = "train.log"  # the worker's own output (ultralytics' epoch bars)
 # Every run record has these keys, whatever its status (metrics.json arms[].runs[] plus "key").
 RUN_FIELDS = ("seed", "status", "error", "metrics", "per_class_ap", "ultralytics_map", "ultralytics_map50",
@@ -49,8 +53,6 @@ class RunSpec:
 
 def cached_record(spec: RunSpec) -> dict[str, Any] | None:
     """The done record of a finished run with the same key whose outputs are still there."""
-    import json
-
     p = spec.run_dir / RUN_RECORD
     try:
         rec = json.loads(p.read_text())
@@ -64,29 +66,62 @@ def cached_record(spec: RunSpec) -> dict[str, Any] | None:
     return rec
 
 
+def _siblings(spec: RunSpec, name: str) -> list[Path]:
+    """`name` in the same run's folder of the sibling comparisons (same layout, same parent)."""
+    out_dir = spec.run_dir.parents[2]
+    rel = spec.run_dir.relative_to(out_dir)
+    return [p for p in sorted(out_dir.parent.parent.glob(f"*/{out_dir.name}/{rel.as_posix()}/{name}"))
+            if p.parent != spec.run_dir]
+
+
 def adopt_finished_run(spec: RunSpec) -> dict[str, Any] | None:
     """A finished run with the same key in a sibling comparison (same layout under the same
     parent folder: another GAN seed, another GAN variant), linked into this comparison so the arm
     is not trained again; None when there is none. The key covers everything that decides the
     run (detect config, detector, arm, seed, budget, device and the input manifests), so an arm
     that does not use the GAN is trained once for every GAN it is compared with."""
-    out_dir = spec.run_dir.parents[2]
-    rel = spec.run_dir.relative_to(out_dir)
-    for candidate in sorted(out_dir.parent.parent.glob(f"*/{out_dir.name}/{rel.as_posix()}/{RUN_RECORD}")):
+    for candidate in _siblings(spec, RUN_RECORD):
         src = candidate.parent
-        if src == spec.run_dir:
-            continue
         src_rec = cached_record(RunSpec(spec.arm, spec.seed, src, spec.key, spec.images_per_epoch))
         if src_rec is None:
             continue
         tmp = spec.run_dir.with_name(f".{spec.run_dir.name}.adopt")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp, copy_function=_link_or_copy, ignore=shutil.ignore_patterns("data"))
+        shutil.copytree(src, tmp, copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns("data", ".lock", TRAINING_MARKER))
         shutil.rmtree(spec.run_dir, ignore_errors=True)
         spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, spec.run_dir)
         return cached_record(spec)
     return None
+
+
+@contextlib.contextmanager
+def training(spec: RunSpec) -> Iterator[None]:
+    """Hold the run's folder while it trains, marked with its key: a sibling comparison that needs
+    the same run waits for it (`await_sibling`) instead of training it a second time."""
+    with dir_lock(spec.run_dir):
+        marker = spec.run_dir / TRAINING_MARKER
+        atomic_write_json(marker, {"key": spec.key, "pid": os.getpid()})
+        try:
+            yield
+        finally:
+            marker.unlink(missing_ok=True)
+
+
+def await_sibling(spec: RunSpec) -> dict[str, Any] | None:
+    """Wait for the sibling runs with this key that are training now (e.g. baselines trained ahead
+    of the GAN), then adopt a finished one; None when none finished. A marker left by a killed
+    run holds no lock: nothing to wait for."""
+    for marker in _siblings(spec, TRAINING_MARKER):
+        try:
+            key = json.loads(marker.read_text()).get("key")
+        except (OSError, ValueError):
+            continue
+        if key == spec.key:
+            with dir_lock(marker.parent):
+                pass
+    return adopt_finished_run(spec)
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -14,7 +14,8 @@ from pipeline.data.version import DatasetVersion
 from pipeline.detect.arms import ArmPlan
 from pipeline.detect.compare import (CompareResult, cached_result, finish, plan_runs, run_status, runs_label,
                                      shared_core_env, threads_per_run)
-from pipeline.detect.runs import RunSpec, adopt_finished_run, cached_record, failed_record, run_isolated
+from pipeline.detect.runs import (RunSpec, adopt_finished_run, await_sibling, cached_record, failed_record,
+                                  run_isolated)
 from pipeline.stages.base import Progress, Stage
 from pipeline.store import dir_lock
 
@@ -77,6 +78,8 @@ class CompareStage(Stage[ComparePlan, CompareWork, ArmRun, Record, CompareResult
                 if (s.arm, s.seed) not in work.records]
 
     def run_unit(self, unit: ArmRun) -> Record:
+        if (rec := await_sibling(unit.spec)) is not None:  # trained ahead of the GAN, or by a sibling run
+            return rec
         return run_isolated(unit.cfg, unit.dataset, unit.augmented, unit.spec, threads=unit.threads,
                             raise_oserror=True)
 

@@ -1,0 +1,131 @@
+"""Baseline runs ahead of the GAN: which runs train early, on how many threads, and how the
+comparison takes them over (adopts the finished, waits for the one in flight, trains the rest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from detect_helpers import REPO
+from pipeline.detect import ahead as ahead_mod
+from pipeline.detect.ahead import gan_threads, plan_ahead
+from pipeline.detect.compare import plan_runs
+from pipeline.detect.runs import RUN_RECORD, TRAINING_MARKER, run_record
+from pipeline.stages import compare as compare_stage
+
+
+def _config(root: Path, *extra: str):
+    from pipeline.config import load_config
+
+    return load_config(REPO / "configs" / "tiny.yaml", [
+        f"runtime.output_root={root}", "runtime.threads=2", "detect.parallel_arms=2",
+        "detect.images_per_epoch=16", "detect.arms=[real, oracle, real+synthetic]", *extra])
+
+
+class FakeRuns:
+    """Stands in for run_isolated: records who trained what on how many threads, writes a done
+    record with its files; a run of an arm in `hold` blocks until `release` is set."""
+
+    def __init__(self, hold: tuple[str, ...] = ()):
+        self.calls: list[tuple[str, int | None, bool]] = []
+        self.hold, self.started, self.release = hold, threading.Event(), threading.Event()
+
+    def __call__(self, cfg, dataset, augmented, spec, *, threads=None, raise_oserror=False):
+        self.calls.append((spec.arm, threads, augmented is not None))
+        if spec.arm in self.hold:
+            self.started.set()
+            assert self.release.wait(30)
+        out_dir = spec.run_dir.parents[2]
+        files = {}
+        for name in ("weights", "predictions", "pr_curve"):
+            p = spec.run_dir / f"{name}.bin"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(f"{spec.arm} {name}")
+            files[name] = os.path.relpath(p, out_dir)
+        rec = run_record(spec, "ok", **files)
+        (spec.run_dir / RUN_RECORD).write_text(json.dumps(rec))
+        return rec
+
+
+@pytest.fixture
+def fake_runs(monkeypatch):
+    def install(hold: tuple[str, ...] = ()) -> FakeRuns:
+        fake = FakeRuns(hold)
+        monkeypatch.setattr(ahead_mod, "run_isolated", fake)
+        monkeypatch.setattr(compare_stage, "run_isolated", fake)
+        return fake
+
+    return install
+
+
+def test_baselines_train_ahead_on_a_runs_share_of_the_cores(tmp_path, tiny_dataset, fake_runs):
+    cfg = _config(tmp_path)
+    fake = fake_runs()
+    ahead, why = plan_ahead(cfg, tiny_dataset)
+    assert why == "" and ahead.arms == ["real", "oracle"]  # real+synthetic needs the GAN
+    assert ahead.threads == 1
+    with gan_threads(cfg, ahead) as gan_cfg:
+        assert gan_cfg.runtime.threads == 1 and cfg.runtime.threads == 2  # the rest for the GAN
+    ahead.start().join()
+    assert fake.calls == [("real", 1, False), ("oracle", 1, False)]
+    assert {k[0] for k in ahead.records} == {"real", "oracle"}
+    # a second start finds them done: nothing trains twice
+    again = plan_ahead(cfg, tiny_dataset)[0]
+    again.start().join()
+    assert len(fake.calls) == 2 and set(again.records) == set(ahead.records)
+
+
+def test_comparison_waits_for_the_run_in_flight_and_trains_what_was_not_started(
+        tmp_path, tiny_dataset, fake_augmented, fake_runs):
+    cfg = _config(tmp_path)
+    fake = fake_runs(hold=("real",))
+    ahead = plan_ahead(cfg, tiny_dataset)[0].start()
+    assert fake.started.wait(30)
+    ahead.stop()  # as the experiment does when the synthetic set is ready: oracle never starts here
+    [in_flight] = [s for s in ahead.specs if s.arm == "real"]
+    assert json.loads((in_flight.run_dir / TRAINING_MARKER).read_text())["key"] == in_flight.key
+
+    out = cfg.runtime.reports_dir / "tiny-final" / "compare"
+    specs = {s.arm: s for s in plan_runs(cfg, tiny_dataset, fake_augmented, out)[2]}
+    stage, got = compare_stage.CompareStage(), {}
+
+    def unit(arm: str) -> None:
+        got[arm] = stage.run_unit(compare_stage.ArmRun(cfg, tiny_dataset, fake_augmented, specs[arm], 1))
+
+    waiter = threading.Thread(target=unit, args=("real",))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive()  # blocked on the baseline's lock, not training it a second time
+    fake.release.set()
+    waiter.join(30)
+    ahead.join()
+    assert got["real"]["key"] == specs["real"].key and got["real"]["status"] == "ok"
+    assert os.path.samefile(specs["real"].run_dir / "weights.bin", in_flight.run_dir / "weights.bin")
+    assert not (in_flight.run_dir / TRAINING_MARKER).exists()
+    for arm in ("oracle", "real+synthetic"):
+        unit(arm)
+    assert fake.calls == [("real", 1, False), ("oracle", 1, True), ("real+synthetic", 1, True)]
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    (["detect.baselines_ahead=false"], "is false"),
+    (["detect.images_per_epoch=null"], "images_per_epoch is not fixed"),
+    (["detect.parallel_arms=1"], "no core left for the GAN"),
+    (["detect.arms=[real+synthetic]"], "no arm trains without synthetic images"),
+])
+def test_no_baselines_ahead_when_they_cannot_help(tmp_path, tiny_dataset, extra, why):
+    ahead, reason = plan_ahead(_config(tmp_path, *extra), tiny_dataset)
+    assert ahead is None and why in reason
+
+
+def test_gan_keeps_its_config_without_runs_beside_it(tmp_path):
+    import torch
+
+    cfg, before = _config(tmp_path), torch.get_num_threads()
+    with gan_threads(cfg, None) as gan_cfg:
+        assert gan_cfg is cfg
+    assert torch.get_num_threads() == before
