@@ -202,14 +202,12 @@ def written_realism(augmented, dataset, n_images: int = 64, seed: int = 0) -> di
     uses (B_val, up to n_images of each; pipeline.gan.quality.evaluate_quality)."""
     import numpy as np
 
+    from pipeline.gan.quality import reference_photos, sample
     from pipeline.gan.realism import two_sample_test
 
     rng = np.random.default_rng(seed)
-    syn = [im for im in augmented.coco("B", "train").images if im.synthetic]
-    syn = [syn[i] for i in sorted(rng.permutation(len(syn))[:n_images])]
-    b_split = "val" if dataset.has("B", "val") else "unlabelled"
-    real = dataset.coco("B", b_split).images
-    real = [real[i] for i in sorted(rng.permutation(len(real))[:n_images])]
+    syn = sample([im for im in augmented.coco("B", "train").images if im.synthetic], n_images, rng)
+    real, b_split = reference_photos(dataset, n_images, rng)
     r = two_sample_test([dataset.read_rgb(x) for x in real], [augmented.read_rgb(x) for x in syn], seed=seed)
     return {"accuracy": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "kid": r["kid"],
             "n_synthetic": len(syn), "n_real": len(real), "b_reference": f"B_{b_split}"}

@@ -319,6 +319,11 @@ class DetectConfig(Section):
                                         "differs from pycocotools' by more than this")
     extra_args: dict[str, Any] = Field(default_factory=dict, description="passed to YOLO.train")
 
+    def keyed(self) -> dict[str, Any]:
+        """This section as cache keys read it: `baselines_ahead` decides when runs train, never what
+        they produce."""
+        return self.model_dump(mode="json", exclude={"baselines_ahead"})
+
 
 # ------------------------------------------------------------------------------------------ report
 class ReportConfig(Section):

@@ -79,9 +79,12 @@ def experiment(cfg: RunConfig, *, run: StageRunner | None = None, progress: bool
         with gan_threads(cfg, ahead) as gan_cfg:
             gan = step(GAN, lambda: GAN.plan(gan_cfg, dataset, progress=progress), lambda r: r.model_dir)
         augmented = step(SYNTH, lambda: SYNTH.plan(cfg, dataset, gan.model_dir), lambda r: r.version.root).version
-    finally:
+    except BaseException:
         if ahead is not None:
-            ahead.stop()  # the comparison trains the rest, and waits for the run in flight
+            ahead.cancel()  # no comparison follows: do not keep the process alive for a run
+        raise
+    if ahead is not None:
+        ahead.stop()  # the comparison trains the rest, and waits for the run in flight
 
     run_dir = run_dir_for(cfg, dataset.root, augmented.root)
     with dir_lock(run_dir):  # a second run of the same experiment waits, then finds it cached

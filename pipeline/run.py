@@ -44,8 +44,7 @@ def run_dir_for(cfg: RunConfig, dataset_dir: Path, augmented_dir: Path | None) -
     parents = [m for m in (read_manifest(dataset_dir), read_manifest(augmented_dir) if augmented_dir else None) if m]
     key = stage_key(
         "compare",
-        {"detect": cfg.detect.model_dump(mode="json", exclude={"baselines_ahead"}),
-         "report": cfg.report.model_dump(mode="json")},
+        {"detect": cfg.detect.keyed(), "report": cfg.report.model_dump(mode="json")},
         parents,
     )
     return cfg.runtime.reports_dir / f"{cfg.data.name}-{key[:12]}"

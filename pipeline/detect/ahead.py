@@ -40,6 +40,7 @@ class BaselinesAhead:
         self.cfg, self.dataset, self.specs, self.threads = cfg, dataset, specs, threads
         self.records: dict[tuple[str, int], dict[str, Any]] = {}
         self._stopped = False
+        self._cancel = threading.Event()
         self._mutex = threading.Lock()  # a run is either claimed (locked, marked) or never started
         self._thread = threading.Thread(target=self._work, name="baselines-ahead", daemon=True)
 
@@ -57,6 +58,11 @@ class BaselinesAhead:
         with self._mutex:
             self._stopped = True
 
+    def cancel(self) -> None:
+        """Stop, and kill the run in flight (the experiment failed: nobody will wait for it)."""
+        self.stop()
+        self._cancel.set()
+
     def join(self) -> None:
         self._thread.join()
 
@@ -71,7 +77,7 @@ class BaselinesAhead:
                             self.records[(spec.arm, spec.seed)] = rec
                             continue
                         held.enter_context(training(spec))
-                    rec = run_isolated(self.cfg, self.dataset, None, spec, threads=self.threads)
+                    rec = run_isolated(self.cfg, self.dataset, None, spec, threads=self.threads, cancel=self._cancel)
                     self.records[(spec.arm, spec.seed)] = rec
                     log.info("baseline ahead of the GAN: %s seed %d %s", spec.arm, spec.seed, rec["status"])
 
@@ -90,7 +96,7 @@ def plan_ahead(cfg: RunConfig, dataset: DatasetVersion) -> tuple[BaselinesAhead 
     total, threads = cfg.runtime.threads or os.cpu_count() or 1, threads_per_run(cfg)
     if threads >= total:
         return None, f"no core left for the GAN beside a run ({threads} of {total} threads)"
-    key = stage_key("baselines", {"detect": cfg.detect.model_dump(mode="json")}, [dataset.manifest])
+    key = stage_key("baselines", {"detect": cfg.detect.keyed()}, [dataset.manifest])
     out = cfg.runtime.reports_dir / f"{cfg.data.name}-baselines-{key[:12]}" / "compare"
     specs = plan_runs(cfg, dataset, None, out)[2]  # without an augmented set: the arms that need none
     if not specs:

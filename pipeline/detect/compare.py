@@ -61,14 +61,10 @@ class CompareResult:
 # ------------------------------------------------------------------------------------- planning
 
 
-# How runs are scheduled, never what they produce: no cache key reads these.
-SCHEDULING = ("parallel_arms", "baselines_ahead")
-
-
 def _run_config(cfg: RunConfig, arm: str) -> dict[str, Any]:
     """The part of the detect config that changes what one run of `arm` produces."""
-    d = cfg.detect.model_dump(mode="json")
-    for k in ("arms", "seeds", *SCHEDULING, "bootstrap_resamples", "crosscheck_tolerance"):
+    d = cfg.detect.keyed()
+    for k in ("arms", "seeds", "parallel_arms", "bootstrap_resamples", "crosscheck_tolerance"):
         d.pop(k)
     for k in ARM_SETTINGS - set(ARM_SPECS[arm].settings):
         d.pop(k)  # settings only other arms read: changing one never retrains (or unshares) this arm
@@ -165,7 +161,7 @@ def run_status(spec: RunSpec, rec: dict[str, Any]) -> str:
 
 def _compare_key(cfg: RunConfig, run_keys: list[str]) -> str:
     """Key of the whole comparison: config plus the (order-free) keys of its runs."""
-    config = {"detect": cfg.detect.model_dump(mode="json"), "alpha": cfg.report.alpha,
+    config = {"detect": cfg.detect.keyed(), "alpha": cfg.report.alpha,
               "seed": cfg.runtime.seed, "schema": 3,  # 2: all six metrics summarised, comparisons_skipped,
               # warnings, detector; 3: every arm compared, seeds resampled too, verdicts, gap_closed
               "rules": {k: getattr(cfg.report, k) for k in ("min_test_images", "min_test_boxes", "min_map")}}

@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -233,10 +234,12 @@ def _output_to(path: Path) -> None:
 
 
 def run_isolated(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion | None, spec: RunSpec,
-                 *, threads: int | None = None, raise_oserror: bool = False) -> dict[str, Any]:
+                 *, threads: int | None = None, raise_oserror: bool = False,
+                 cancel: threading.Event | None = None) -> dict[str, Any]:
     """`run_arm_seed` in a fresh spawned process (its own torch threads; a segfault or OOM kill
     cannot take the comparison down). Failures come back as failed records; an OSError is
-    re-raised when `raise_oserror` (so an orchestrator can retry transient I/O errors)."""
+    re-raised when `raise_oserror` (so an orchestrator can retry transient I/O errors). Setting
+    `cancel` kills the process: the run comes back failed."""
     if (rec := cached_record(spec)) is not None:
         return rec
     ctx = mp.get_context("spawn")
@@ -244,6 +247,11 @@ def run_isolated(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
         with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             fut = pool.submit(_child, cfg.model_dump_json(), str(dataset.root),
                               str(augmented.root) if augmented else None, spec, threads)
+            while cancel is not None and not fut.done():
+                if cancel.wait(0.5):
+                    for proc in list(pool._processes.values()):  # no public way to stop a running task
+                        proc.kill()
+                    return failed_record(spec, "cancelled: the experiment stopped while this run trained")
             return fut.result()
     except OSError as e:
         if raise_oserror:

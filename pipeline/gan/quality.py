@@ -170,6 +170,18 @@ def _l1(x: list[np.ndarray], y: list[np.ndarray]) -> float:
                           for a, b in zip(x, y)]))
 
 
+def sample(items: list, n: int, rng: np.random.Generator) -> list:
+    """Up to n of items, drawn without replacement, in their original order."""
+    return [items[i] for i in sorted(rng.permutation(len(items))[:n])]
+
+
+def reference_photos(dataset: "DatasetVersion", n: int, rng: np.random.Generator) -> tuple[list, str]:
+    """The held-out real B photos a translation is judged against (B_val; B_unlabelled when there
+    is none), up to n image records, and the split's name: "val" or "unlabelled"."""
+    split = "val" if dataset.has("B", "val") else "unlabelled"
+    return sample(dataset.coco("B", split).images, n, rng), split
+
+
 def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_images: int = 64, seed: int = 0,
                      device: str = "cpu", tile: int = 512, overlap: int | None = None, batch: int = 8,
                      critic_steps: int = 150, inception_weights: str | Path | None = None) -> dict[str, Any]:
@@ -184,11 +196,9 @@ def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_imag
 
     rng = np.random.default_rng(seed)
     a_coco = dataset.coco("A", "train")
-    a_recs = [a_coco.images[i] for i in sorted(rng.permutation(len(a_coco.images))[:n_images])]
+    a_recs = sample(a_coco.images, n_images, rng)
     by_image = a_coco.anns_by_image()
-    b_split = "val" if dataset.has("B", "val") else "unlabelled"
-    b_coco = dataset.coco("B", b_split)
-    b_recs = [b_coco.images[i] for i in sorted(rng.permutation(len(b_coco.images))[:n_images])]
+    b_recs, b_split = reference_photos(dataset, n_images, rng)
     a_imgs = [dataset.read_rgb(r) for r in a_recs]
     b_imgs = [dataset.read_rgb(r) for r in b_recs]
 
@@ -239,8 +249,8 @@ def fit_realism_critic(model_dir: str | Path, dataset: "DatasetVersion", *, n_im
 
     def read(items: list) -> list[np.ndarray]:
         out = []
-        for i in sorted(rng.permutation(len(items))[:n_images]):
-            bgr = cv2.imread(str(items[i].path), cv2.IMREAD_COLOR)
+        for item in sample(items, n_images, rng):
+            bgr = cv2.imread(str(item.path), cv2.IMREAD_COLOR)
             if bgr is not None:  # unreadable files were already reported by ingest/training
                 out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         return out

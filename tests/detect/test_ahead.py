@@ -34,7 +34,7 @@ class FakeRuns:
         self.calls: list[tuple[str, int | None, bool]] = []
         self.hold, self.started, self.release = hold, threading.Event(), threading.Event()
 
-    def __call__(self, cfg, dataset, augmented, spec, *, threads=None, raise_oserror=False):
+    def __call__(self, cfg, dataset, augmented, spec, *, threads=None, raise_oserror=False, cancel=None):
         self.calls.append((spec.arm, threads, augmented is not None))
         if spec.arm in self.hold:
             self.started.set()
@@ -129,3 +129,24 @@ def test_gan_keeps_its_config_without_runs_beside_it(tmp_path):
     with gan_threads(cfg, None) as gan_cfg:
         assert gan_cfg is cfg
     assert torch.get_num_threads() == before
+
+
+def test_cancel_kills_the_run_in_flight(tmp_path, tiny_dataset):
+    """When the experiment fails, the baseline in flight is killed, not waited for."""
+    import time
+
+    cfg = _config(tmp_path, "detect.epochs=500", "detect.arms=[real, oracle]")
+    ahead = plan_ahead(cfg, tiny_dataset)[0].start()
+    marker = ahead.specs[0].run_dir / TRAINING_MARKER
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists()
+    time.sleep(1.0)  # the worker process is up
+    t0 = time.monotonic()
+    ahead.cancel()
+    ahead.join()
+    assert time.monotonic() - t0 < 15  # 500 epochs would take many minutes
+    [rec] = ahead.records.values()  # the oracle never started
+    assert rec["status"] == "failed" and rec["error"].startswith("cancelled")
+    assert not marker.exists()
