@@ -40,6 +40,7 @@ class RunRecord(_Record):
     train_seconds: float | None = None
     train_images_per_s: float | None = None
     train_cpu_seconds: float | None = None
+    train_threads: int | None = None  # torch threads on CPU (absent from runs recorded before)
     images_seen: int | None = None
     weights: str | None = None
     weights_sha256: str | None = None

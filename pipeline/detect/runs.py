@@ -38,7 +38,7 @@ TRAIN_LOG = "train.log"  # the worker's own output (ultralytics' epoch bars)
 # Every run record has these keys, whatever its status (metrics.json arms[].runs[] plus "key").
 RUN_FIELDS = ("seed", "status", "error", "metrics", "per_class_ap", "ultralytics_map", "ultralytics_map50",
               "ultralytics_map_diff", "train_seconds", "train_images_per_s", "train_cpu_seconds",
-              "images_seen", "weights", "weights_sha256", "predictions", "results_csv", "pr_curve", "key")
+              "train_threads", "images_seen", "weights", "weights_sha256", "predictions", "results_csv", "pr_curve", "key")
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,8 @@ def run_arm_seed(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
     own = detector.self_check(trained.weights, test_yaml, spec.run_dir)
     ours = ev.metrics["map"]
 
+    import torch
+
     rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
     rec = run_record(
         spec, "ok",
@@ -175,6 +177,7 @@ def run_arm_seed(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
         train_images_per_s=round(trained.images_seen / trained.train_seconds, 2)
         if trained.train_seconds else None,
         train_cpu_seconds=round(trained.cpu_seconds, 2) if trained.cpu_seconds is not None else None,
+        train_threads=torch.get_num_threads(),  # the run's numbers depend on it (CPU float reductions)
         images_seen=trained.images_seen,
         weights=rel(trained.weights),
         weights_sha256=sha256_file(trained.weights),

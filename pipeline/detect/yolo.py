@@ -44,8 +44,12 @@ class YoloDetector(Detector):
         ensure_offline()
         if self.threads and self.device == "cpu":
             import torch
+            from ultralytics.utils import torch_utils
 
             torch.set_num_threads(self.threads)  # arms side by side: split the cores, don't fight
+            # ...and keep them split: every train/val/predict call's select_device() resets torch to
+            # ultralytics' NUM_THREADS, min(8, cores - 1), whatever the run was given
+            torch_utils.NUM_THREADS = self.threads
         from ultralytics import YOLO
 
         return YOLO(str(source), task="detect")

@@ -150,3 +150,24 @@ def test_training_writes_under_the_run_dir_even_when_it_is_relative(tiny_config,
     assert out.weights == tmp_path / "reports/x/compare/runs/real/seed0/train/weights/best.pt"
     assert fake.args["seed"] == 3 and fake.args["pretrained"] is False and fake.args["amp"] is False
     assert out.images_seen == 2 * tiny_config.detect.epochs
+
+
+def test_a_run_keeps_the_threads_it_was_given(tiny_config, monkeypatch):
+    """ultralytics' select_device() (every train, val and predict call) resets torch to its own
+    NUM_THREADS, min(8, cores - 1): runs side by side must keep their share of the cores."""
+    import torch
+
+    from pipeline.detect.offline import ensure_offline
+
+    ensure_offline()
+    from ultralytics.utils import NUM_THREADS, torch_utils
+
+    monkeypatch.setattr(torch_utils, "NUM_THREADS", NUM_THREADS)  # restored after the test
+    before = torch.get_num_threads()
+    wanted = NUM_THREADS + 1  # anything but ultralytics' own choice
+    try:
+        YoloDetector(tiny_config, threads=wanted)._model(tiny_config.detect.model)
+        torch_utils.select_device("cpu", verbose=False)
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
