@@ -26,7 +26,6 @@ from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
-from pipeline.detect.arms import ArmPlan
 from pipeline.detect.compare import plan_runs, shared_core_env, threads_per_run
 from pipeline.detect.runs import RunSpec, adopt_finished_run, cached_record, run_isolated, training
 from pipeline.store import stage_key
@@ -83,44 +82,20 @@ class BaselinesAhead:
                     log.info("baseline ahead of the GAN: %s seed %d %s", spec.arm, spec.seed, rec["status"])
 
 
-def why_not_ahead(cfg: RunConfig) -> str:
-    """Why cfg never trains baseline runs beside the GAN, or '' when it does (whenever the GAN
-    has to train)."""
+def plan_ahead(cfg: RunConfig, dataset: DatasetVersion) -> tuple[BaselinesAhead | None, str]:
+    """The baseline runs that can train beside the GAN, or None and why not."""
     from pipeline.detect.yolo import resolve_device
 
     mode = cfg.detect.baselines_ahead
     if mode is False:
-        return "detect.baselines_ahead is false"
+        return None, "detect.baselines_ahead is false"
     if cfg.detect.images_per_epoch is None:
-        return "detect.images_per_epoch is not fixed (the runs' budget waits for the synthetic set)"
+        return None, "detect.images_per_epoch is not fixed (the runs' budget waits for the synthetic set)"
     if mode == "auto" and resolve_device(cfg.runtime.device).split(":")[0] != "cpu":
-        return "the detector trains on a GPU (detect.baselines_ahead: true to share it)"
+        return None, "the detector trains on a GPU (detect.baselines_ahead: true to share it)"
     total, threads = cfg.runtime.threads or os.cpu_count() or 1, threads_per_run(cfg)
     if threads >= total:
-        return f"no core left for the GAN beside a run ({threads} of {total} threads)"
-    return ""
-
-
-def run_threads(cfg: RunConfig, arms: list[ArmPlan], spec: RunSpec) -> int:
-    """The torch threads of one run, from the config alone: never from what is cached or still
-    training, because a run's numbers depend on its thread count (CPU float reductions).
-
-    `threads_per_run`, except for the runs on synthetic images when the baselines train ahead of
-    the GAN: they are all the comparison trains after the GAN, so when there are fewer of them than
-    `parallel_arms` they share every core (the demo's one real+synthetic run: 2 threads instead of
-    one, 1.35x faster on the 2-core Xeon). A comparison that trains the baselines itself (GAN
-    cached) gives each run the same threads, even where that briefly oversubscribes the cores."""
-    on_synthetic = [a.name for a in arms if a.uses_augmented and a.unavailable is None]
-    if spec.arm not in on_synthetic or why_not_ahead(cfg):
-        return threads_per_run(cfg)
-    return threads_per_run(cfg, side_by_side=len(on_synthetic) * len(cfg.detect.seeds))
-
-
-def plan_ahead(cfg: RunConfig, dataset: DatasetVersion) -> tuple[BaselinesAhead | None, str]:
-    """The baseline runs that can train beside the GAN, or None and why not."""
-    if why := why_not_ahead(cfg):
-        return None, why
-    threads = threads_per_run(cfg)
+        return None, f"no core left for the GAN beside a run ({threads} of {total} threads)"
     key = stage_key("baselines", {"detect": cfg.detect.keyed()}, [dataset.manifest])
     out = cfg.runtime.reports_dir / f"{cfg.data.name}-baselines-{key[:12]}" / "compare"
     specs = plan_runs(cfg, dataset, None, out)[2]  # without an augmented set: the arms that need none

@@ -106,11 +106,9 @@ def plan_runs(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
     return plans, n, specs
 
 
-def threads_per_run(cfg: RunConfig, side_by_side: int | None = None) -> int:
-    """A run's share of the cores: `parallel_arms` runs side by side, or `side_by_side` if fewer."""
+def threads_per_run(cfg: RunConfig) -> int:
     total = cfg.runtime.threads or os.cpu_count() or 1
-    n = max(1, cfg.detect.parallel_arms)
-    return max(1, total // (n if side_by_side is None else max(1, min(n, side_by_side))))
+    return max(1, total // max(1, cfg.detect.parallel_arms))
 
 
 # ------------------------------------------------------------------------------------- driver

@@ -12,9 +12,8 @@ from typing import Any
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
 from pipeline.detect.arms import ArmPlan
-from pipeline.detect.ahead import run_threads
 from pipeline.detect.compare import (CompareResult, cached_result, finish, plan_runs, run_status, runs_label,
-                                     shared_core_env)
+                                     shared_core_env, threads_per_run)
 from pipeline.detect.runs import (RunSpec, adopt_finished_run, await_sibling, cached_record, failed_record,
                                   run_isolated)
 from pipeline.stages.base import Progress, Stage
@@ -74,8 +73,8 @@ class CompareStage(Stage[ComparePlan, CompareWork, ArmRun, Record, CompareResult
             yield CompareWork(plan, records)
 
     def units(self, work: CompareWork) -> list[ArmRun]:
-        p = work.plan
-        return [ArmRun(p.cfg, p.dataset, p.augmented, s, run_threads(p.cfg, p.arms, s)) for s in p.specs
+        p, threads = work.plan, threads_per_run(work.plan.cfg)
+        return [ArmRun(p.cfg, p.dataset, p.augmented, s, threads) for s in p.specs
                 if (s.arm, s.seed) not in work.records]
 
     def run_unit(self, unit: ArmRun) -> Record:

@@ -111,21 +111,6 @@ def test_comparison_waits_for_the_run_in_flight_and_trains_what_was_not_started(
     assert fake.calls == [("real", 1, False), ("oracle", 1, True), ("real+synthetic", 1, True)]
 
 
-@pytest.mark.parametrize(("extra", "threads"), [
-    ([], {"real": 1, "oracle": 1, "real+synthetic": 2}),  # alone after the GAN: every core
-    (["detect.seeds=[0, 1]"], {"real": 1, "oracle": 1, "real+synthetic": 1}),  # two side by side
-    (["detect.baselines_ahead=false"], {"real": 1, "oracle": 1, "real+synthetic": 1}),
-])
-def test_runs_on_synthetic_images_share_the_cores_the_baselines_left(tmp_path, tiny_dataset, fake_augmented,
-                                                                     extra, threads):
-    """A run's threads follow from the config alone: the same whatever is cached or in flight."""
-    cfg = _config(tmp_path, *extra)
-    plan = compare_stage.COMPARE.plan(cfg, tiny_dataset, fake_augmented, tmp_path / "compare")
-    units = compare_stage.COMPARE.units(compare_stage.CompareWork(plan, {}))
-    assert {(u.spec.arm, u.spec.seed): u.threads for u in units} == {
-        (arm, seed): n for arm, n in threads.items() for seed in cfg.detect.seeds}
-
-
 @pytest.mark.parametrize(("extra", "why"), [
     (["detect.baselines_ahead=false"], "is false"),
     (["detect.images_per_epoch=null"], "images_per_epoch is not fixed"),
