@@ -38,7 +38,8 @@ TRAIN_LOG = "train.log"  # the worker's own output (ultralytics' epoch bars)
 # Every run record has these keys, whatever its status (metrics.json arms[].runs[] plus "key").
 RUN_FIELDS = ("seed", "status", "error", "metrics", "per_class_ap", "ultralytics_map", "ultralytics_map50",
               "ultralytics_map_diff", "train_seconds", "train_images_per_s", "train_cpu_seconds",
-              "train_threads", "images_seen", "weights", "weights_sha256", "predictions", "results_csv", "pr_curve", "key")
+              "train_threads", "images_seen", "weights", "weights_sha256", "predictions", "results_csv",
+              "pr_curve", "key")
 
 
 @dataclass(frozen=True)
