@@ -10,6 +10,9 @@ would give it: the same run either way), in a sibling folder `<reports>/<data>-b
 The comparison adopts them like any sibling's run (`adopt_finished_run`) and waits for the one
 still training (`await_sibling`); `stop()` starts no more, so the comparison trains the rest.
 
+After the GAN the comparison trains only the runs on synthetic images; when there are fewer of
+them than `parallel_arms`, they share every core (`run_threads`, from the config alone).
+
 Needs a fixed `detect.images_per_epoch` (otherwise the budget, part of every run's key, depends on
 the size of the synthetic set) and room for the GAN beside a run (`threads_per_run` below the
 cores); `detect.baselines_ahead: auto` also needs the detector on CPU.
@@ -26,6 +29,7 @@ from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.data.version import DatasetVersion
+from pipeline.detect.arms import ArmPlan
 from pipeline.detect.compare import plan_runs, shared_core_env, threads_per_run
 from pipeline.detect.runs import RunSpec, adopt_finished_run, cached_record, run_isolated, training
 from pipeline.store import stage_key
@@ -82,20 +86,44 @@ class BaselinesAhead:
                     log.info("baseline ahead of the GAN: %s seed %d %s", spec.arm, spec.seed, rec["status"])
 
 
-def plan_ahead(cfg: RunConfig, dataset: DatasetVersion) -> tuple[BaselinesAhead | None, str]:
-    """The baseline runs that can train beside the GAN, or None and why not."""
+def why_not_ahead(cfg: RunConfig) -> str:
+    """Why cfg never trains baseline runs beside the GAN, or '' when it does (whenever the GAN
+    has to train)."""
     from pipeline.detect.yolo import resolve_device
 
     mode = cfg.detect.baselines_ahead
     if mode is False:
-        return None, "detect.baselines_ahead is false"
+        return "detect.baselines_ahead is false"
     if cfg.detect.images_per_epoch is None:
-        return None, "detect.images_per_epoch is not fixed (the runs' budget waits for the synthetic set)"
+        return "detect.images_per_epoch is not fixed (the runs' budget waits for the synthetic set)"
     if mode == "auto" and resolve_device(cfg.runtime.device).split(":")[0] != "cpu":
-        return None, "the detector trains on a GPU (detect.baselines_ahead: true to share it)"
+        return "the detector trains on a GPU (detect.baselines_ahead: true to share it)"
     total, threads = cfg.runtime.threads or os.cpu_count() or 1, threads_per_run(cfg)
     if threads >= total:
-        return None, f"no core left for the GAN beside a run ({threads} of {total} threads)"
+        return f"no core left for the GAN beside a run ({threads} of {total} threads)"
+    return ""
+
+
+def run_threads(cfg: RunConfig, arms: list[ArmPlan], spec: RunSpec) -> int:
+    """The torch threads of one run, from the config alone: never from what is cached or still
+    training, because a run's numbers depend on its thread count (CPU float reductions).
+
+    `threads_per_run`, except for the runs on synthetic images when the baselines train ahead of
+    the GAN: they are all the comparison trains after the GAN, so when there are fewer of them than
+    `parallel_arms` they share every core (the demo's one real+synthetic run: 2 threads instead of
+    one). The comparison trains such runs after every other run it has to train, with OpenMP's
+    default waiting (pipeline.stages.compare)."""
+    on_synthetic = [a.name for a in arms if a.uses_augmented and a.unavailable is None]
+    if spec.arm not in on_synthetic or why_not_ahead(cfg):
+        return threads_per_run(cfg)
+    return threads_per_run(cfg, side_by_side=len(on_synthetic) * len(cfg.detect.seeds))
+
+
+def plan_ahead(cfg: RunConfig, dataset: DatasetVersion) -> tuple[BaselinesAhead | None, str]:
+    """The baseline runs that can train beside the GAN, or None and why not."""
+    if why := why_not_ahead(cfg):
+        return None, why
+    threads = threads_per_run(cfg)
     key = stage_key("baselines", {"detect": cfg.detect.keyed()}, [dataset.manifest])
     out = cfg.runtime.reports_dir / f"{cfg.data.name}-baselines-{key[:12]}" / "compare"
     specs = plan_runs(cfg, dataset, None, out)[2]  # without an augmented set: the arms that need none

@@ -106,9 +106,11 @@ def plan_runs(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVersion
     return plans, n, specs
 
 
-def threads_per_run(cfg: RunConfig) -> int:
+def threads_per_run(cfg: RunConfig, side_by_side: int | None = None) -> int:
+    """A run's share of the cores: `parallel_arms` runs side by side, or `side_by_side` if fewer."""
     total = cfg.runtime.threads or os.cpu_count() or 1
-    return max(1, total // max(1, cfg.detect.parallel_arms))
+    n = max(1, cfg.detect.parallel_arms)
+    return max(1, total // (n if side_by_side is None else max(1, min(n, side_by_side))))
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -147,6 +149,22 @@ def shared_core_env(parallel: int):
             _sharing["users"] -= 1
             if _sharing["users"] == 0 and _sharing["owned"]:
                 os.environ.pop("OMP_WAIT_POLICY", None)
+
+
+@contextlib.contextmanager
+def own_cores_env():
+    """A run with the cores to itself spawns with OpenMP's default waiting even inside
+    `shared_core_env`: PASSIVE makes a lone 2-thread run slower than one thread (demo real+synthetic
+    386 s on 2 threads PASSIVE vs 312-336 s for the 1-thread runs; a 6-epoch probe alone, default
+    waiting: 28.5 s on 2 threads vs 38.5 s on 1). A policy the user set is kept."""
+    with _sharing_lock:
+        popped = os.environ.pop("OMP_WAIT_POLICY", None) if _sharing["owned"] else None
+    try:
+        yield
+    finally:
+        with _sharing_lock:
+            if popped is not None and _sharing["users"] > 0 and _sharing["owned"]:
+                os.environ["OMP_WAIT_POLICY"] = popped
 
 
 def runs_label(cfg: RunConfig, n: int) -> str:

@@ -111,6 +111,54 @@ def test_comparison_waits_for_the_run_in_flight_and_trains_what_was_not_started(
     assert fake.calls == [("real", 1, False), ("oracle", 1, True), ("real+synthetic", 1, True)]
 
 
+@pytest.mark.parametrize(("extra", "threads"), [
+    ([], {"real": 1, "oracle": 1, "real+synthetic": 2}),  # alone after the GAN: every core
+    (["detect.seeds=[0, 1]"], {"real": 1, "oracle": 1, "real+synthetic": 1}),  # two side by side
+    (["detect.baselines_ahead=false"], {"real": 1, "oracle": 1, "real+synthetic": 1}),
+])
+def test_runs_on_synthetic_images_share_the_cores_the_baselines_left(tmp_path, tiny_dataset, fake_augmented,
+                                                                     extra, threads):
+    """A run's threads follow from the config alone: the same whatever is cached or in flight."""
+    cfg = _config(tmp_path, *extra)
+    plan = compare_stage.COMPARE.plan(cfg, tiny_dataset, fake_augmented, tmp_path / "compare")
+    units = compare_stage.COMPARE.units(compare_stage.CompareWork(plan, {}))
+    assert {(u.spec.arm, u.spec.seed): u.threads for u in units} == {
+        (arm, seed): n for arm, n in threads.items() for seed in cfg.detect.seeds}
+
+
+def test_a_run_with_every_core_trains_after_the_others_without_passive_waiting(
+        tmp_path, tiny_dataset, fake_augmented, fake_runs, monkeypatch):
+    """The lone run on synthetic images waits for the baselines the comparison still trains (two
+    side by side, OpenMP threads sleeping) and then spawns with OpenMP's default waiting."""
+    from pipeline.detect.compare import shared_core_env
+    from pipeline.stages.base import map_local
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    cfg = _config(tmp_path)
+    fake = fake_runs(hold=("oracle",))
+    seen: dict[str, tuple[str | None, bool]] = {}
+    inner = fake.__call__
+
+    def spy(cfg, dataset, augmented, spec, **kw):
+        seen[spec.arm] = (os.environ.get("OMP_WAIT_POLICY"), fake.release.is_set())
+        if spec.arm == "real":
+            threading.Timer(0.5, fake.release.set).start()  # the oracle finishes after real
+        return inner(cfg, dataset, augmented, spec, **kw)
+
+    monkeypatch.setattr(compare_stage, "run_isolated", spy)
+    stage = compare_stage.COMPARE
+    work = compare_stage.CompareWork(stage.plan(cfg, tiny_dataset, fake_augmented, tmp_path / "compare"), {})
+    units = stage.units(work)
+    assert [(u.spec.arm, u.alone) for u in units] == [("real", False), ("oracle", False), ("real+synthetic", True)]
+    with shared_core_env(stage.workers(work)):  # as run_stage does (stage.environment)
+        outputs = map_local(stage, units, stage.workers(work), lambda unit, out: None)
+    assert [c[:2] for c in fake.calls][-1] == ("real+synthetic", 2)
+    assert seen["real"][0] == seen["oracle"][0] == "PASSIVE"
+    assert seen["real+synthetic"] == (None, True)  # after the held oracle, default waiting
+    assert "OMP_WAIT_POLICY" not in os.environ  # restored when the comparison ends
+    assert [o["status"] for o in outputs] == ["ok"] * 3
+
+
 @pytest.mark.parametrize(("extra", "why"), [
     (["detect.baselines_ahead=false"], "is false"),
     (["detect.images_per_epoch=null"], "images_per_epoch is not fixed"),
