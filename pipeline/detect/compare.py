@@ -155,8 +155,8 @@ def shared_core_env(parallel: int):
 def own_cores_env():
     """A run with the cores to itself spawns with OpenMP's default waiting even inside
     `shared_core_env`: PASSIVE makes a lone 2-thread run slower than one thread (demo real+synthetic
-    386 s on 2 threads PASSIVE vs 312-336 s for the 1-thread runs; a 6-epoch probe alone, default
-    waiting: 28.5 s on 2 threads vs 38.5 s on 1). A policy the user set is kept."""
+    on 2 threads: 386 s PASSIVE, 238 s with the default, against 312-337 s for 1-thread runs;
+    bench/results/demo_lone-2threads.json, demo.json). A policy the user set is kept."""
     with _sharing_lock:
         popped = os.environ.pop("OMP_WAIT_POLICY", None) if _sharing["owned"] else None
     try:
