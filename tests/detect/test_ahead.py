@@ -126,15 +126,24 @@ def test_runs_on_synthetic_images_share_the_cores_the_baselines_left(tmp_path, t
         (arm, seed): n for arm, n in threads.items() for seed in cfg.detect.seeds}
 
 
+@pytest.mark.parametrize("runner", ["local", "prefect"])
 def test_a_run_with_every_core_trains_after_the_others_without_passive_waiting(
-        tmp_path, tiny_dataset, fake_augmented, fake_runs, monkeypatch):
+        tmp_path, tiny_dataset, fake_augmented, fake_runs, monkeypatch, request, runner):
     """The lone run on synthetic images waits for the baselines the comparison still trains (two
-    side by side, OpenMP threads sleeping) and then spawns with OpenMP's default waiting."""
+    side by side, OpenMP threads sleeping) and then spawns with OpenMP's default waiting; the
+    same with the units as Prefect tasks (the flows' runner)."""
     from pipeline.detect.compare import shared_core_env
     from pipeline.stages.base import map_local
 
+    if runner == "prefect":
+        from flows.stage import task_units
+
+        request.getfixturevalue("prefect_harness")
+        map_local = task_units()  # noqa: F811 - same signature
+
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    cfg = _config(tmp_path)
+    # a seed of its own per case: the other case's finished runs (same keys) would be adopted
+    cfg = _config(tmp_path, f"detect.seeds=[{int(runner == 'prefect')}]")
     fake = fake_runs(hold=("oracle",))
     seen: dict[str, tuple[str | None, bool]] = {}
     inner = fake.__call__
