@@ -67,8 +67,12 @@ class ArmRun:
     augmented: DatasetVersion | None
     spec: RunSpec
     threads: int
-    alone: bool = False
     first: Countdown | None = None
+
+    @property
+    def alone(self) -> bool:
+        """Takes every core: more threads than a run's share when `parallel_arms` train side by side."""
+        return self.threads > threads_per_run(self.cfg)
 
 
 @dataclass
@@ -105,7 +109,7 @@ class CompareStage(Stage[ComparePlan, CompareWork, ArmRun, Record, CompareResult
         todo.sort(key=lambda st: st[1] > shared)  # stable
         n_first = sum(t <= shared for _, t in todo)
         first = Countdown(n_first) if n_first and n_first < len(todo) else None
-        return [ArmRun(p.cfg, p.dataset, p.augmented, s, t, alone=t > shared, first=first) for s, t in todo]
+        return [ArmRun(p.cfg, p.dataset, p.augmented, s, t, first=first) for s, t in todo]
 
     def run_unit(self, unit: ArmRun) -> Record:
         if unit.alone and unit.first is not None:

@@ -135,11 +135,12 @@ def test_a_run_with_every_core_trains_after_the_others_without_passive_waiting(
     from pipeline.detect.compare import shared_core_env
     from pipeline.stages.base import map_local
 
+    run_units = map_local
     if runner == "prefect":
         from flows.stage import task_units
 
         request.getfixturevalue("prefect_harness")
-        map_local = task_units()  # noqa: F811 - same signature
+        run_units = task_units()
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     # a seed of its own per case: the other case's finished runs (same keys) would be adopted
@@ -160,7 +161,7 @@ def test_a_run_with_every_core_trains_after_the_others_without_passive_waiting(
     units = stage.units(work)
     assert [(u.spec.arm, u.alone) for u in units] == [("real", False), ("oracle", False), ("real+synthetic", True)]
     with shared_core_env(stage.workers(work)):  # as run_stage does (stage.environment)
-        outputs = map_local(stage, units, stage.workers(work), lambda unit, out: None)
+        outputs = run_units(stage, units, stage.workers(work), lambda unit, out: None)
     assert [c[:2] for c in fake.calls][-1] == ("real+synthetic", 2)
     assert seen["real"][0] == seen["oracle"][0] == "PASSIVE"
     assert seen["real+synthetic"] == (None, True)  # after the held oracle, default waiting
