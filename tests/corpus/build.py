@@ -308,6 +308,8 @@ def build_corpus(root: Path) -> Corpus:
     raw = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
     raw["profile"] = "corpus"
     raw["runtime"]["output_root"] = str(out)
+    # the run must finish; the arms are the tiny profile's business (two keep it short)
+    raw["detect"]["arms"] = ["real", "real+synthetic"]
     raw["data"] = {"name": "corpus", "source": "folders", "a": a, "b": b, "categories": CATEGORIES,
                    "split": {"use_source_split": False}, "max_annotation_mb": extremes.MAX_MB}
     config = _write(root / "corpus.yaml", yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
