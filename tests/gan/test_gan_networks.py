@@ -156,3 +156,21 @@ def test_gan_package_imports_on_a_bare_gpu_host():
     repo = Path(__file__).resolve().parents[2]
     p = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-1500:]
+
+
+def test_reflection_padding_keeps_bf16_under_autocast_with_the_same_values():
+    """Autocast would pad a bf16 activation in float32 (two copies per convolution); ours pads
+    in place of it, in the input's dtype, to the very same values, and the generator uses it."""
+    import torch
+    from torch import nn
+
+    from pipeline.gan.networks import ReflectionPad2d, ResnetGenerator
+
+    x = torch.randn(1, 4, 6, 6).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        theirs, ours = nn.ReflectionPad2d(2)(x), ReflectionPad2d(2)(x)
+    assert theirs.dtype == torch.float32 and ours.dtype == torch.bfloat16
+    assert torch.equal(ours.float(), theirs)
+    g = ResnetGenerator(3, 3, 8, 2, upsample="resize")
+    pads = [m for m in g.modules() if isinstance(m, nn.ReflectionPad2d)]
+    assert pads and all(isinstance(m, ReflectionPad2d) for m in pads)
