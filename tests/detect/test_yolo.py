@@ -171,3 +171,60 @@ def test_a_run_keeps_the_threads_it_was_given(tiny_config, monkeypatch):
         assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(before)
+
+
+def test_checkpoints_written_at_the_end_hold_what_ultralytics_writes_each_epoch(tiny_dataset, tmp_path,
+                                                                               monkeypatch):
+    """Our trainer serialises two checkpoints instead of one per epoch, and its best.pt and last.pt
+    hold the same EMA weights as stock ultralytics' (validation fitness scripted so that the best
+    epoch is neither the first nor the last)."""
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    from pipeline.detect.offline import ensure_offline
+    from pipeline.detect.yolo import LAST_EVERY, trainer_class
+
+    ensure_offline()
+    fitness = [0.1, 0.3, 0.2, 0.25]  # best after epoch 2 of 4 (nbs=8: an optimiser step per batch)
+    assert len(fitness) < LAST_EVERY
+    writes: list[int] = []
+    stock_save = BaseTrainer.save_model
+
+    def counted(self):
+        writes.append(self.epoch)
+        return stock_save(self)
+
+    monkeypatch.setattr(BaseTrainer, "save_model", counted)
+
+    def scripted(base: type) -> type:
+        class Scripted(base):
+            def validate(self):
+                metrics, _ = super().validate()
+                f = fitness[self.epoch]
+                if self.best_fitness is None or self.best_fitness < f:
+                    self.best_fitness = f
+                return metrics, f
+        return Scripted
+
+    def weights(trainer) -> dict[str, dict[str, torch.Tensor]]:
+        w = Path(trainer.save_dir) / "weights"
+        ckpts = {n: torch.load(w / n, weights_only=False) for n in ("best.pt", "last.pt")}
+        return {n: (c["ema"] or c["model"]).float().state_dict() for n, c in ckpts.items()}  # stripped: "model"
+
+    runs = {}
+    for name, base in (("stock", DetectionTrainer), ("ours", trainer_class())):
+        writes.clear()
+        model = YOLO("yolo11n.yaml")
+        model.train(trainer=scripted(base), data=str(tiny_dataset.root / "data.yaml"), imgsz=64, epochs=4,
+                    batch=8, nbs=8, workers=0, amp=False, device="cpu", plots=False, pretrained=False, seed=0,
+                    deterministic=True, project=str(tmp_path), name=name, exist_ok=True, verbose=False)
+        runs[name] = (list(writes), weights(model.trainer))
+    assert runs["stock"][0] == [0, 1, 2, 3]
+    assert runs["ours"][0] == [1, 3]  # the best epoch's weights, swapped in at the end, then the last
+    (_, stock), (_, ours) = runs["stock"], runs["ours"]
+    for n in ("best.pt", "last.pt"):
+        assert stock[n].keys() == ours[n].keys()
+        assert all(torch.equal(stock[n][k], ours[n][k]) for k in stock[n]), n
+    assert not all(torch.equal(ours["best.pt"][k], ours["last.pt"][k]) for k in ours["best.pt"])
