@@ -29,12 +29,12 @@ LAST_EVERY = 10  # epochs between the last.pt writes that ultralytics' NaN recov
 def trainer_class() -> type:
     """ultralytics' DetectionTrainer, writing its checkpoints when they are needed instead of after
     every epoch. Stock ultralytics serialises a checkpoint each epoch (a half-precision copy of the
-    EMA model, the optimiser state and results.csv; 15 demo epochs on one thread, two runs side by
-    side, twice: 107.4 and 103.0 s stock, 105.7 and 100.2 s here, ~2%)
-    for last.pt, and best.pt whenever the validation fitness ties or beats the best so far. Here a
-    new best is kept in memory (a copy of the EMA weights), last.pt is written every `LAST_EVERY`
-    epochs (what NaN recovery reloads), and the final epoch writes best.pt and last.pt as stock
-    ultralytics would have left them: the same EMA weights in each, so the same predictions."""
+    EMA model, the optimiser state and results.csv) for last.pt, and best.pt whenever the
+    validation fitness ties or beats the best so far. Here a new best is kept in memory (a copy of
+    the EMA weights), last.pt is written every `LAST_EVERY` epochs (what NaN recovery reloads), and
+    the final epoch writes best.pt and last.pt as stock ultralytics would have left them: the same
+    EMA weights in each, so the same predictions. About 2% of a run: 15 demo epochs on one thread,
+    two runs side by side, twice: 107.4 and 103.0 s stock, 105.7 and 100.2 s here."""
     from ultralytics.models.yolo.detect import DetectionTrainer
 
     class Trainer(DetectionTrainer):
@@ -44,8 +44,7 @@ def trainer_class() -> type:
             if self.stop or self.epoch + 1 >= self.epochs:  # the last epoch (or an early stop)
                 return self._save_final()
             if self.best_fitness == self.fitness:
-                state = {k: v.detach().clone() for k, v in self.ema.ema.state_dict().items()}
-                self._best = (self.epoch, dict(self.metrics), self.fitness, state)
+                self._best = (self.epoch, dict(self.metrics), self.fitness, self._ema_weights())
             if (self.epoch + 1) % LAST_EVERY == 0:
                 return super().save_model()
             return True
@@ -53,8 +52,7 @@ def trainer_class() -> type:
         def _save_final(self) -> bool:
             best = self._best
             if best is not None and self.fitness != self.best_fitness:  # best.pt from the earlier best
-                ema, now = self.ema.ema, (self.epoch, self.metrics, self.fitness)
-                live = {k: v.detach().clone() for k, v in ema.state_dict().items()}
+                ema, now, live = self.ema.ema, (self.epoch, self.metrics, self.fitness), self._ema_weights()
                 self.epoch, self.metrics, self.fitness, state = best
                 ema.load_state_dict(state)
                 try:
@@ -63,6 +61,9 @@ def trainer_class() -> type:
                     ema.load_state_dict(live)
                     self.epoch, self.metrics, self.fitness = now
             return super().save_model()
+
+        def _ema_weights(self) -> dict:
+            return {k: v.detach().clone() for k, v in self.ema.ema.state_dict().items()}
 
     return Trainer
 
