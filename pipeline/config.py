@@ -314,7 +314,9 @@ class DetectConfig(Section):
     workers: int = Field(0, ge=0, description="dataloader workers per arm (0 = in the trainer)")
     max_det: int = Field(100, ge=1, description="detections kept per test image (COCO maxDets)")
     nms_iou: float = Field(0.7, gt=0, lt=1, description="NMS IoU threshold at prediction")
-    amp: Literal["auto", "off"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    amp: Literal["auto", "off"] = Field(
+        "auto", description="auto = bf16 autocast on CUDA and on CPUs with native bf16 matrix units (AMX, "
+        "AVX512-BF16; the loss stays fp32), else fp32; off = fp32 (pipeline/detect/offline.py)")
     crosscheck_tolerance: float = Field(0.05, ge=0, le=1, description="warn when ultralytics' own test mAP "
                                         "differs from pycocotools' by more than this")
     extra_args: dict[str, Any] = Field(default_factory=dict, description="passed to YOLO.train")

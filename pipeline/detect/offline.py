@@ -90,11 +90,23 @@ def _patch_imported_flags() -> None:
         events.events.enabled = False
 
 
-def amp_setting(device: str, mode: str = "auto") -> bool | str:
-    """The `amp` argument for YOLO.train: bf16 autocast on CUDA (which skips ultralytics' AMP
-    check, the step that downloads yolo26n.pt), plain fp32 on CPU where YOLO has no autocast."""
-    if mode == "off" or not device.startswith("cuda"):
-        return False
+def train_precision(device: str, mode: str = "auto") -> str:
+    """"bf16" or "fp32": what the detector trains in. auto: bf16 on CUDA with bf16 support and on
+    CPUs with native bf16 matrix units (AMX or AVX512-BF16, the GAN's rule: pipeline/gan/accel.py),
+    else fp32; off: fp32."""
+    if mode == "off":
+        return "fp32"
     import torch
 
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else False
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    from pipeline.gan.accel import cpu_has_fast_bf16
+
+    return "bf16" if device == "cpu" and cpu_has_fast_bf16() else "fp32"
+
+
+def amp_setting(device: str, mode: str = "auto") -> bool | str:
+    """The `amp` argument for YOLO.train: bf16 autocast on CUDA (which skips ultralytics' AMP
+    check, the step that downloads yolo26n.pt), False elsewhere: ultralytics has no CPU autocast
+    (bf16 on the CPU is the trainer's own, pipeline/detect/yolo.py)."""
+    return "bf16" if device.startswith("cuda") and train_precision(device, mode) == "bf16" else False

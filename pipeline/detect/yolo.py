@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.detect.base import Detector, TrainingSet, TrainOutcome
-from pipeline.detect.offline import amp_setting, ensure_offline
+from pipeline.detect.offline import amp_setting, ensure_offline, train_precision
 
 
 class DetectorError(RuntimeError):
@@ -26,7 +26,7 @@ LAST_EVERY = 10  # epochs between the last.pt writes that ultralytics' NaN recov
 
 
 @functools.cache
-def trainer_class() -> type:
+def trainer_class(cpu_bf16: bool = False) -> type:
     """ultralytics' DetectionTrainer, writing its checkpoints when they are needed instead of after
     every epoch. Stock ultralytics serialises a checkpoint each epoch (a half-precision copy of the
     EMA model, the optimiser state and results.csv) for last.pt, and best.pt whenever the
@@ -34,11 +34,20 @@ def trainer_class() -> type:
     the EMA weights), last.pt is written every `LAST_EVERY` epochs (what NaN recovery reloads), and
     the final epoch writes best.pt and last.pt as stock ultralytics would have left them: the same
     EMA weights in each, so the same predictions. About 2% of a run: 15 demo epochs on one thread,
-    two runs side by side, twice: 107.4 and 103.0 s stock, 105.7 and 100.2 s here."""
+    two runs side by side, twice: 107.4 and 103.0 s stock, 105.7 and 100.2 s here.
+
+    `cpu_bf16`: the network's forward and backward run under CPU bf16 autocast (oneDNN's AMX
+    kernels) and the loss in fp32, as `CpuBf16Forward` wraps it; ultralytics autocasts on CUDA only.
+    Weights, optimiser and EMA stay fp32; validation and prediction run in fp32."""
     from ultralytics.models.yolo.detect import DetectionTrainer
 
     class Trainer(DetectionTrainer):
         _best: tuple[int, dict, Any, dict] | None = None
+
+        def _setup_train(self):
+            super()._setup_train()
+            if cpu_bf16:  # after the optimiser and EMA are built on the bare model
+                self.model = cpu_bf16_forward(self.model)
 
         def save_model(self) -> bool:
             if self.stop or self.epoch + 1 >= self.epochs:  # the last epoch (or an early stop)
@@ -68,6 +77,29 @@ def trainer_class() -> type:
     return Trainer
 
 
+def cpu_bf16_forward(model):
+    """`model` wrapped so that a training call, model(batch) -> (loss, loss items), runs the network
+    in bf16 on the CPU and the loss in fp32. The wrapper keeps the model as `.module`, as DDP does,
+    so ultralytics' unwrap_model() finds it for the EMA, checkpoints and NaN recovery."""
+    import torch
+    from torch.utils._pytree import tree_map
+
+    def fp32(t):
+        return t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+    class CpuBf16Forward(torch.nn.Module):
+        def __init__(self, module: torch.nn.Module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, batch: dict):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                preds = self.module(batch["img"])
+            return self.module.loss(batch, tree_map(fp32, preds))
+
+    return CpuBf16Forward(model)
+
+
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda:0' when CUDA is available, else 'cpu'; explicit values pass through."""
     if device != "auto":
@@ -84,6 +116,7 @@ class YoloDetector(Detector):
         self.cfg = cfg
         self.d = cfg.detect
         self.device = resolve_device(cfg.runtime.device)
+        self.precision = train_precision(self.device, self.d.amp)  # bf16 | fp32
         self.threads = threads
 
     # ------------------------------------------------------------------------------------ model
@@ -118,8 +151,9 @@ class YoloDetector(Detector):
 
     def identity(self) -> dict[str, Any]:
         """{"backend", "model" (YAML or weights path), "weights_sha256" (None for a YAML start),
-        "ultralytics" (version)}: a retrained .pt under the same path, or another ultralytics,
-        is another experiment. Raises DetectorError when the configured start point is unusable."""
+        "ultralytics" (version), "precision" (bf16 | fp32, as `detect.amp` resolves here)}: a
+        retrained .pt under the same path, another ultralytics, or bf16 where fp32 ran is another
+        experiment. Raises DetectorError when the configured start point is unusable."""
         from importlib.metadata import PackageNotFoundError, version
 
         from pipeline.store import sha256_file
@@ -130,7 +164,8 @@ class YoloDetector(Detector):
         except PackageNotFoundError:
             ul = None
         return {"backend": self.name, "model": source,
-                "weights_sha256": sha256_file(source) if pretrained else None, "ultralytics": ul}
+                "weights_sha256": sha256_file(source) if pretrained else None, "ultralytics": ul,
+                "precision": self.precision}
 
     # ------------------------------------------------------------------------------------ train
     def train(self, data: TrainingSet, out_dir: Path, *, seed: int, epochs: int | None = None,
@@ -163,7 +198,8 @@ class YoloDetector(Detector):
         )
         args.update(self.d.extra_args)  # same extra args for every arm
         t0, c0 = time.perf_counter(), time.process_time()
-        model.train(trainer=trainer_class(), **args)
+        cpu_bf16 = self.device == "cpu" and self.precision == "bf16"
+        model.train(trainer=trainer_class(cpu_bf16), **args)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         run = Path(model.trainer.save_dir)
         weights = run / "weights" / "best.pt"

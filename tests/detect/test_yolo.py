@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.detect.offline import amp_setting
+from pipeline.detect.offline import amp_setting, train_precision
 from pipeline.detect.yolo import DetectorError, YoloDetector, resolve_device
 
 
@@ -71,11 +71,16 @@ def test_resolve_device(monkeypatch):
 def test_amp_setting(monkeypatch):
     import torch
 
-    assert amp_setting("cpu") is False and amp_setting("cpu", "auto") is False  # no autocast on CPU
+    from pipeline.gan import accel
+
+    for fast in (True, False):  # the CPU's bf16 is the trainer's own: ultralytics never autocasts there
+        monkeypatch.setattr(accel, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert amp_setting("cpu") is False
+        assert train_precision("cpu") == ("bf16" if fast else "fp32") and train_precision("cpu", "off") == "fp32"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert amp_setting("cuda:0") == "bf16"
-    assert amp_setting("cuda:0", "off") is False
+    assert amp_setting("cuda:0") == "bf16" and train_precision("cuda:0") == "bf16"
+    assert amp_setting("cuda:0", "off") is False and train_precision("cuda:0", "off") == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert amp_setting("cuda:0") is False  # fp16 would run ultralytics' AMP check (a download)
 
@@ -228,3 +233,58 @@ def test_checkpoints_written_at_the_end_hold_what_ultralytics_writes_each_epoch(
         assert stock[n].keys() == ours[n].keys()
         assert all(torch.equal(stock[n][k], ours[n][k]) for k in stock[n]), n
     assert not all(torch.equal(ours["best.pt"][k], ours["last.pt"][k]) for k in ours["best.pt"])
+
+
+def test_cpu_bf16_forward_runs_the_network_in_bf16_and_the_loss_in_fp32(tiny_dataset):
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils import IterableSimpleNamespace
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    from pipeline.detect.yolo import cpu_bf16_forward
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolo11n.yaml", nc=2, verbose=False).train()
+    model.args = IterableSimpleNamespace(box=7.5, cls=0.5, dfl=1.5)  # the loss reads its gains here
+    seen: list[torch.dtype] = []
+    model.model[0].conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    batch = {"img": torch.rand(2, 3, 64, 64), "batch_idx": torch.tensor([0.0, 1.0]),
+             "cls": torch.tensor([[0.0], [1.0]]), "bboxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]] * 2)}
+    wrapped = cpu_bf16_forward(model)
+    assert unwrap_model(wrapped) is model  # ultralytics finds the model for the EMA and checkpoints
+    loss, items = wrapped(batch)
+    assert seen == [torch.bfloat16]
+    assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    loss.sum().backward()
+    grad = model.model[0].conv.weight.grad
+    assert model.model[0].conv.weight.dtype == torch.float32 and grad is not None and grad.abs().sum() > 0
+    fp32_loss, _ = model(batch)  # the same batch in fp32: close, not equal
+    assert not torch.equal(loss, fp32_loss)
+    torch.testing.assert_close(loss, fp32_loss, rtol=0.05, atol=0.05)
+
+
+def test_bf16_training_on_the_cpu_leaves_plain_ultralytics_checkpoints(tiny_dataset, tmp_path):
+    """A run with the CPU bf16 trainer writes checkpoints stock ultralytics loads (no trace of the
+    wrapper in them), with finite weights that differ from an fp32 run of the same seed."""
+    import torch
+    from ultralytics import YOLO
+
+    from pipeline.detect.offline import ensure_offline
+    from pipeline.detect.yolo import trainer_class
+
+    ensure_offline()
+    ema = {}
+    for bf16 in (False, True):
+        model = YOLO("yolo11n.yaml")
+        model.train(trainer=trainer_class(bf16), data=str(tiny_dataset.root / "data.yaml"), imgsz=64, epochs=2,
+                    batch=8, nbs=8, workers=0, amp=False, device="cpu", plots=False, pretrained=False, seed=0,
+                    deterministic=True, project=str(tmp_path), name=str(bf16), exist_ok=True, verbose=False)
+        assert type(model.trainer.model).__name__ == ("CpuBf16Forward" if bf16 else "DetectionModel")
+        ckpt = torch.load(Path(model.trainer.save_dir) / "weights" / "last.pt", weights_only=False)
+        saved = ckpt["ema"] or ckpt["model"]  # stripped at the end: the EMA moves to "model"
+        assert type(saved).__name__ == "DetectionModel"
+        ema[bf16] = saved.float().state_dict()
+        assert all(torch.isfinite(v).all() for v in ema[bf16].values())
+        assert YOLO(str(Path(model.trainer.save_dir) / "weights" / "best.pt")).predict(
+            str(sorted((tiny_dataset.root / "images" / "B" / "test").iterdir())[0]), verbose=False)
+    assert any(not torch.equal(ema[False][k], ema[True][k]) for k in ema[False])
