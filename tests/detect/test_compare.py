@@ -23,7 +23,8 @@ def check_schema(m: dict, out_dir: Path) -> None:
     """Contract 5, key by key; relative paths must exist under out_dir."""
     assert set(m) >= {"dataset", "augmented", "categories", "test", "config", "detector", "arms",
                       "comparisons", "comparisons_skipped", "warnings", "timings", "hardware"}
-    assert set(m["detector"]) == {"backend", "model", "weights_sha256", "ultralytics"}
+    assert set(m["detector"]) == {"backend", "model", "weights_sha256", "ultralytics", "precision"}
+    assert m["detector"]["precision"] in {"fp32", "bf16"}
     assert isinstance(m["dataset"]["id"], str)
     assert m["augmented"] is None or isinstance(m["augmented"]["id"], str)
     assert isinstance(m["test"]["images"], int) and set(m["test"]["instances"]) == set(m["categories"])
