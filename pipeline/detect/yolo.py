@@ -50,6 +50,7 @@ def trainer_class(cpu_bf16: bool = False) -> type:
                 self.model = cpu_bf16_forward(self.model)
 
         def save_model(self) -> bool:
+            self._resync_ema()
             if self.stop or self.epoch + 1 >= self.epochs:  # the last epoch (or an early stop)
                 return self._save_final()
             if self.best_fitness == self.fitness:
@@ -70,6 +71,22 @@ def trainer_class(cpu_bf16: bool = False) -> type:
                     ema.load_state_dict(live)
                     self.epoch, self.metrics, self.fitness = now
             return super().save_model()
+
+        def _resync_ema(self) -> None:
+            """What stock save_model does to the live EMA every epoch, checkpoint or not: a NaN/Inf
+            tensor in the running average is replaced by the model's where that one is finite.
+            Done every epoch here too, so training takes the same path on the epochs that write
+            nothing."""
+            import torch
+            from ultralytics.utils.torch_utils import unwrap_model
+
+            ema = self.ema.ema.state_dict()
+            if all(torch.isfinite(v).all() for v in ema.values() if isinstance(v, torch.Tensor)):
+                return
+            live = unwrap_model(self.model).state_dict()
+            for k, v in ema.items():
+                if isinstance(v, torch.Tensor) and not torch.isfinite(v).all() and torch.isfinite(live[k]).all():
+                    v.copy_(live[k])
 
         def _ema_weights(self) -> dict:
             return {k: v.detach().clone() for k, v in self.ema.ema.state_dict().items()}

@@ -235,6 +235,31 @@ def test_checkpoints_written_at_the_end_hold_what_ultralytics_writes_each_epoch(
     assert not all(torch.equal(ours["best.pt"][k], ours["last.pt"][k]) for k in ours["best.pt"])
 
 
+def test_a_poisoned_ema_is_resynced_every_epoch_as_stock_save_model_does():
+    """Stock save_model replaces a NaN/Inf EMA tensor by the model's each epoch; ours writes no
+    checkpoint on most epochs but must change the EMA the same way (else training diverges from
+    stock's after the first non-finite average). A tensor non-finite in both is left alone."""
+    import copy
+    from types import SimpleNamespace
+
+    import torch
+
+    from pipeline.detect.yolo import trainer_class
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
+    ema = copy.deepcopy(model)
+    with torch.no_grad():
+        ema[0].bias.add_(1.0)  # finite and different from the model: must stay the EMA's
+        ema[0].weight[0, 0] = float("nan")
+        ema[1].weight[1, 1] = float("inf")
+        model[1].weight[1, 1] = float("nan")  # non-finite in both
+    finite_bias = ema[0].bias.clone()
+    trainer_class()._resync_ema(SimpleNamespace(ema=SimpleNamespace(ema=ema), model=model))
+    assert torch.equal(ema[0].weight, model[0].weight)
+    assert torch.equal(ema[0].bias, finite_bias)
+    assert torch.isinf(ema[1].weight[1, 1]) and torch.equal(ema[1].bias, model[1].bias)
+
+
 def test_cpu_bf16_forward_runs_the_network_in_bf16_and_the_loss_in_fp32(tiny_dataset):
     import torch
     from ultralytics.nn.tasks import DetectionModel
