@@ -298,6 +298,9 @@ class DetectConfig(Section):
     real_oversample: int = Field(3, ge=1, description="repeat real B in mixed arms")
     replica_aug_variants: int = Field(1, ge=1, description="real+replica-aug: randomised copies per replica "
                                       "photo (drawn anew for every detector seed)")
+    real_finetune_epochs: int = Field(0, ge=0, description="the arms that add replica or synthetic images "
+                                      "train their last N epochs on real B alone (the same images per epoch, "
+                                      "the learning rate decaying on); 0 = off")
     pretrain_fraction: float = Field(0.5, gt=0, lt=1, description="synthetic->real: share of the epochs spent "
                                      "pre-training on the synthetic images before fine-tuning on real B")
     synthetic_keep: float = Field(1.0, gt=0, le=1, description="share of the accepted synthetic images the arms "
@@ -321,10 +324,21 @@ class DetectConfig(Section):
                                         "differs from pycocotools' by more than this")
     extra_args: dict[str, Any] = Field(default_factory=dict, description="passed to YOLO.train")
 
+    @model_validator(mode="after")
+    def _finetune_within_epochs(self) -> "DetectConfig":
+        if self.real_finetune_epochs >= self.epochs:
+            raise ValueError(f"real_finetune_epochs ({self.real_finetune_epochs}) must be below epochs "
+                             f"({self.epochs}): the arm's own images need at least one epoch")
+        return self
+
     def keyed(self) -> dict[str, Any]:
         """This section as cache keys read it: `baselines_ahead` decides when runs train, never what
-        they produce."""
-        return self.model_dump(mode="json", exclude={"baselines_ahead"})
+        they produce; `real_finetune_epochs` is keyed only when on (runs trained before it existed
+        are the runs with it off)."""
+        d = self.model_dump(mode="json", exclude={"baselines_ahead"})
+        if not d["real_finetune_epochs"]:
+            d.pop("real_finetune_epochs")
+        return d
 
 
 # ------------------------------------------------------------------------------------------ report

@@ -29,20 +29,28 @@ class ArmSpec:
     def uses_synthetic(self) -> bool:
         return self.extra == "synthetic"
 
+    @property
+    def finetunes_on_real(self) -> bool:
+        """Reads detect.real_finetune_epochs: its last epochs may train on real B alone."""
+        return "real_finetune_epochs" in self.settings
+
 
 # read by the arms that mix real B with other images (how often real B repeats in their epochs);
 # the real arm and the two phases of synthetic->real train on one set alone
 MIXED = ("real_oversample",)
+# read by the arms that mix real B with images that are not real metal photos: their last epochs
+# may train on real B alone (the oracle's extra images are real: nothing to fine-tune away from)
+ADDS_NON_REAL = (*MIXED, "real_finetune_epochs")
 
 SPECS: tuple[ArmSpec, ...] = (
     ArmSpec("real", "labelled real metal (B) only: the baseline", colour="#7b8794"),
     ArmSpec("real+replica", "plus the raw labelled replica (A) photos: the control", extra="replicas",
-            settings=MIXED, rival="the untranslated replica photos (the control)", colour="#e08a2c"),
+            settings=ADDS_NON_REAL, rival="the untranslated replica photos (the control)", colour="#e08a2c"),
     ArmSpec("real+replica-aug", "plus the replica photos randomised toward metal (classical, no GAN): the cheap "
-            "rival", extra="replicas", randomize=True, settings=(*MIXED, "replica_aug_variants"),
+            "rival", extra="replicas", randomize=True, settings=(*ADDS_NON_REAL, "replica_aug_variants"),
             rival="the replicas with classical photometric randomisation, no GAN (the cheap rival)"),
     ArmSpec("real+synthetic", "plus the synthetic metal images made from the replicas: the method",
-            extra="synthetic", settings=(*MIXED, "synthetic_keep"), colour="#1f6fb2"),
+            extra="synthetic", settings=(*ADDS_NON_REAL, "synthetic_keep"), colour="#1f6fb2"),
     ArmSpec("synthetic->real", "pre-trained on the synthetic images alone, then fine-tuned on real B",
             extra="synthetic", pretrain=True, settings=("synthetic_keep", "pretrain_fraction"),
             rival="pre-training on the synthetic images, then fine-tuning on real"),

@@ -16,6 +16,8 @@ so they do not see the real photos less often than the baseline and lose for tha
 N is `detect.images_per_epoch`, or the largest arm's natural size (real x oversample + extra). An
 epoch is a text file of image paths with repeats, which ultralytics reads as its train split. An
 arm trains in one phase, or two for synthetic->real (each phase its own epoch list of N images).
+With `detect.real_finetune_epochs` = k, the arms that add replica or synthetic images spend the
+last k epochs of their one phase on real B alone (N images, the learning rate decaying on).
 """
 
 from __future__ import annotations
@@ -208,13 +210,18 @@ def build_phases(plan: ArmPlan, cfg: RunConfig, dataset: DatasetVersion, n_per_e
     val = write_yolo(dataset.coco("B", "val"), dataset.root, out_dir / "val")
     val_list = atomic_write_text(out_dir / "val.txt", "".join(f"{p}\n" for p in val))
 
-    def phase(name: str, real_paths: list[Path], extra_paths: list[Path], epochs: int) -> Phase:
+    def write_list(path: Path, real_paths: list[Path], extra_paths: list[Path]) -> Path:
+        paths = epoch_list(real_paths, extra_paths, cfg.detect.real_oversample, n_per_epoch, seed)
+        return atomic_write_text(path, "".join(f"{p}\n" for p in paths))
+
+    def phase(name: str, real_paths: list[Path], extra_paths: list[Path], epochs: int,
+              finetune_epochs: int = 0) -> Phase:
         stem = "" if name in ("train", "finetune") else f"{name}_"  # the last phase keeps the usual names
-        train = epoch_list(real_paths, extra_paths, cfg.detect.real_oversample, n_per_epoch, seed)
-        train_list = atomic_write_text(out_dir / f"{stem}train.txt", "".join(f"{p}\n" for p in train))
+        train_list = write_list(out_dir / f"{stem}train.txt", real_paths, extra_paths)
         data_yaml = write_data_yaml(out_dir / f"{stem}data.yaml", out_dir, train_list, val_list, names)
-        return Phase(name, TrainingSet(data_yaml=data_yaml, train_list=train_list, val_list=val_list,
-                                       names=names), epochs)
+        finetune_list = write_list(out_dir / "real_train.txt", real_paths, []) if finetune_epochs else None
+        return Phase(name, TrainingSet(data_yaml=data_yaml, train_list=train_list, val_list=val_list, names=names,
+                                       finetune_list=finetune_list, finetune_epochs=finetune_epochs), epochs)
 
     if plan.pretrain is not None:
         first = max(1, min(cfg.detect.epochs - 1, round(cfg.detect.epochs * cfg.detect.pretrain_fraction)))
@@ -231,7 +238,8 @@ def build_phases(plan: ArmPlan, cfg: RunConfig, dataset: DatasetVersion, n_per_e
             coco = randomize_set(plan.extra.coco, plan.extra.root, root, seed=seed,
                                  variants=cfg.detect.replica_aug_variants)
         extra = write_yolo(coco, root, out_dir / "train" / label)
-    return [phase("train", real, extra, cfg.detect.epochs)]
+    finetune = cfg.detect.real_finetune_epochs if extra and ARM_SPECS[plan.name].finetunes_on_real else 0
+    return [phase("train", real, extra, cfg.detect.epochs, finetune)]
 
 
 def build_training_set(plan: ArmPlan, cfg: RunConfig, dataset: DatasetVersion, n_per_epoch: int, out_dir: Path,

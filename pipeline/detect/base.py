@@ -23,12 +23,16 @@ class TrainingSet:
     train_list: text file, one absolute image path per line; one pass over it is one epoch.
     val_list: text file of the validation images (real B val).
     names: class names; class index i is category id i+1 in the dataset's COCO files.
+    finetune_list, finetune_epochs: the last `finetune_epochs` epochs pass over this list instead
+    (as many images as train_list: real B alone), within the same run and learning-rate schedule.
     """
 
     data_yaml: Path
     train_list: Path
     val_list: Path
     names: list[str]
+    finetune_list: Path | None = None
+    finetune_epochs: int = 0
 
 
 @dataclass(frozen=True)

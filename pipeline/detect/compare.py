@@ -67,7 +67,7 @@ def _run_config(cfg: RunConfig, arm: str) -> dict[str, Any]:
     for k in ("arms", "seeds", "parallel_arms", "bootstrap_resamples", "crosscheck_tolerance"):
         d.pop(k)
     for k in ARM_SETTINGS - set(ARM_SPECS[arm].settings):
-        d.pop(k)  # settings only other arms read: changing one never retrains (or unshares) this arm
+        d.pop(k, None)  # settings only other arms read: changing one never retrains (or unshares) this arm
     return d
 
 

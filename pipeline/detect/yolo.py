@@ -117,6 +117,33 @@ def cpu_bf16_forward(model):
     return CpuBf16Forward(model)
 
 
+def finetune_on(train_list: Path, epochs: int):
+    """An `on_train_epoch_start` callback: from epoch `trainer.epochs - epochs` on, the trainer's
+    batches come from `train_list` (the same number of images as its own list, so the same batches
+    per epoch) instead of its train split. The optimiser, EMA, learning-rate schedule, augmentation
+    and mosaic closing carry on as they were: one run whose last epochs see other images."""
+
+    def swap(trainer) -> None:
+        if getattr(trainer, "finetuning", False) or trainer.epoch < trainer.epochs - epochs:
+            return
+        from ultralytics.utils import LOCAL_RANK
+
+        old = trainer.train_loader
+        new = trainer.get_dataloader(str(train_list), batch_size=trainer.batch_size // max(trainer.world_size, 1),
+                                     rank=LOCAL_RANK, mode="train")
+        if len(new) != len(old):
+            raise DetectorError(f"{train_list}: {len(new.dataset)} images make {len(new)} batches per epoch, "
+                                f"the train split {len(old)}: a fine-tuning list must match its run's budget")
+        trainer.train_loader, trainer.finetuning = new, True
+        if hasattr(old, "close"):
+            old.close()
+        if trainer.args.close_mosaic and trainer.epoch > trainer.epochs - trainer.args.close_mosaic:
+            trainer._close_dataloader_mosaic()  # the loop closed mosaic on the loader just replaced
+            new.reset()  # as the loop does after closing: workers restart with the closed dataset
+
+    return swap
+
+
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda:0' when CUDA is available, else 'cpu'; explicit values pass through."""
     if device != "auto":
@@ -214,6 +241,8 @@ class YoloDetector(Detector):
             verbose=False,
         )
         args.update(self.d.extra_args)  # same extra args for every arm
+        if data.finetune_list is not None and data.finetune_epochs:
+            model.add_callback("on_train_epoch_start", finetune_on(data.finetune_list, data.finetune_epochs))
         t0, c0 = time.perf_counter(), time.process_time()
         cpu_bf16 = self.device == "cpu" and self.precision == "bf16"
         model.train(trainer=trainer_class(cpu_bf16), **args)

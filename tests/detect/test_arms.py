@@ -162,3 +162,25 @@ def test_synthetic_keep_trains_on_the_most_realistic_images(tiny_config, tiny_da
     tiny_config.detect.synthetic_keep = 0.5
     plan = next(p for p in plan_arms(tiny_config, tiny_dataset, fake_augmented) if p.name == "real+synthetic")
     assert "recorded no realism score" in plan.unavailable and "gan.realism_steps" in plan.unavailable
+
+
+def test_real_finetune_lists_real_b_alone_for_the_arms_adding_non_real_images(tiny_config, tiny_dataset,
+                                                                             fake_augmented, tmp_path):
+    from pipeline.config import DetectConfig
+
+    tiny_config.detect.epochs = 5
+    tiny_config.detect.real_finetune_epochs = 2
+    plans = plan_arms(tiny_config, tiny_dataset, fake_augmented)
+    n = epoch_budget(tiny_config, plans)
+    tuned = {}
+    for plan in plans:
+        ts = build_training_set(plan, tiny_config, tiny_dataset, n, tmp_path / plan.name, seed=0)
+        tuned[plan.name] = ts.finetune_epochs
+        if ts.finetune_list is not None:
+            lines = ts.finetune_list.read_text().splitlines()
+            assert len(lines) == n and all("/B_train/" in x for x in lines)  # the same budget, real B only
+            assert set(lines) == {x for x in ts.train_list.read_text().splitlines() if "/B_train/" in x}
+    assert tuned == {"real": 0, "real+replica": 2, "real+replica-aug": 2, "real+synthetic": 2,
+                     "synthetic->real": 0, "oracle": 0}
+    with pytest.raises(ValueError, match="real_finetune_epochs"):
+        DetectConfig(epochs=3, real_finetune_epochs=3)

@@ -265,3 +265,17 @@ def test_a_setting_retrains_only_the_arms_that_read_it(tiny_config, tiny_dataset
     tiny_config.detect.real_oversample += 1
     after = {s.arm: s.key for s in plan_runs(tiny_config, tiny_dataset, fake_augmented, tmp_path / "c")[2]}
     assert {a for a in before if before[a] == after[a]} == {"real", "synthetic->real"}
+
+
+def test_real_finetune_retrains_only_the_arms_that_add_non_real_images(tiny_config, tiny_dataset, fake_augmented,
+                                                                       tmp_path):
+    """The fine-tuning epochs on real B belong to the arms that add replica or synthetic images;
+    off (0), the setting is not in any key, so runs trained before it existed stay cached."""
+    from pipeline.detect.compare import _run_config, plan_runs
+
+    tiny_config.detect.images_per_epoch, tiny_config.detect.epochs = 40, 3
+    before = {s.arm: s.key for s in plan_runs(tiny_config, tiny_dataset, fake_augmented, tmp_path / "c")[2]}
+    assert all("real_finetune_epochs" not in _run_config(tiny_config, arm) for arm in before)
+    tiny_config.detect.real_finetune_epochs = 1
+    after = {s.arm: s.key for s in plan_runs(tiny_config, tiny_dataset, fake_augmented, tmp_path / "c")[2]}
+    assert {a for a in before if before[a] == after[a]} == {"real", "synthetic->real", "oracle"}

@@ -329,3 +329,56 @@ def test_bf16_training_on_the_cpu_leaves_plain_ultralytics_checkpoints(tiny_data
         assert YOLO(str(Path(model.trainer.save_dir) / "weights" / "best.pt")).predict(
             str(sorted((tiny_dataset.root / "images" / "B" / "test").iterdir())[0]), verbose=False)
     assert any(not torch.equal(ema[False][k], ema[True][k]) for k in ema[False])
+
+
+def test_the_last_epochs_train_on_the_finetuning_list(tiny_config, tiny_dataset, fake_augmented, tmp_path):
+    """real+synthetic with real_finetune_epochs=1 of 3: one run (one results.csv of 3 epochs) whose
+    last epoch draws its batches from real B alone, mosaic closed as in any last epoch."""
+    from pipeline.detect.arms import build_training_set, epoch_budget, plan_arms
+
+    tiny_config.detect.epochs, tiny_config.detect.real_finetune_epochs = 3, 1
+    tiny_config.detect.extra_args = {"close_mosaic": 2}  # closed one epoch before the swap: kept closed
+    plans = plan_arms(tiny_config, tiny_dataset, fake_augmented)
+    plan = next(p for p in plans if p.name == "real+synthetic")
+    ts = build_training_set(plan, tiny_config, tiny_dataset, epoch_budget(tiny_config, plans), tmp_path / "d", seed=0)
+    det = YoloDetector(tiny_config)
+    seen = []
+    model = det._model(tiny_config.detect.model)
+    model.add_callback("on_train_epoch_end", lambda t: seen.append(
+        (t.epoch, {Path(f).parent.parent.name for f in t.train_loader.dataset.im_files}, _mosaic(t.train_loader.dataset) > 0)))
+    det._model = lambda source: model
+    out = det.train(ts, tmp_path / "run", seed=0)
+    assert out.images_seen == 3 * len(ts.train_list.read_text().splitlines())
+    assert seen == [(0, {"B_train", "synthetic"}, True), (1, {"B_train", "synthetic"}, False),
+                    (2, {"B_train"}, False)]
+
+
+def test_a_finetuning_list_must_match_the_runs_budget(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.detect.yolo import finetune_on
+
+    trainer = SimpleNamespace(epoch=4, epochs=5, batch_size=2, world_size=0, train_loader=_Loader(3),
+                              get_dataloader=lambda *a, **k: _Loader(2))
+    with pytest.raises(DetectorError, match="real.txt: 4 images make 2 batches"):
+        finetune_on(tmp_path / "real.txt", 1)(trainer)
+    trainer.epoch = 3  # before the fine-tuning epochs: nothing happens
+    finetune_on(tmp_path / "real.txt", 1)(trainer)
+
+
+def _mosaic(dataset) -> float:
+    """The probability of the Mosaic step in an ultralytics dataset's transforms (0: closed)."""
+    def walk(t):
+        if type(t).__name__ == "Mosaic":
+            return t.p
+        return next((p for c in getattr(t, "transforms", []) if (p := walk(c)) is not None), None)
+
+    return walk(dataset.transforms)
+
+
+class _Loader:
+    def __init__(self, n: int):
+        self.n, self.dataset = n, [0] * (2 * n)
+
+    def __len__(self) -> int:
+        return self.n
