@@ -114,6 +114,14 @@ class ReportFacts:
 
 
 # ---------------------------------------------------------------------------------------- arms
+def training_recipe(cfg: dict) -> str:
+    """'50 epochs at 128 px', and how the mixed arms end when they fine-tune on real B."""
+    text = f"{cfg.get('epochs')} epochs at {cfg.get('imgsz')} px"
+    if k := cfg.get("real_finetune_epochs"):
+        text += f" (the arms adding replica or synthetic images: the last {k} on real B alone)"
+    return text
+
+
 def synthetic_caption(f: ReportFacts) -> str:
     """What the synthetic grid shows (three columns when the classical rival ran)."""
     if f.samples.get("synthetic_randomized"):

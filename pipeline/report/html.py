@@ -8,7 +8,7 @@ from html import escape
 import yaml
 
 from pipeline.report import tables
-from pipeline.report.facts import ReportFacts, synthetic_caption
+from pipeline.report.facts import ReportFacts, synthetic_caption, training_recipe
 from pipeline.tables import Table
 
 CSS = """
@@ -119,7 +119,7 @@ def render_html(f: ReportFacts) -> str:
     kind_label = f.badge or f.verdict_kind
     meta = (f"Dataset <code>{escape(str(m.dataset.get('id')))}</code> · held-out test: "
             f"{test.get('images')} real metal images, {sum((test.get('instances') or {}).values())} boxes · "
-            f"{escape(str(cfg.get('model')))}, {cfg.get('epochs')} epochs at {cfg.get('imgsz')} px, "
+            f"{escape(str(cfg.get('model')))}, {escape(training_recipe(cfg))}, "
             f"seeds {escape(str(cfg.get('seeds')))}")
     parts = [f"<header><h1>{escape(f.title)}</h1><div class=\"meta\">{meta}</div></header>",
              "<nav>" + "".join(f'<a href="#{sid}">{escape(t)}</a>' for sid, t in SECTIONS) + "</nav>"]

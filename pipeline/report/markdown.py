@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from pipeline.report import tables
-from pipeline.report.facts import ReportFacts, synthetic_caption
+from pipeline.report.facts import ReportFacts, synthetic_caption, training_recipe
 from pipeline.tables import to_markdown as table_md
 
 FIGURE_DIR = "figures"
@@ -34,8 +34,7 @@ def render_markdown(f: ReportFacts) -> str:
     out = [
         f"# {f.title}", "",
         f"Dataset `{m.dataset.get('id')}` · test: {test.get('images')} real metal (B) images, "
-        f"{sum((test.get('instances') or {}).values())} boxes · {cfg.get('epochs')} epochs at "
-        f"{cfg.get('imgsz')} px, "
+        f"{sum((test.get('instances') or {}).values())} boxes · {training_recipe(cfg)}, "
         f"seeds {cfg.get('seeds')} · {cfg.get('model')}", "",
         "## Verdict", "", arms_markdown(f), "",
         "## Accuracy per arm", "", _figure(f, "map_bars", "mAP per arm with uplift CIs"), "",

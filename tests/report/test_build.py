@@ -315,3 +315,16 @@ def test_timings_and_stale_figures(report_cfg, fixture_run: Path) -> None:
     (fixture_run / "compare" / "metrics.json").write_text(json.dumps(m))
     build_report(report_cfg, fixture_run / "compare", fixture_run)
     assert not (fixture_run / "figures" / "training_curves.png").exists() and mine.read_bytes() == b"user file"
+
+
+def test_the_header_says_when_the_mixed_arms_end_on_real_b(report_cfg, fixture_run: Path) -> None:
+    m = _metrics(fixture_run)
+    m["config"]["real_finetune_epochs"] = 0
+    _save(fixture_run, m)
+    res = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    assert "on real B alone" not in read(res.markdown)
+    m["config"]["real_finetune_epochs"] = 10
+    _save(fixture_run, m)
+    res = build_report(report_cfg, fixture_run / "compare", fixture_run)
+    want = "(the arms adding replica or synthetic images: the last 10 on real B alone)"
+    assert want in read(res.markdown) and want in html_text(read(res.html))[0]
