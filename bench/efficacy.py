@@ -92,7 +92,7 @@ def run_experiment(config: str, overrides: list[str], gan_seeds: list[int], det_
     per_gan = {}
     for g in gan_seeds:
         cfg_g = load_config(config, [*base, f"gan.seed={g}"])
-        log(f"== GAN seed {g}: CycleGAN")
+        log(f"== GAN seed {g}: {cfg_g.gan.model}")
         t = time.perf_counter()
         gan = train_translator(cfg_g, dataset)
         timings["gan_s"][g] = round(time.perf_counter() - t, 1)

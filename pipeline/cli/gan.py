@@ -50,9 +50,10 @@ def train_gan(
     q = result.metrics.get("quality", {})
     if q:
         r, r0 = q["realism"], q["realism_raw_a"]
+        cycle = "" if q.get("cycle_l1") is None else f", cycle L1 {q['cycle_l1']:.3f}"  # CUT has no inverse
         console.print(f"realism critic accuracy: translated {r['accuracy']:.2f} (raw A "
                       f"{r0['accuracy']:.2f}; 0.5 = indistinguishable), box edge F1 "
-                      f"{q['structure']['box_edge_f1'] or float('nan'):.2f}, cycle L1 {q['cycle_l1']:.3f}")
+                      f"{q['structure']['box_edge_f1'] or float('nan'):.2f}{cycle}")
     cached = " (cached)" if result.cached else ""
     console.print(f"model card: {result.model_dir / 'model_card.md'}{cached}")
     typer.echo(str(result.model_dir))

@@ -89,6 +89,28 @@ def test_model_key_ignores_translation_settings(trained, tiny_dataset):
     assert model_dir_for(same, tiny_dataset) == res.model_dir != model_dir_for(other, tiny_dataset)
 
 
+def test_cli_trains_fastcut_and_synthesis_uses_it(tiny_dataset, tmp_path):
+    """gan.model=fastcut through the user's commands: train-gan (no inverse network, so no cycle
+    error to print) and synthesize with the model it printed."""
+    from pipeline.cli import app
+    from pipeline.cli import commands  # noqa: F401
+
+    runner = CliRunner()
+    base = [str(REPO / "configs" / "tiny.yaml"), f"runtime.output_root={tmp_path}", "gan.model=fastcut"]
+    out = runner.invoke(app, ["train-gan", *base, "--dataset", str(tiny_dataset.root)])
+    assert out.exit_code == 0, out.output
+    assert "box edge F1" in out.output and "cycle L1" not in out.output
+    model = Path(out.stdout.strip().splitlines()[-1])
+    assert model.parent == tmp_path / "models" / "fastcut"
+    assert (model / "G_AB.safetensors").is_file() and not (model / "G_BA.safetensors").exists()
+    assert json.loads((model / "metrics.json").read_text())["quality"]["cycle_l1"] is None
+    out = runner.invoke(app, ["synthesize", *base, "--dataset", str(tiny_dataset.root), "--model", str(model)])
+    assert out.exit_code == 0, out.output
+    aug = Path(out.stdout.strip().splitlines()[-1])
+    assert read_manifest(aug)["parents"][1]["id"] == model.name
+    assert any((aug / "images").rglob("*.png"))
+
+
 def test_cli_train_gan_and_translate(trained, tiny_dataset, tmp_path):
     from pipeline.cli import app
     from pipeline.cli import commands  # noqa: F401
