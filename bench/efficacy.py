@@ -4,7 +4,7 @@
         [--det-seeds 0 1 2] [--label NAME] [--root runs/efficacy] [override ...]
 
 Runs the whole experiment of a config once per GAN seed (`gan.seed`), each with every detector
-seed, through the library's own stages (ingest once, then CycleGAN, synthesis and the
+seed, through the library's own stages (ingest once, then the GAN (gan.model), synthesis and the
 comparison per GAN seed). Every stage is cached under --root: a rerun only trains what is
 missing, and arms that use no GAN (real, real+replica, real+replica-aug, oracle) are trained once
 and shared by every GAN seed and by every variant with the same detector settings (the
@@ -72,6 +72,7 @@ def _machine() -> dict:
 def run_experiment(config: str, overrides: list[str], gan_seeds: list[int], det_seeds: list[int],
                    root: Path, arms: list[str] | None = None, log=print) -> dict:
     """Train (or reuse) everything; returns {"cfg", "dataset", "per_gan": {g: {...}}, "timings"}."""
+    from pipeline.gan import display_name
     from pipeline.data.ingest import ingest
     from pipeline.detect.compare import compare
     from pipeline.gan.training_run import train_translator
@@ -92,7 +93,7 @@ def run_experiment(config: str, overrides: list[str], gan_seeds: list[int], det_
     per_gan = {}
     for g in gan_seeds:
         cfg_g = load_config(config, [*base, f"gan.seed={g}"])
-        log(f"== GAN seed {g}: {cfg_g.gan.model}")
+        log(f"== GAN seed {g}: {display_name(cfg_g.gan.model)}")
         t = time.perf_counter()
         gan = train_translator(cfg_g, dataset)
         timings["gan_s"][g] = round(time.perf_counter() - t, 1)
@@ -262,11 +263,11 @@ def markdown(doc: dict) -> str:
                      f"{c.get('accepted', '–')}/{c.get('items', '–')} | "
                      f"{c.get('boxes_kept', '–')}/{c.get('boxes_in', '–')} | {test} | {val} |")
     t = doc["timings"]
-    lines += ["", f"Wall time of this invocation (cached stages take ~0 s): ingest {t['ingest_s']:.0f} s; CycleGAN "
+    lines += ["", f"Wall time of this invocation (cached stages take ~0 s): ingest {t['ingest_s']:.0f} s; GAN "
               f"{_per(t['gan_s'])}; synthesis {_per(t['synthesize_s'])}; detector arms {_per(t['compare_s'])}; total "
               f"{t['total_s'] / 60:.1f} min."]
     if c := t.get("compute"):
-        lines.append(f"Training compute from scratch: CycleGAN {_per(c['gan_train_s'])}; {c['detector_runs']} "
+        lines.append(f"Training compute from scratch: GAN {_per(c['gan_train_s'])}; {c['detector_runs']} "
                      f"detector runs, {c['detector_train_s'] / 60:.0f} min of training in all (two at a time on "
                      f"{doc['machine']['cpu_count']} cores).")
     return "\n".join(lines) + "\n"

@@ -28,6 +28,11 @@ TRANSLATORS: dict[str, tuple[str, str]] = {
 }
 
 
+def display_name(model: str) -> str:
+    """How logs and progress bars name a translator: 'CycleGAN', 'CUT', 'FastCUT'."""
+    return TRANSLATORS[model][1].split(",")[0] if model in TRANSLATORS else model
+
+
 def __getattr__(name: str) -> Any:  # lazy: importing pipeline.gan stays cheap
     if name in __all__:
         from pipeline.gan import training_run

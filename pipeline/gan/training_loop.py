@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pipeline.gan import display_name
 from pipeline.gan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.gan.data import ImageItem, StepSampler, UnpairedDataset, seed_worker, to_uint8
 from pipeline.gan.model import make_model
@@ -100,7 +101,7 @@ def fit(opt: GanOptions, fopt: FitOptions, a: list[ImageItem], b: list[ImageItem
 
     writer = _tensorboard(work_dir / "tensorboard") if rank == 0 else None
     samples: list[Path] = []
-    bar = stage_progress("CycleGAN", opt.iterations, done=step, unit="it", enabled=progress and rank == 0)
+    bar = stage_progress(display_name(getattr(opt, "model", "cyclegan")), opt.iterations, done=step, unit="it", enabled=progress and rank == 0)
     sums = {k: torch.tensor(v, device=device) for k, v in window.items()}
     n_in_window = int(window.get("_n", 0))
     status = None

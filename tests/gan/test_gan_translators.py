@@ -110,3 +110,9 @@ def test_every_translator_trains_and_resumes_exactly(tiny_dataset, tmp_path, mod
             assert torch.allclose(v, other[k], rtol=1e-5, atol=1e-6), (name, k)
     grid = (tmp_path / "full" / "samples" / "step_000006.png")
     assert grid.is_file()
+
+
+def test_logs_name_the_translator_that_trains():
+    from pipeline.gan import TRANSLATORS, display_name
+
+    assert [display_name(m) for m in TRANSLATORS] == ["CycleGAN", "CUT", "FastCUT"]
