@@ -16,6 +16,9 @@ Sizes: (64², ngf 32, 6 blocks), (128², ngf 32, 6 blocks), (256², ngf 64, 9 bl
   bf16_compile  + torch.compile of each network (first-step compile time reported separately)
   bf16_graph    + the whole step captured as a CUDA graph (CPU: the same static-buffer step,
                 uncaptured);  bf16_compile_graph: both
+  bf16_cut, bf16_fastcut   the other translators (gan.model cut / fastcut: one generator,
+                PatchNCE, no inverse network) in bf16, same networks: what a step costs against
+                CycleGAN's (the issue targets below read the CycleGAN rows only)
 channels_last is "auto" in the other variants (on CUDA only); CUDA cases feed uint8 batches as the
 trainer does. Each case runs in a fresh process with the environment each implementation uses by
 default (OMP_WAIT_POLICY unset; OMP_NUM_THREADS = --threads), peak RSS = its ru_maxrss (CUDA:
@@ -51,16 +54,22 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 SIZES = [(64, 32, 6), (128, 32, 6), (256, 64, 9)]
-VARIANTS = ["reference", "fp32", "bf16", "bf16_cl", "bf16_compile"]
-CUDA_VARIANTS = ["bf16", "bf16_graph", "bf16_compile", "bf16_compile_graph"]
+VARIANTS = ["reference", "fp32", "bf16", "bf16_cl", "bf16_compile", "bf16_cut", "bf16_fastcut"]
+CUDA_VARIANTS = ["bf16", "bf16_graph", "bf16_compile", "bf16_compile_graph", "bf16_cut", "bf16_fastcut"]
 ORIGINAL_CPU_S_PER_ITER = {64: 0.19, 128: 0.53, 256: 7.6}  # the brief's numbers, this 2-core machine
 CPU_SPEEDUP_TARGET = 1.5
 CUDA_TARGETS = {"train_pairs_per_s_b1": 40.0, "train_pairs_per_s_b8": 150.0, "compile_s": 60.0,
                 "translate_img_per_s_256": 2000.0, "tiled_s": 0.25, "tiled_gpu_mb": 4096.0}
 
 
+def translator(variant: str) -> str:
+    """The gan.model a training variant measures: bf16_cut -> cut, bf16_fastcut -> fastcut."""
+    return next((m for m in ("fastcut", "cut") if variant.endswith("_" + m)), "cyclegan")
+
+
 def options(size: int, ngf: int, blocks: int, variant: str, **kw) -> SimpleNamespace:
-    base = dict(ngf=ngf, ndf=ngf if size < 256 else 64, n_blocks=blocks, n_layers_d=3,
+    base = dict(model=translator(variant), upsample="transpose", lambda_structure=0.0, structure_box_weight=4.0,
+                lambda_nce=None, nce_patches=256, nce_tau=0.07, ngf=ngf, ndf=ngf if size < 256 else 64, n_blocks=blocks, n_layers_d=3,
                 gan_mode="lsgan", lambda_cycle=10.0, lambda_identity=0.5, lambda_gp=10.0,
                 pool_size=50, lr=2e-4, beta1=0.5, iterations=10**6, decay_from=0.5,
                 precision="fp32" if variant in ("reference", "fp32") else "bf16",
@@ -194,6 +203,7 @@ def run_train(case: dict) -> dict:
     import torch
 
     from pipeline.gan.cyclegan import CycleGAN, iteration_flops
+    from pipeline.gan.model import make_model
 
     device = torch.device(case["device"])
     _setup_device(device)
@@ -202,6 +212,8 @@ def run_train(case: dict) -> dict:
     opt = options(case["size"], case["ngf"], case["blocks"], variant)
     if variant == "reference":
         model = ReferenceStep(opt, device)
+    elif opt.model != "cyclegan":
+        model = make_model(opt, device)
     else:
         model = CycleGAN(opt, device, step_mode=step_mode(variant, device))
     batch = _batch(case, device) if variant != "reference" else {
@@ -235,11 +247,14 @@ def run_train(case: dict) -> dict:
     out = {**case, "s_per_iter": best[0], "cpu_s_per_iter": best[1], "block_s_per_iter": [b[0] for b in blocks],
            "first_iter_s": first[0] if first else None, "first_steps_s": first, "peak_mb": _peak(device),
            "pairs_per_s": case["batch"] / best[0],
-           "tflops": case["batch"] * iteration_flops(opt.ngf, opt.n_blocks, opt.ndf, case["size"]) / best[0] / 1e12,
+           "tflops": case["batch"] * iteration_flops(opt.ngf, opt.n_blocks, opt.ndf, case["size"]) / best[0] / 1e12
+           if opt.model == "cyclegan" else None,
            "finite": all(v == v and abs(v) != float("inf") for v in losses.values())}
     if variant != "reference":
-        out.update(step_mode=model.step_mode, captured=model.graph.captured, capture_error=model.graph.failure,
-                   capture_s=model.graph.capture_seconds, precision=model.precision,
+        graph = getattr(model, "graph", None)  # CycleGAN's step mechanics; CUT steps eagerly
+        out.update(model=opt.model, step_mode=getattr(model, "step_mode", "eager"),
+                   captured=graph.captured if graph else False, capture_error=graph.failure if graph else None,
+                   capture_s=graph.capture_seconds if graph else None, precision=model.precision,
                    channels_last=model.memory_format == torch.channels_last)
     return out
 
@@ -434,7 +449,7 @@ def cases(device: str, threads: int, quick: bool) -> list[dict]:
         for variant in (CUDA_VARIANTS if cuda else VARIANTS):
             if quick and "compile" in variant:
                 continue
-            if big and variant in ("bf16_cl", "bf16_compile"):
+            if big and variant in ("bf16_cl", "bf16_compile", "bf16_cut", "bf16_fastcut"):
                 continue  # minutes per iteration on 2 CPU cores: measure the main levers only
             for batch in ((1, 8) if cuda else (1,)):
                 out.append({"kind": "train", "device": device, "threads": threads, "size": size, "ngf": ngf,
@@ -531,7 +546,7 @@ def targets(rows: list[dict]) -> list[dict]:
         # each with its default environment, measured in this run (the brief's figures beside it)
         cpu = [r for r in _train_rows(rows, device="cpu", size=size, batch=1) if r["threads"] == 2]
         ref = next((r for r in cpu if r["variant"] == "reference"), None)
-        cands = [r for r in cpu if r["variant"] != "reference"]
+        cands = [r for r in cpu if r["variant"] != "reference" and translator(r["variant"]) == "cyclegan"]
         best = min(cands, key=lambda r: r["s_per_iter"]) if cands else None
         speedup = ref["s_per_iter"] / best["s_per_iter"] if best and ref else None
         out.append({"target": f"CPU {size}²: >= {CPU_SPEEDUP_TARGET}x faster per step than the original step "
@@ -544,7 +559,8 @@ def targets(rows: list[dict]) -> list[dict]:
                     "met": speedup >= CPU_SPEEDUP_TARGET if speedup is not None else None})
     cuda = [r for r in rows if str(r.get("device", "")).startswith("cuda")]
     for batch, key in ((1, "train_pairs_per_s_b1"), (8, "train_pairs_per_s_b8")):
-        cands = [r for r in _train_rows(cuda, size=256, batch=batch, ngf=64, blocks=9)]
+        cands = [r for r in _train_rows(cuda, size=256, batch=batch, ngf=64, blocks=9)
+                 if translator(r["variant"]) == "cyclegan"]
         best = max(cands, key=lambda r: r["pairs_per_s"], default=None)
         out.append({"target": f"CUDA training >= {CUDA_TARGETS[key]:.0f} pairs/s at batch {batch} (256², ngf 64, "
                               "9 blocks, bf16)",
