@@ -72,9 +72,9 @@ def _machine() -> dict:
 def run_experiment(config: str, overrides: list[str], gan_seeds: list[int], det_seeds: list[int],
                    root: Path, arms: list[str] | None = None, log=print) -> dict:
     """Train (or reuse) everything; returns {"cfg", "dataset", "per_gan": {g: {...}}, "timings"}."""
-    from pipeline.gan import display_name
     from pipeline.data.ingest import ingest
     from pipeline.detect.compare import compare
+    from pipeline.gan import display_name
     from pipeline.gan.training_run import train_translator
     from pipeline.preflight import preflight
     from pipeline.run import run_dir_for
