@@ -92,6 +92,9 @@ def plan(smoke: bool) -> list[dict]:
         (translate("translate 256²: host path (before this issue), bf16", n_tr // 2, 64 if not smoke else 8, size,
                    size, max(size, 512), device_io=False), 15, 90),
         (train("train b1: bf16 + compile, no graph", "bf16_compile", 1, cache="shared"), 30, 150),
+        # the other translators' eager step at the same size (gan.model cut / fastcut), last in priority
+        (train("train b8: CUT bf16 eager", "bf16_cut", 8), 15, 90),
+        (train("train b8: FastCUT bf16 eager", "bf16_fastcut", 8), 15, 90),
     ]
     return plan_
 
