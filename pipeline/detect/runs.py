@@ -253,8 +253,7 @@ def run_isolated(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
                               str(augmented.root) if augmented else None, spec, threads)
             while cancel is not None and not fut.done():
                 if cancel.wait(0.5):
-                    for proc in list(pool._processes.values()):  # no public way to stop a running task
-                        proc.kill()
+                    _kill_workers(pool)
                     return failed_record(spec, "cancelled: the experiment stopped while this run trained")
             return fut.result()
     except OSError as e:
@@ -266,6 +265,16 @@ def run_isolated(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
                                    "out-of-memory killer, or crashed in native code")
     except Exception as e:
         return failed_record(spec, _first_line(e))
+
+
+def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Kill the pool's running worker processes: `kill_workers` from Python 3.14; before it there is
+    no public way to stop a task that has started, so its process table is read."""
+    if hasattr(pool, "kill_workers"):
+        pool.kill_workers()
+        return
+    for proc in list(pool._processes.values()):
+        proc.kill()
 
 
 def _first_line(e: BaseException) -> str:
