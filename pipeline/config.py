@@ -332,10 +332,10 @@ class DetectConfig(Section):
         return self
 
     def keyed(self) -> dict[str, Any]:
-        """This section as cache keys read it: `baselines_ahead` decides when runs train, never what
-        they produce; `real_finetune_epochs` is keyed only when on (runs trained before it existed
-        are the runs with it off)."""
-        d = self.model_dump(mode="json", exclude={"baselines_ahead"})
+        """This section as cache keys read it: `baselines_ahead` and `parallel_arms` decide when and
+        beside what runs train, never what they produce; `real_finetune_epochs` is keyed only when
+        on (runs trained before it existed are the runs with it off)."""
+        d = self.model_dump(mode="json", exclude={"baselines_ahead", "parallel_arms"})
         if not d["real_finetune_epochs"]:
             d.pop("real_finetune_epochs")
         return d

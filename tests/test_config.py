@@ -115,6 +115,14 @@ def test_hash_changes_with_values_and_round_trips_yaml(tmp_path: Path) -> None:
     assert load_config(saved).hash() == a.hash()
 
 
+def test_detect_keys_ignore_when_runs_train_but_not_what_they_train() -> None:
+    """Side by side or one at a time, ahead of the GAN or not: the same runs, the same comparison."""
+    a = load_config(CONFIGS / "demo.yaml")
+    for override in ("detect.parallel_arms=1", "detect.baselines_ahead=false"):
+        assert load_config(CONFIGS / "demo.yaml", [override]).detect.keyed() == a.detect.keyed(), override
+    assert load_config(CONFIGS / "demo.yaml", ["detect.epochs=49"]).detect.keyed() != a.detect.keyed()
+
+
 def test_split_fractions_must_sum_to_one() -> None:
     with pytest.raises(ConfigError, match="sum to 1"):
         load_config(None, ["data.split.train=0.5"])

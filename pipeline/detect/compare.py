@@ -64,7 +64,7 @@ class CompareResult:
 def _run_config(cfg: RunConfig, arm: str) -> dict[str, Any]:
     """The part of the detect config that changes what one run of `arm` produces."""
     d = cfg.detect.keyed()
-    for k in ("arms", "seeds", "parallel_arms", "bootstrap_resamples", "crosscheck_tolerance"):
+    for k in ("arms", "seeds", "bootstrap_resamples", "crosscheck_tolerance"):
         d.pop(k)
     for k in ARM_SETTINGS - set(ARM_SPECS[arm].settings):
         d.pop(k, None)  # settings only other arms read: changing one never retrains (or unshares) this arm
