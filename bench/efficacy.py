@@ -47,12 +47,25 @@ def _env() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-def _commit() -> str | None:
+# what the benchmark's processes import and read: an edit there while it runs changes what runs
+SOURCES = ("pipeline", "bench", "configs", "flows")
+
+
+def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def source_state() -> dict:
+    """The commit and the tracked files under SOURCES with uncommitted changes, read when the
+    benchmark starts: the detector runs are spawned processes that import the working tree as it is
+    when each starts, so a result names the code it ran only if nothing there changes meanwhile."""
+    commit = _git("rev-parse", "--short=10", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", *SOURCES) or ""
+    return {"commit": commit.strip() if commit else None,
+            "uncommitted": sorted(line[3:] for line in status.splitlines() if line.strip())}
 
 
 def _machine() -> dict:
@@ -228,13 +241,18 @@ def _headline(best: str | None, uplifts: list[dict], gap: dict, alpha: float) ->
     return "real+synthetic " + "; ".join(parts[1:]) + f". {parts[0]}."
 
 
+def _uncommitted(doc: dict) -> str:
+    files = doc.get("uncommitted")  # absent from results written before it was recorded
+    return f" plus uncommitted changes to {', '.join(files)}" if files else ""
+
+
 def markdown(doc: dict) -> str:
     """The benchmark's tables: arms (mean ± std over runs), uplifts with verdicts, gap shares."""
     ci = round(100 * (1 - doc["alpha"]))
     lines = [f"# Efficacy benchmark: {doc['label']}", "",
              f"`{doc['config']}` {' '.join(doc['overrides'])} — GAN seeds {doc['gan_seeds']} x detector seeds "
              f"{doc['detector_seeds']}; test: {doc['test']['images']} real B photos, {doc['test']['boxes']} "
-             f"boxes; commit {doc['commit']}; this invocation {doc['timings']['total_s'] / 60:.0f} min on "
+             f"boxes; commit {doc['commit']}{_uncommitted(doc)}; this invocation {doc['timings']['total_s'] / 60:.0f} min on "
              f"{doc['machine']['cpu_count']} cores.", "", f"**{doc['verdict']['headline']}**", "",
              "| arm | runs | mAP@[.5:.95] | mAP50 | gap to oracle closed | B val mAP (tuning split) |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -311,6 +329,11 @@ def main() -> int:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     _env()
+    source = source_state()
+    if source["uncommitted"]:
+        print(f"warning: uncommitted changes to {', '.join(source['uncommitted'])}: the results will not "
+              f"match commit {source['commit']}, and editing code while the benchmark runs changes what its "
+              "detector processes import; run it from a clean checkout (e.g. `git worktree add`)", file=sys.stderr)
 
     t0 = time.perf_counter()
     load_before = os.getloadavg()
@@ -347,7 +370,7 @@ def main() -> int:
     doc = {"benchmark": "efficacy", "label": label, "config": args.config, "overrides": args.overrides,
            "gan_seeds": args.gan_seeds, "detector_seeds": args.det_seeds, "arms": args.arms,
            "resamples": args.resamples,
-           "alpha": cfg.report.alpha, "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "alpha": cfg.report.alpha, **source, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
            "machine": {**_machine(), "loadavg_start_end": [load_before, os.getloadavg()]},
            "timings": exp["timings"], "gans": gans, **body}
     name = "efficacy" if args.label is None else f"efficacy_{args.label}"
