@@ -252,7 +252,8 @@ def markdown(doc: dict) -> str:
     lines = [f"# Efficacy benchmark: {doc['label']}", "",
              f"`{doc['config']}` {' '.join(doc['overrides'])} — GAN seeds {doc['gan_seeds']} x detector seeds "
              f"{doc['detector_seeds']}; test: {doc['test']['images']} real B photos, {doc['test']['boxes']} "
-             f"boxes; commit {doc['commit']}{_uncommitted(doc)}; this invocation {doc['timings']['total_s'] / 60:.0f} min on "
+             f"boxes; commit {doc['commit']}{_uncommitted(doc)}; "
+             f"this invocation {doc['timings']['total_s'] / 60:.0f} min on "
              f"{doc['machine']['cpu_count']} cores.", "", f"**{doc['verdict']['headline']}**", "",
              "| arm | runs | mAP@[.5:.95] | mAP50 | gap to oracle closed | B val mAP (tuning split) |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -333,7 +334,8 @@ def main() -> int:
     if source["uncommitted"]:
         print(f"warning: uncommitted changes to {', '.join(source['uncommitted'])}: the results will not "
               f"match commit {source['commit']}, and editing code while the benchmark runs changes what its "
-              "detector processes import; run it from a clean checkout (e.g. `git worktree add`)", file=sys.stderr)
+              "detector processes import; run it from a clean checkout (e.g. `git worktree add`)",
+              file=sys.stderr)
 
     t0 = time.perf_counter()
     load_before = os.getloadavg()

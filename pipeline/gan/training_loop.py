@@ -101,8 +101,8 @@ def fit(opt: GanOptions, fopt: FitOptions, a: list[ImageItem], b: list[ImageItem
 
     writer = _tensorboard(work_dir / "tensorboard") if rank == 0 else None
     samples: list[Path] = []
-    bar = stage_progress(display_name(getattr(opt, "model", "cyclegan")), opt.iterations, done=step, unit="it",
-                         enabled=progress and rank == 0)
+    bar = stage_progress(display_name(getattr(opt, "model", "cyclegan")), opt.iterations, done=step,
+                         unit="it", enabled=progress and rank == 0)
     sums = {k: torch.tensor(v, device=device) for k, v in window.items()}
     n_in_window = int(window.get("_n", 0))
     status = None
