@@ -199,6 +199,10 @@ class GanConfig(Section):
         "train", description="translate at the training scale (short side = load_size), the photo's own "
         "resolution (native; tiled when larger than the tile), or this short side in pixels"
     )
+    translate_border: int = Field(
+        8, ge=0, multiple_of=4, description="px of reflection around each image or tile, cut off after the "
+        "generator: its stride-2 convolutions zero-pad the top and left edges, where it draws noise "
+        "(pipeline/gan/translate.py); a multiple of 4, 0 = none")
     deterministic: bool = Field(True, description="CPU: torch deterministic algorithms during training")
     quality_images: int = Field(64, ge=4, description="A and real B photos for the quality metrics")
     quality_steps: int = Field(150, ge=1, description="training steps of the two-sample test's critics")

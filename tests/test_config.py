@@ -82,6 +82,12 @@ def test_negative_size_rejected() -> None:
         load_config(None, ["data.demo.image_size=-4"])
 
 
+def test_translation_border_must_keep_the_generator_in_phase() -> None:
+    assert load_config(None, []).gan.translate_border == 8
+    with pytest.raises(ConfigError, match=r"'gan.translate_border'.*multiple of 4"):
+        load_config(None, ["gan.translate_border=6"])
+
+
 def test_overrides_use_config_names_and_yaml_values() -> None:
     cfg = load_config(CONFIGS / "tiny.yaml", ["gan.iterations=3", "detect.seeds=[1, 2]", "gan.compile=true"])
     assert cfg.gan.iterations == 3 and cfg.detect.seeds == [1, 2] and cfg.gan.compile is True

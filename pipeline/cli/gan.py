@@ -90,6 +90,10 @@ def translate(
                                          "the training scale)"),
     precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 (auto: bf16 on CUDA and "
                                                               "bf16-capable CPUs)"),
+    border: int = typer.Option(8, "--border", min=0,
+                               help="pixels of reflection around each image or tile, cut off after the "
+                                    "generator (it draws noise along zero-padded top and left edges); a "
+                                    "multiple of 4, 0 = none"),
 ) -> None:
     """Translate every image (any size; output keeps each input's size). Inputs are never modified.
 
@@ -114,7 +118,7 @@ def translate(
     try:
         translator = Translator.load(model_dir, direction, device, tile=tile, overlap=overlap,
                                      batch=batch if batch == "auto" else int(batch),
-                                     load_size=load_size, precision=precision)
+                                     load_size=load_size, precision=precision, border=border)
     except (CheckpointError, ValueError, OSError) as e:
         fail(str(e))
         return
@@ -134,7 +138,7 @@ def translate(
     written = set(done)
     atomic_write_json(out_dir / "translations.json", {
         "model": str(model_dir), "direction": direction, "generator": translator.sha256,
-        "scale": load_size, "tile": translator.tile, "overlap": translator.overlap,
+        "scale": load_size, "tile": translator.tile, "overlap": translator.overlap, "border": translator.border,
         "precision": translator.precision,
         "images": [{"input": str(s), "output": str(d.relative_to(out_dir))}
                    for s, d in pairs if d in written],

@@ -11,6 +11,13 @@ neighbours sum to one). The default overlap is half the generator's receptive fi
 blocks, 88 px for 9). Instance norm statistics for the tiles come from one pass over the whole
 image (downscaled to at most `stats_pixels` pixels), so every tile is normalised like the whole.
 
+Border: the generator's stride-2 convolutions zero-pad only the top and left edges of an even-sized
+input, and a trained generator draws coloured noise in a band there (the top-left 6x6 px of a
+demo photo: mean deviation 40-44 grey levels from the photo's median against 10-12 at the other
+corners). Every image or tile is therefore reflect-padded by `border` pixels (8, a multiple of 4,
+so the stride-2 layers stay in phase) before the generator and the band is cut off with the
+border: the top-left corner then deviates 12-13 levels, like the others.
+
 Memory: device memory is bounded by batch × tile² (and stats_pixels); host working memory by one
 row strip of tiles (tile × width float32) besides the uint8 input and output, not by the area.
 On CUDA out-of-memory the batch is halved (down to 1) and the chunk retried: outputs do not depend
@@ -55,6 +62,7 @@ from pipeline.store import sha256_file
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MARGIN, RAMP = 3 / 8, 1 / 4  # of the overlap, per side: ignored border, cross-fade (2·MARGIN + RAMP = 1)
+BORDER = 8  # px of reflection around each image or tile, cut off after the generator (module docstring)
 
 
 class _TileNorm(nn.Module):
@@ -137,8 +145,9 @@ class Translator:
     def __init__(self, net: ResnetGenerator, *, sha256: str = "", load_size: int | None = None,
                  device: str | torch.device = "cpu", tile: int = 512, overlap: int | None = None,
                  batch: int | str = "auto", precision: str = "auto", stats_pixels: int = 1024 * 1024,
-                 compile: bool = False, device_io: bool | None = None):
-        """device_io: uint8 in and out of the device, everything between on it (None = on CUDA);
+                 compile: bool = False, device_io: bool | None = None, border: int = BORDER):
+        """border: reflection padding (px, a multiple of 4) around every image or tile, cut off
+        after the generator (module docstring); device_io: uint8 in and out of the device, everything between on it (None = on CUDA);
         compile: torch.compile the generator for the batch and tile shapes (worth it for many images:
         the first call compiles; kernels are cached on disk, see accel.compile_cache)."""
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -149,6 +158,9 @@ class Translator:
         self.net = self.net.to(self.device, memory_format=self.memory_format)
         self.sha256, self.load_size = sha256, load_size
         self.tile = max(16, tile // 4 * 4)  # the generator needs sides divisible by 4
+        if border < 0 or border % 4:
+            raise ValueError(f"border must be a non-negative multiple of 4, got {border}")
+        self.border = border
         self.overlap = default_overlap(net, self.tile) if overlap is None else min(overlap, self.tile // 2)
         self.batch, self.stats_pixels = translation_batch(batch, self.device), stats_pixels
         self.precision = resolve_precision(precision, self.device)
@@ -164,13 +176,13 @@ class Translator:
     def load(cls, model: str | Path, direction: str = "AtoB", device: str | torch.device = "cpu", *,
              tile: int = 512, overlap: int | None = None, batch: int | str = "auto",
              load_size: int | str | None = "train", precision: str = "auto", compile: bool = False,
-             device_io: bool | None = None) -> "Translator":
+             device_io: bool | None = None, border: int = BORDER) -> "Translator":
         """Build from a model directory (G_AB/G_BA.safetensors) or one weights file.
 
         load_size: "train" resizes to the generator's training scale (from the weights' metadata),
         "native" or None translates at each input's own resolution (tiled when larger than `tile`),
         an int resizes the short side to that many pixels. overlap None = default_overlap.
-        compile, device_io: see __init__.
+        compile, device_io, border: see __init__.
         """
         if direction not in ("AtoB", "BtoA"):
             raise ValueError(f"direction must be AtoB or BtoA, got {direction!r}")
@@ -195,15 +207,16 @@ class Translator:
         size = {"train": meta.get("load_size"), "native": None}.get(load_size, load_size)
         return cls(net, sha256=sha256_file(path), load_size=int(size) if size else None, device=device,
                    tile=tile, overlap=overlap, batch=batch, precision=precision, compile=compile,
-                   device_io=device_io)
+                   device_io=device_io, border=border)
 
     @classmethod
     def for_config(cls, model: str | Path, gan: Any, direction: str = "AtoB",
                    device: str | torch.device = "cpu") -> "Translator":
         """Load with a GanConfig's translation settings (tile, tile_overlap, translate_batch,
-        translate_size)."""
+        translate_size, translate_border)."""
         return cls.load(model, direction, device, tile=gan.tile, overlap=gan.tile_overlap,
-                        batch=gan.translate_batch, load_size=getattr(gan, "translate_size", "train"))
+                        batch=gan.translate_batch, load_size=getattr(gan, "translate_size", "train"),
+                        border=getattr(gan, "translate_border", BORDER))
 
     # ------------------------------------------------------------------------------------ calls
     def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -271,18 +284,25 @@ class Translator:
             yield from collect(pending)
 
     def _forward(self, x: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
-        """(N,3,H,W) in [-1,1] -> (N,3,H,W) float32; `self.fast` unless a net is given. A compiled
-        network sees one batch size: a short batch is padded with blank images and cut back."""
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        """(N,3,H,W) in [-1,1] -> (N,3,H,W) float32; `self.fast` unless a net is given. The input gets
+        `border` px of reflection, cut off the output. A compiled network sees one batch size: a short
+        batch is padded with blank images and cut back."""
+        x = x.to(self.device, non_blocking=True)
+        b = self.border
+        if b:  # reflect (replicate on inputs too small to reflect) and cut off below: see BORDER
+            x = F.pad(x, (b, b, b, b), mode="reflect" if min(x.shape[-2:]) > b else "replicate")
+        x = x.contiguous(memory_format=self.memory_format)
         net = self.fast if net is None else net
         n = x.shape[0]
         if net is not self.net and n < self.batch:
             x = torch.cat([x, x.new_zeros((self.batch - n, *x.shape[1:]))]).contiguous(
                 memory_format=self.memory_format)
         if self.amp_dtype is None:
-            return net(x).float()[:n]
-        with torch.autocast(self.device.type, dtype=self.amp_dtype):
-            return net(x).float()[:n]
+            y = net(x).float()[:n]
+        else:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                y = net(x).float()[:n]
+        return y[..., b:y.shape[-2] - b, b:y.shape[-1] - b] if b else y
 
     def _host_buffer(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """Pinned on CUDA (asynchronous copies); the caching host allocator reuses it once its

@@ -102,7 +102,8 @@ def translation_settings(cfg: RunConfig) -> dict[str, Any]:
 
     kind = resolve_device(cfg.runtime.device).split(":")[0]
     return {"tile": cfg.gan.tile, "tile_overlap": cfg.gan.tile_overlap, "size": cfg.gan.translate_size,
-            "device": kind, "precision": resolve_precision(cfg.gan.precision, kind)}
+            "border": cfg.gan.translate_border, "device": kind,
+            "precision": resolve_precision(cfg.gan.precision, kind)}
 
 
 def _unique_generators(checkpoints: list[Path], shas: list[str]) -> None:
@@ -190,12 +191,12 @@ def prepare(cfg: RunConfig, dataset: DatasetVersion, model_dir: Path) -> SynthPl
 
 @functools.lru_cache(maxsize=4)
 def _translators(paths: tuple[str, ...], device: str, tile: int, overlap: int, batch: int, size: Any,
-                 precision: str) -> tuple[Any, ...]:
+                 precision: str, border: int) -> tuple[Any, ...]:
     from pipeline.gan.translate import Translator
 
     return tuple(
         Translator.load(p, direction="AtoB", device=device, tile=tile, overlap=overlap, batch=batch,
-                        load_size=size, precision=precision)
+                        load_size=size, precision=precision, border=border)
         for p in paths
     )
 
@@ -208,7 +209,8 @@ def load_generators(plan: SynthPlan) -> list[Generator]:
     """
     t = plan.translation
     trs = _translators(tuple(str(c) for c in plan.checkpoints), resolve_device(plan.cfg.runtime.device),
-                       t["tile"], t["tile_overlap"], plan.cfg.gan.translate_batch, t["size"], t["precision"])
+                       t["tile"], t["tile_overlap"], plan.cfg.gan.translate_batch, t["size"], t["precision"],
+                       t["border"])
     return [Generator(sha, tr, name=str(c), translate_checked=tr.translate_checked)
             for sha, tr, c in zip(plan.generator_shas, trs, plan.checkpoints)]
 

@@ -83,7 +83,8 @@ def test_model_directory_is_complete_and_cached(trained, tiny_dataset):
 def test_model_key_ignores_translation_settings(trained, tiny_dataset):
     cfg, res = trained
     same = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={cfg.runtime.output_root}",
-                                                          "gan.tile=128", "gan.translate_batch=2"])
+                                                          "gan.tile=128", "gan.translate_batch=2",
+                                                          "gan.translate_border=0"])
     other = load_config(REPO / "configs" / "tiny.yaml", [f"runtime.output_root={cfg.runtime.output_root}",
                                                            "gan.iterations=13"])
     assert model_dir_for(same, tiny_dataset) == res.model_dir != model_dir_for(other, tiny_dataset)

@@ -278,3 +278,35 @@ def test_saved_weights_are_the_same_bytes_every_time(tmp_path: Path) -> None:
     assert len(digests) == 1
     back = load_file(tmp_path / "w0.safetensors")
     assert all(torch.equal(back[k], v) for k, v in tensors.items()) and read_metadata(tmp_path / "w0.safetensors") == meta
+
+
+def _strided_box_filter() -> torch.nn.Module:
+    """The generator's downsampling in miniature: a 3x3 mean with stride 2 and zero padding (on an
+    even-sized input only the top and left edges see the padding), then nearest upsampling."""
+    conv = torch.nn.Conv2d(3, 3, 3, stride=2, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for c in range(3):
+            conv.weight[c, c] = 1 / 9
+    return torch.nn.Sequential(conv, torch.nn.Upsample(scale_factor=2, mode="nearest"))
+
+
+def test_reflection_border_removes_the_zero_padded_top_left_band():
+    img = np.full((64, 48, 3), 200, np.uint8)
+    net = _strided_box_filter()
+    bare = Translator(net, border=0, overlap=16, precision="fp32")([img])[0].astype(int)
+    # without the border the zero padding shows in the top rows and left columns only
+    assert np.abs(bare[:2] - 200).min() > 20 and np.abs(bare[:, :2] - 200).min() > 20
+    assert np.abs(bare[2:, 2:] - 200).max() <= 1
+    out = Translator(net, border=8, overlap=16, precision="fp32")([img])[0]
+    assert out.shape == img.shape and np.abs(out.astype(int) - 200).max() <= 1
+    tiled = Translator(net, border=8, tile=32, overlap=16, load_size=None, precision="fp32")([img])[0]
+    assert np.abs(tiled.astype(int) - 200).max() <= 1  # every tile gets the border too
+
+
+def test_reflection_border_is_checked_and_small_images_keep_their_shape(weights):
+    with pytest.raises(ValueError, match="multiple of 4"):
+        Translator.load(weights, border=6)
+    tr = Translator.load(weights, load_size=None, border=8, precision="fp32")
+    tiny = scene(6, 5, 7)  # smaller than the border: replicated instead of reflected
+    assert tr([tiny])[0].shape == tiny.shape
