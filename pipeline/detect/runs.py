@@ -248,7 +248,8 @@ def run_isolated(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
         return rec
     ctx = mp.get_context("spawn")
     try:
-        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=die_with_parent,
+                                    initargs=(os.getpid(),)) as pool:
             fut = pool.submit(_child, cfg.model_dump_json(), str(dataset.root),
                               str(augmented.root) if augmented else None, spec, threads)
             while cancel is not None and not fut.done():
@@ -265,6 +266,23 @@ def run_isolated(cfg: RunConfig, dataset: DatasetVersion, augmented: DatasetVers
                                    "out-of-memory killer, or crashed in native code")
     except Exception as e:
         return failed_record(spec, _first_line(e))
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: on Linux the kernel kills this worker when the process that started it
+    dies, so a comparison killed from outside (SIGKILL, the out-of-memory killer, a `kill` of the
+    main process alone) leaves no detector training on behind it; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the call above: nobody is left to kill us
+        os._exit(1)
 
 
 def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
