@@ -138,7 +138,8 @@ def translate(
     written = set(done)
     atomic_write_json(out_dir / "translations.json", {
         "model": str(model_dir), "direction": direction, "generator": translator.sha256,
-        "scale": load_size, "tile": translator.tile, "overlap": translator.overlap, "border": translator.border,
+        "scale": load_size, "tile": translator.tile, "overlap": translator.overlap,
+        "border": translator.border,
         "precision": translator.precision,
         "images": [{"input": str(s), "output": str(d.relative_to(out_dir))}
                    for s, d in pairs if d in written],

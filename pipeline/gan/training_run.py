@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 KIND = "cyclegan"
 # gan fields that change how a trained model is used or how fast it trains, not what it learns
-NOT_TRAINING = ("tile", "tile_overlap", "translate_batch", "translate_size", "translate_border", "num_workers",
-                "cuda_graphs")
+NOT_TRAINING = ("tile", "tile_overlap", "translate_batch", "translate_size", "translate_border",
+                "num_workers", "cuda_graphs")
 
 
 @dataclass

@@ -147,9 +147,10 @@ class Translator:
                  batch: int | str = "auto", precision: str = "auto", stats_pixels: int = 1024 * 1024,
                  compile: bool = False, device_io: bool | None = None, border: int = BORDER):
         """border: reflection padding (px, a multiple of 4) around every image or tile, cut off
-        after the generator (module docstring); device_io: uint8 in and out of the device, everything between on it (None = on CUDA);
-        compile: torch.compile the generator for the batch and tile shapes (worth it for many images:
-        the first call compiles; kernels are cached on disk, see accel.compile_cache)."""
+        after the generator (module docstring); device_io: uint8 in and out of the device,
+        everything between on it (None = on CUDA); compile: torch.compile the generator for the
+        batch and tile shapes (worth it for many images: the first call compiles; kernels are cached
+        on disk, see accel.compile_cache)."""
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
         self.net = copy.deepcopy(net).eval()  # its norms are swapped below

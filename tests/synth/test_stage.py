@@ -34,7 +34,8 @@ def test_cache_key_holds_pixel_settings_and_ignores_run_only_ones(mini_dataset, 
     base.gan.precision = "fp32"
     k0 = _key(base, mini_dataset, model)
     pixel_settings = [("gan", "tile", 256), ("gan", "tile_overlap", 8), ("gan", "translate_size", "native"),
-                      ("gan", "translate_size", 96), ("gan", "translate_border", 0), ("gan", "precision", "bf16"),
+                      ("gan", "translate_size", 96), ("gan", "translate_border", 0),
+                      ("gan", "precision", "bf16"),
                       ("runtime", "device", "cuda"), ("runtime", "seed", 1), ("synth", "variants", 2),
                       ("synth", "augment", True)]
     for section, field, value in pixel_settings:
