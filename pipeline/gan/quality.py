@@ -23,6 +23,7 @@ from torch import nn
 
 from pipeline.gan.realism import (REALISM_CRITIC, Critic, kid, load_realism_scorer, mean_pairwise_distance,
                                    to_batch, train_realism_critic, two_sample_test, wilson_interval)
+from pipeline.gan.translate import BORDER
 
 if TYPE_CHECKING:
     from pipeline.data.version import DatasetVersion
@@ -184,7 +185,8 @@ def reference_photos(dataset: "DatasetVersion", n: int, rng: np.random.Generator
 
 def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_images: int = 64, seed: int = 0,
                      device: str = "cpu", tile: int = 512, overlap: int | None = None, batch: int = 8,
-                     critic_steps: int = 150, inception_weights: str | Path | None = None) -> dict[str, Any]:
+                     border: int = BORDER, critic_steps: int = 150,
+                     inception_weights: str | Path | None = None) -> dict[str, Any]:
     """All metrics above for a model directory, on up to n_images labelled A and real B photos.
 
     Real B are held-out photos (B_val; B_unlabelled when there is no B_val): evaluation only,
@@ -202,7 +204,7 @@ def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_imag
     a_imgs = [dataset.read_rgb(r) for r in a_recs]
     b_imgs = [dataset.read_rgb(r) for r in b_recs]
 
-    kw = dict(device=device, tile=tile, overlap=overlap, batch=batch)
+    kw = dict(device=device, tile=tile, overlap=overlap, batch=batch, border=border)
     G = Translator.load(model_dir, "AtoB", **kw)
     fake = G(a_imgs)
     has_inverse = (Path(model_dir) / "G_BA.safetensors").is_file()
@@ -237,7 +239,7 @@ def evaluate_quality(model_dir: str | Path, dataset: "DatasetVersion", *, n_imag
 
 def fit_realism_critic(model_dir: str | Path, dataset: "DatasetVersion", *, n_images: int = 256,
                        steps: int = 300, seed: int = 0, device: str = "cpu", tile: int = 512,
-                       overlap: int | None = None, batch: int = 8) -> dict[str, Any]:
+                       overlap: int | None = None, batch: int = 8, border: int = BORDER) -> dict[str, Any]:
     """Train and save <model_dir>/realism_critic.safetensors: real B training photos
     (B_unlabelled + B_train, as the GAN saw) vs G_AB(A_train), up to n_images of each; B_val and
     B_test are never read. Returns the critic's card (held-out accuracy and CI, sizes)."""
@@ -255,7 +257,7 @@ def fit_realism_critic(model_dir: str | Path, dataset: "DatasetVersion", *, n_im
                 out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         return out
 
-    G = Translator.load(model_dir, "AtoB", device, tile=tile, overlap=overlap, batch=batch)
+    G = Translator.load(model_dir, "AtoB", device, tile=tile, overlap=overlap, batch=batch, border=border)
     fake = G(read(a_items))
     card = train_realism_critic(Path(model_dir) / REALISM_CRITIC, read(b_items), fake, steps=steps, seed=seed,
                                 device=device)

@@ -173,7 +173,8 @@ def _train(cfg: "RunConfig", dataset: "DatasetVersion", model_dir: Path, rank: i
     t0 = time.perf_counter()
     from pipeline.gan.quality import evaluate_quality
 
-    translation = dict(device=str(device), tile=g.tile, overlap=g.tile_overlap, batch=g.translate_batch)
+    translation = dict(device=str(device), tile=g.tile, overlap=g.tile_overlap, batch=g.translate_batch,
+                       border=g.translate_border)
     quality = evaluate_quality(model_dir, dataset, n_images=g.quality_images, seed=cfg.runtime.seed,
                                critic_steps=g.quality_steps, inception_weights=g.inception_weights,
                                **translation)

@@ -112,6 +112,31 @@ def test_cli_trains_fastcut_and_synthesis_uses_it(tiny_dataset, tmp_path):
     assert any((aug / "images").rglob("*.png"))
 
 
+def test_quality_and_critic_translate_with_the_configured_border(tiny_dataset, tmp_path, monkeypatch):
+    """The model's metrics and the gate's realism critic see the pixels synthesis will write."""
+    from pipeline.gan import quality
+    from pipeline.gan.translate import Translator
+
+    borders = []
+
+    class Seen(Exception):
+        pass
+
+    def load(*args, border, **kwargs):
+        borders.append(border)
+        raise Seen
+
+    monkeypatch.setattr(Translator, "load", load)
+    cfg = load_config(REPO / "configs" / "tiny.yaml",
+                      [f"runtime.output_root={tmp_path}", "gan.translate_border=0"])
+    with pytest.raises(Seen):
+        train_translator(cfg, tiny_dataset, progress=False)
+    model = next((tmp_path / "models").glob("*/*"))
+    with pytest.raises(Seen):
+        quality.fit_realism_critic(model, tiny_dataset, border=4)
+    assert borders == [0, 4]
+
+
 def test_cli_train_gan_and_translate(trained, tiny_dataset, tmp_path):
     from pipeline.cli import app
     from pipeline.cli import commands  # noqa: F401
